@@ -1,0 +1,1 @@
+"""Ledger rows, one module per chapter; importing a module registers its claims."""

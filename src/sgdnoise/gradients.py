@@ -1,0 +1,313 @@
+"""Per-sample gradients, the full gradient, and the Gram matrix ``G Gᵀ``.
+
+Conventions used everywhere in the package
+------------------------------------------
+* ``loss_fn(output, target)`` returns one loss per sample, shape ``(n,)``.
+* The empirical risk is the *mean* of the per-sample losses, ``L_n = (1/n) Σ_i ℓ_i``, so
+  ``g_n = (1/n) Σ_i g_i`` and ``Σ_emp = (1/n) Σ_i (g_i - g_n)(g_i - g_n)ᵀ``.
+* The per-sample gradient matrix ``G`` has shape ``(n, d)``: row ``i`` is ``g_i``, flattened in
+  ``model.parameters()`` order (parameters with ``requires_grad=False`` are skipped).
+
+Fast path
+---------
+When every trainable parameter belongs to an ``nn.Linear`` that is called once per forward pass,
+one forward and one backward pass give everything: for a layer with input ``a_i`` and
+output gradient ``δ_i`` (the gradient of ``Σ_j ℓ_j`` with respect to the layer's output for
+sample ``i``, which equals ``∂ℓ_i/∂z_i`` because the loss is per-sample), the per-sample weight
+gradient is the outer product ``δ_i a_iᵀ`` and the bias gradient is ``δ_i`` (Goodfellow 2015).
+The Gram matrix then needs no ``G`` at all:
+``Σ_layers (A Aᵀ) ⊙ (Δ Δᵀ) + Δ Δᵀ`` costs ``O(n² · width)`` memory and time.
+Any other model falls back to ``torch.func.vmap(torch.func.grad(...))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+__all__ = [
+    "per_sample_grads",
+    "full_gradient",
+    "gram_matrix",
+    "flat_params",
+    "set_flat_params",
+    "num_params",
+    "check_data",
+    "center_gram",
+]
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def num_params(model: nn.Module) -> int:
+    """Number ``d`` of trainable scalars, the width of ``G``."""
+    return sum(p.numel() for _, p in _trainable(model))
+
+
+def flat_params(model: nn.Module) -> Tensor:
+    """The trainable parameters as one vector ``θ`` of shape ``(d,)`` (a detached copy)."""
+    return torch.cat([p.detach().reshape(-1) for _, p in _trainable(model)])
+
+
+@torch.no_grad()
+def set_flat_params(model: nn.Module, theta: Tensor) -> None:
+    """Write a vector ``θ`` of shape ``(d,)`` back into the model's trainable parameters."""
+    d = num_params(model)
+    if theta.ndim != 1 or theta.numel() != d:
+        raise ValueError(f"theta has shape {tuple(theta.shape)}; this model needs a vector of shape ({d},)")
+    offset = 0
+    for _, p in _trainable(model):
+        p.copy_(theta[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+
+def check_data(X: Tensor, y: Tensor) -> int:
+    """Check that ``X`` and ``y`` hold the same number of samples and return it."""
+    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"X and y must be torch tensors, got {type(X).__name__} and {type(y).__name__}")
+    if X.ndim == 0 or y.ndim == 0:
+        raise ValueError("X and y need a leading sample dimension; got a 0-d tensor")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"X has n={X.shape[0]} samples but y has n={y.shape[0]}; they must hold the same samples"
+        )
+    if X.shape[0] == 0:
+        raise ValueError("the data set is empty (n=0); need at least one sample")
+    return X.shape[0]
+
+
+def _per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int) -> Tensor:
+    losses = loss_fn(out, y)
+    if not isinstance(losses, Tensor) or losses.shape != (n,):
+        shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise ValueError(
+            f"loss_fn must return one loss per sample, shape ({n},); it returned shape {shape}. "
+            "Use a per-sample loss, e.g. nn.CrossEntropyLoss(reduction='none')."
+        )
+    return losses
+
+
+def _check_finite(G: Tensor, model: nn.Module) -> None:
+    bad = ~torch.isfinite(G)
+    if not bad.any():
+        return
+    offset = 0
+    for name, p in _trainable(model):
+        block = bad[:, offset : offset + p.numel()]
+        if block.any():
+            sample = int(block.any(dim=1).nonzero()[0])
+            raise FloatingPointError(
+                f"non-finite per-sample gradient for parameter '{name}' (first at sample {sample}); "
+                "gradients must be finite: check the learning rate, the data and the loss"
+            )
+        offset += p.numel()
+
+
+# --------------------------------------------------------------------------- fast path
+@dataclass
+class _LinearCapture:
+    """Inputs ``A`` and output-gradients ``Δ`` of each ``nn.Linear``, from one forward/backward."""
+
+    layers: list[nn.Linear]
+    inputs: list[Tensor]
+    grads: list[Tensor]
+
+
+def _fast_path_layers(model: nn.Module) -> list[nn.Linear] | None:
+    owner: dict[int, nn.Module] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if p.requires_grad:
+                owner[id(p)] = module
+    layers: list[nn.Linear] = []
+    for _, p in _trainable(model):
+        module = owner[id(p)]
+        if not isinstance(module, nn.Linear):
+            return None
+        if module not in layers:
+            layers.append(module)
+    return layers
+
+
+def _capture_linear(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> _LinearCapture | None:
+    layers = _fast_path_layers(model)
+    if not layers:
+        return None
+    n = X.shape[0]
+    inputs: dict[nn.Linear, list[Tensor]] = {m: [] for m in layers}
+    outputs: dict[nn.Linear, list[Tensor]] = {m: [] for m in layers}
+
+    def hook(module, args, out):
+        inputs[module].append(args[0].detach())
+        outputs[module].append(out)
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.enable_grad():
+            out = model(X)
+            losses = _per_sample_losses(loss_fn, out, y, n)
+            # A layer called twice (weight sharing) or on inputs without a leading sample axis of
+            # length n takes the general route.
+            if any(len(outputs[m]) != 1 or inputs[m][0].shape[0] != n for m in layers):
+                return None
+            outs = [outputs[m][0] for m in layers]
+            if not all(o.requires_grad for o in outs):
+                return None
+            deltas = torch.autograd.grad(losses.sum(), outs, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    if any(d is None for d in deltas):
+        return None
+    return _LinearCapture(layers, [inputs[m][0] for m in layers], [d.detach() for d in deltas])
+
+
+def _grads_from_capture(cap: _LinearCapture, model: nn.Module) -> Tensor:
+    trainable = _trainable(model)
+    offsets, offset = {}, 0
+    for _, p in trainable:
+        offsets[id(p)] = offset
+        offset += p.numel()
+    n = cap.inputs[0].shape[0]
+    # Written straight into views of one preallocated array: the cost is one pass over n × d.
+    G = cap.inputs[0].new_empty((n, offset))
+    for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
+        a3 = a.reshape(n, -1, a.shape[-1])  # (n, T, in): T = 1 for ordinary 2-d inputs
+        d3 = delta.reshape(n, -1, delta.shape[-1])  # (n, T, out)
+        out_f, in_f = d3.shape[-1], a3.shape[-1]
+        if layer.weight.requires_grad:
+            o = offsets[id(layer.weight)]
+            view = G[:, o : o + out_f * in_f].view(n, out_f, in_f)
+            if a3.shape[1] == 1:
+                torch.mul(d3[:, 0, :, None], a3[:, 0, None, :], out=view)
+            else:
+                view.copy_(torch.einsum("nto,nti->noi", d3, a3))
+        if layer.bias is not None and layer.bias.requires_grad:
+            o = offsets[id(layer.bias)]
+            G[:, o : o + out_f] = d3.sum(dim=1)
+    return G
+
+
+# --------------------------------------------------------------------------- general path
+def _grads_functorch(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, chunk_size: int | None) -> Tensor:
+    n = X.shape[0]
+    _per_sample_losses(loss_fn, model(X[:1]).detach(), y[:1], 1)  # shape check, cheap
+    trainable = {k: v.detach() for k, v in _trainable(model)}
+    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss_one(params, x, t):
+        out = functional_call(model, {**params, **frozen, **buffers}, (x.unsqueeze(0),))
+        return loss_fn(out, t.unsqueeze(0)).reshape(())
+
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(trainable, X, y)
+    return torch.cat([g[k].reshape(n, -1) for k in trainable], dim=1)
+
+
+# --------------------------------------------------------------------------- public API
+def per_sample_grads(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    *,
+    chunk_size: int | None = None,
+    method: str = "auto",
+) -> Tensor:
+    """Per-sample gradient matrix ``G``, shape ``(n, d)``, row ``i`` = ``∇_θ ℓ(θ; x_i, y_i)``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Evaluated at its current parameters. Layers that couple samples (batch norm in training
+        mode) make per-sample gradients ill-defined and are not supported.
+    loss_fn : callable
+        ``loss_fn(output, target)`` returning a tensor of shape ``(n,)``, one loss per sample.
+    X, y : torch.Tensor
+        Inputs and targets with the same leading dimension ``n``.
+    chunk_size : int, optional
+        Samples per vmap chunk on the general path (bounds memory).
+    method : {"auto", "linear", "functorch"}
+        ``"auto"`` uses the one-backward-pass route when every trainable parameter sits in an
+        ``nn.Linear``, otherwise ``torch.func``. ``"linear"`` insists on the fast route.
+
+    Returns
+    -------
+    torch.Tensor
+        ``G`` of shape ``(n, d)``, in ``model.parameters()`` order, dtype of the parameters.
+    """
+    n = check_data(X, y)
+    if method not in ("auto", "linear", "functorch"):
+        raise ValueError(f"method={method!r}; valid values are 'auto', 'linear', 'functorch'")
+    G = None
+    if method in ("auto", "linear"):
+        cap = _capture_linear(model, loss_fn, X, y)
+        if cap is not None:
+            G = _grads_from_capture(cap, model)
+        elif method == "linear":
+            raise ValueError(
+                "method='linear' needs every trainable parameter to sit in an nn.Linear called once "
+                "per forward pass; use method='auto' for other models"
+            )
+    if G is None:
+        G = _grads_functorch(model, loss_fn, X, y, chunk_size)
+    assert G.shape == (n, num_params(model))
+    _check_finite(G, model)
+    return G
+
+
+def full_gradient(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> Tensor:
+    """``g_n(θ) = ∇L_n(θ)``, the gradient of the *mean* loss, shape ``(d,)``."""
+    n = check_data(X, y)
+    params = [p for _, p in _trainable(model)]
+    with torch.enable_grad():
+        losses = _per_sample_losses(loss_fn, model(X), y, n)
+        gs = torch.autograd.grad(losses.mean(), params)
+    g = torch.cat([t.reshape(-1) for t in gs])
+    if not torch.isfinite(g).all():
+        _check_finite(g[None], model)
+    return g
+
+
+def gram_matrix(
+    model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, centered: bool = False
+) -> Tensor:
+    """The Gram matrix ``K = G Gᵀ`` (shape ``(n, n)``), without forming ``G`` where possible.
+
+    With ``centered=True`` it returns ``G_c G_cᵀ`` with ``G_c = G - 1 g_nᵀ``, whose non-zero
+    eigenvalues divided by ``n`` are those of ``Σ_emp(θ)`` (the same ``n × n`` route works when
+    ``d ≫ n``). On the fast path (all trainable parameters in ``nn.Linear`` layers fed 2-d inputs)
+    the cost is ``O(n² · Σ_layers (in + out))`` and no ``n × d`` array is ever allocated.
+    """
+    n = check_data(X, y)
+    cap = _capture_linear(model, loss_fn, X, y)
+    if cap is not None and all(a.ndim == 2 for a in cap.inputs):
+        K = X.new_zeros((n, n), dtype=cap.inputs[0].dtype)
+        for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
+            dd = delta @ delta.T
+            if layer.weight.requires_grad:
+                K += (a @ a.T) * dd
+            if layer.bias is not None and layer.bias.requires_grad:
+                K += dd
+        if not torch.isfinite(K).all():
+            _check_finite(_grads_from_capture(cap, model), model)
+    else:
+        G = per_sample_grads(model, loss_fn, X, y)
+        K = G @ G.T
+    if centered:
+        K = center_gram(K)
+    return K
+
+
+def center_gram(K: Tensor) -> Tensor:
+    """``C K C`` with ``C = I - 11ᵀ/n``: the Gram matrix of the centred rows."""
+    row = K.mean(dim=1, keepdim=True)
+    return K - row - row.T + K.mean()

@@ -1,0 +1,161 @@
+"""The gradient noise of SGD: ``g_n``, ``Σ_emp(θ)``, batch noise, its covariance, estimators, spectra.
+
+Notation (mean-loss convention, see :mod:`sgdnoise.gradients`): ``G`` is the ``(n, d)`` matrix of
+per-sample gradients ``g_i``, ``g_n = (1/n) Σ_i g_i``, ``g_B = (1/B) Σ_{i∈B} g_i`` and the noise is
+``ξ = g_n - g_B`` (the sign used by the research notes, §1.6). The empirical noise covariance is
+
+    Σ_emp(θ) = (1/n) Σ_i (g_i - g_n)(g_i - g_n)ᵀ = (1/n) G_cᵀ G_c,   G_c = G - 1 g_nᵀ,
+
+with the 1/n normalisation of the notes' §1.8.1 (not 1/(n-1)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .gradients import center_gram
+from .sampling import check_batch_size, check_scheme
+
+__all__ = [
+    "noise_covariance_factor",
+    "empirical_noise_covariance",
+    "batch_gradients",
+    "batch_noise",
+    "batch_weights",
+    "noise_sq_norms_from_gram",
+    "estimate_noise_covariance",
+    "estimator_expectation_factor",
+    "noise_spectrum",
+    "effective_rank",
+]
+
+
+def _check_G(G: Tensor) -> int:
+    if not isinstance(G, Tensor) or G.ndim != 2:
+        shape = tuple(G.shape) if isinstance(G, Tensor) else type(G).__name__
+        raise ValueError(f"G must be the (n, d) per-sample gradient matrix; got shape {shape}")
+    if G.shape[0] < 1:
+        raise ValueError("G has no rows (n=0)")
+    return G.shape[0]
+
+
+def noise_covariance_factor(n: int, B: int, scheme: str) -> float:
+    """``c(n, B)`` in ``Cov[ξ | D_n, θ] = c(n, B) · Σ_emp(θ)`` for one step of ``scheme``.
+
+    ``1/B`` with replacement (notes, Prop. 1); ``(n - B) / (B (n - 1))`` without replacement and for
+    a single reshuffled batch (the finite-population correction of §1.8.4, item 4). Proved in
+    chapter 1 and checked there by exact enumeration.
+    """
+    check_batch_size(B, n, scheme)
+    if scheme == "with_replacement":
+        return 1.0 / B
+    if n == 1:
+        return 0.0
+    return (n - B) / (B * (n - 1))
+
+
+def empirical_noise_covariance(G: Tensor) -> Tensor:
+    """``Σ_emp = (1/n) G_cᵀ G_c``, shape ``(d, d)``. Forms a ``d × d`` matrix: small ``d`` only."""
+    n = _check_G(G)
+    Gc = G - G.mean(dim=0, keepdim=True)
+    return Gc.T @ Gc / n
+
+
+def batch_weights(batches: Tensor, n: int, dtype=torch.float64) -> Tensor:
+    """Row ``k`` holds the weights ``w_k`` with ``g_{B_k} = w_kᵀ G``: ``counts / B``. Shape ``(m, n)``."""
+    if batches.ndim != 2:
+        raise ValueError(f"batches must have shape (m, B); got {tuple(batches.shape)}")
+    m, B = batches.shape
+    if batches.numel() and (batches.min() < 0 or batches.max() >= n):
+        raise ValueError(f"batch indices must lie in [0, {n - 1}]; got range [{int(batches.min())}, {int(batches.max())}]")
+    W = torch.zeros((m, n), dtype=dtype)
+    W.scatter_add_(1, batches, torch.full(batches.shape, 1.0 / B, dtype=dtype))
+    return W
+
+
+def batch_gradients(G: Tensor, batches: Tensor) -> Tensor:
+    """``g_{B_k}`` for each row of ``batches`` (shape ``(m, B)``); returns ``(m, d)``."""
+    n = _check_G(G)
+    return batch_weights(batches, n, G.dtype).to(G.device) @ G
+
+
+def batch_noise(G: Tensor, batches: Tensor) -> Tensor:
+    """Noise draws ``ξ_k = g_n - g_{B_k}``, shape ``(m, d)``."""
+    return G.mean(dim=0) - batch_gradients(G, batches)
+
+
+def noise_sq_norms_from_gram(K: Tensor, batches: Tensor) -> Tensor:
+    """``‖ξ_k‖²`` for each batch from the Gram matrix ``K = G Gᵀ`` alone (no ``G``): shape ``(m,)``.
+
+    With ``u = 1/n`` and batch weights ``w_k``, ``ξ_k = (u - w_k)ᵀ G`` so
+    ``‖ξ_k‖² = (u - w_k)ᵀ K (u - w_k)``; cost ``O(m n²)``, independent of ``d``.
+    """
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
+    n = K.shape[0]
+    V = batch_weights(batches, n, K.dtype).to(K.device) - 1.0 / n
+    return ((V @ K) * V).sum(dim=1)
+
+
+def estimate_noise_covariance(batch_grads: Tensor, B: int) -> Tensor:
+    """The estimator of the notes' §1.8.5: ``Σ̂ = B/(m-1) Σ_j (g_{B_j} - ḡ)(g_{B_j} - ḡ)ᵀ``.
+
+    ``batch_grads`` has shape ``(m, d)``, ``m ≥ 2`` minibatch gradients at one ``θ``. Its expectation
+    is ``κ · Σ_emp`` with ``κ`` from :func:`estimator_expectation_factor`: unbiased only when the
+    batches are drawn with replacement (chapter 1).
+    """
+    if batch_grads.ndim != 2 or batch_grads.shape[0] < 2:
+        raise ValueError(f"need m >= 2 batch gradients of shape (m, d); got shape {tuple(batch_grads.shape)}")
+    if isinstance(B, bool) or not isinstance(B, int) or B < 1:
+        raise ValueError(f"batch size B={B!r} must be a positive int")
+    m = batch_grads.shape[0]
+    D = batch_grads - batch_grads.mean(dim=0, keepdim=True)
+    return B * (D.T @ D) / (m - 1)
+
+
+def estimator_expectation_factor(n: int, B: int, scheme: str) -> float:
+    """``κ`` in ``E[Σ̂] = κ Σ_emp`` for the §1.8.5 estimator.
+
+    * with replacement (independent batches): ``κ = 1``;
+    * without replacement (independent batches): ``κ = (n - B)/(n - 1)``;
+    * random reshuffling, ``m ≥ 2`` batches from one epoch: ``κ = n/(n - 1)``, whatever ``m``:
+      disjoint batches are negatively correlated, ``Cov(g_{B_j}, g_{B_k}) = -Σ_emp/(n - 1)``.
+    """
+    check_scheme(scheme)
+    check_batch_size(B, n, scheme)
+    if scheme == "with_replacement":
+        return 1.0
+    if scheme == "without_replacement":
+        return (n - B) / (n - 1)
+    if 2 * B > n:
+        raise ValueError(f"reshuffling with B={B}, n={n} gives fewer than 2 batches per epoch; the estimator needs m >= 2")
+    return n / (n - 1)
+
+
+def noise_spectrum(K: Tensor, *, centered: bool = False) -> Tensor:
+    """Eigenvalues of ``Σ_emp`` in decreasing order, from the ``(n, n)`` Gram matrix.
+
+    ``Σ_emp = (1/n) G_cᵀ G_c`` and ``(1/n) G_c G_cᵀ`` share their non-zero eigenvalues, so the whole
+    non-zero spectrum costs one ``n × n`` symmetric eigen-solve, even when ``d ≫ n``. Pass the
+    uncentred ``K = G Gᵀ`` (it is centred here) or ``centered=True`` if ``K`` is already ``G_c G_cᵀ``.
+    Returns ``min(n, d)``-many values at most (``n``), clipped at zero (round-off).
+    """
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
+    n = K.shape[0]
+    Kc = K if centered else center_gram(K)
+    Kc = 0.5 * (Kc + Kc.T)
+    eig = torch.linalg.eigvalsh(Kc / n)
+    return eig.flip(0).clamp_min(0.0)
+
+
+def effective_rank(eigenvalues: Tensor) -> float:
+    """Participation ratio ``(Σ λ)² / Σ λ²`` of a spectrum: 1 for rank one, ``r`` for ``r`` equal values."""
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    if (lam < 0).any():
+        raise ValueError("eigenvalues of a covariance must be non-negative")
+    s2 = float((lam**2).sum())
+    if s2 == 0.0:
+        return 0.0
+    return float(lam.sum()) ** 2 / s2

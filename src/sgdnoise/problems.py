@@ -1,0 +1,197 @@
+"""Problems: a data set, a model and a per-sample loss, in one shape.
+
+The loss convention, stated once for the whole book: ``loss_fn(output, target)`` returns one loss
+per sample, and the empirical risk is their **mean**, ``L_n(θ) = (1/n) Σ_i ℓ(θ; x_i, y_i)``.
+
+* :func:`linear_regression`: Gaussian design ``x ~ N(0, S)``, ``y = xᵀθ_true + ε``,
+  ``ε ~ N(0, σ²)``, loss ``ℓ = ½(xᵀθ - y)²``. Everything is in closed form: the per-sample
+  gradients, ``Σ_emp(θ)``, the Hessian ``XᵀX/n``, the optimum, and the population ``Σ_pop(θ)``.
+* :func:`digits_mlp`: scikit-learn's 8×8 digits (ships with the package, no download), a
+  64-128-128-10 tanh MLP and cross-entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .gradients import check_data, flat_params, set_flat_params
+
+__all__ = ["Problem", "LinearRegressionProblem", "half_squared_error", "cross_entropy", "linear_regression", "digits_mlp", "mlp"]
+
+
+def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
+    """Per-sample ``½‖f(x) - y‖²``; ``output`` of shape ``(n,)`` or ``(n, k)``."""
+    diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
+    return 0.5 * (diff**2).sum(dim=1)
+
+
+def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    """Per-sample cross-entropy of logits ``(n, k)`` against class labels ``(n,)``."""
+    return nn.functional.cross_entropy(output, target, reduction="none")
+
+
+@dataclass
+class Problem:
+    """A data set ``(X, y)``, a model and a per-sample loss ``loss_fn(output, target) -> (n,)``."""
+
+    name: str
+    X: Tensor
+    y: Tensor
+    model: nn.Module
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_data(self.X, self.y)
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return flat_params(self.model).numel()
+
+    def theta(self) -> Tensor:
+        return flat_params(self.model)
+
+    def set_theta(self, theta: Tensor) -> None:
+        set_flat_params(self.model, theta)
+
+    @torch.no_grad()
+    def loss(self, idx: Tensor | None = None) -> float:
+        """``L_n(θ)`` at the current parameters (or the mean over ``idx``)."""
+        X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
+        return float(self.loss_fn(self.model(X), y).mean())
+
+    @torch.no_grad()
+    def accuracy(self) -> float:
+        """Fraction of correctly classified samples (classification problems)."""
+        return float((self.model(self.X).argmax(dim=1) == self.y).double().mean())
+
+
+@dataclass
+class LinearRegressionProblem(Problem):
+    """Linear regression with Gaussian design; closed forms for the quantities of chapter 1."""
+
+    theta_true: Tensor = None
+    S: Tensor = None  # design covariance
+    sigma: float = 0.0  # label-noise standard deviation
+
+    def per_sample_grads_closed_form(self, theta: Tensor) -> Tensor:
+        """``g_i = x_i (x_iᵀθ - y_i)``, shape ``(n, d)``."""
+        return self.X * (self.X @ theta - self.y)[:, None]
+
+    def hessian(self) -> Tensor:
+        """``∇²L_n = XᵀX / n`` (constant in θ)."""
+        return self.X.T @ self.X / self.n
+
+    def theta_star(self) -> Tensor:
+        """Least-squares optimum ``argmin L_n = (XᵀX)⁻¹ Xᵀy``."""
+        return torch.linalg.solve(self.X.T @ self.X, self.X.T @ self.y)
+
+    def sigma_emp(self, theta: Tensor) -> Tensor:
+        """``Σ_emp(θ) = (1/n) Σ g_i g_iᵀ - g_n g_nᵀ`` in closed form."""
+        G = self.per_sample_grads_closed_form(theta)
+        gn = G.mean(dim=0)
+        return G.T @ G / self.n - torch.outer(gn, gn)
+
+    def sigma_pop(self, theta: Tensor) -> Tensor:
+        """Population covariance of ``g = x(xᵀθ - y)`` for ``x ~ N(0, S)``, ``y = xᵀθ_true + ε``.
+
+        With ``r = θ - θ_true`` and Isserlis' theorem,
+        ``Σ_pop(θ) = (rᵀ S r + σ²) S + S r rᵀ S``.
+        """
+        r = theta - self.theta_true
+        Sr = self.S @ r
+        return (r @ Sr + self.sigma**2) * self.S + torch.outer(Sr, Sr)
+
+    def population_gradient(self, theta: Tensor) -> Tensor:
+        """``g(θ) = S (θ - θ_true)``."""
+        return self.S @ (theta - self.theta_true)
+
+
+def linear_regression(
+    n: int = 200,
+    d: int = 5,
+    *,
+    sigma: float = 0.5,
+    S: Tensor | None = None,
+    theta_true: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> LinearRegressionProblem:
+    """A fresh data set of ``n`` samples ``x ~ N(0, S)``, ``y = xᵀθ_true + N(0, σ²)``.
+
+    The model is ``nn.Linear(d, 1, bias=False)`` initialised at zero, loss ``½(xᵀθ - y)²``.
+    Pass ``generator`` to draw many data sets from one stream; otherwise ``seed`` seeds one.
+    """
+    if n < 1 or d < 1:
+        raise ValueError(f"need n >= 1 and d >= 1; got n={n}, d={d}")
+    if sigma < 0 or not math.isfinite(sigma):
+        raise ValueError(f"label-noise sigma={sigma} must be finite and >= 0")
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    S = torch.eye(d, dtype=dtype) if S is None else S.to(dtype)
+    if S.shape != (d, d):
+        raise ValueError(f"S has shape {tuple(S.shape)}; need ({d}, {d})")
+    if theta_true is None:
+        theta_true = torch.ones(d, dtype=dtype)
+    L = torch.linalg.cholesky(S)
+    X = torch.randn((n, d), generator=gen, dtype=dtype) @ L.T
+    y = X @ theta_true.to(dtype) + sigma * torch.randn(n, generator=gen, dtype=dtype)
+    model = nn.Linear(d, 1, bias=False).to(dtype)
+    with torch.no_grad():
+        model.weight.zero_()
+    return LinearRegressionProblem(
+        name=f"linear regression (n={n}, d={d})",
+        X=X,
+        y=y,
+        model=model,
+        loss_fn=half_squared_error,
+        theta_true=theta_true.to(dtype),
+        S=S,
+        sigma=float(sigma),
+    )
+
+
+def mlp(widths: list[int], *, activation: type[nn.Module] = nn.Tanh, generator: torch.Generator, dtype=torch.float32) -> nn.Sequential:
+    """A fully connected network; weights and biases ``U(-1/√fan_in, 1/√fan_in)`` from ``generator``."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        lin = nn.Linear(a, b).to(dtype)
+        bound = 1.0 / math.sqrt(a)
+        with torch.no_grad():
+            lin.weight.copy_((torch.rand((b, a), generator=generator, dtype=dtype) * 2 - 1) * bound)
+            lin.bias.copy_((torch.rand(b, generator=generator, dtype=dtype) * 2 - 1) * bound)
+        layers.append(lin)
+        if i < len(widths) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def digits_mlp(
+    *, seed: int = 0, n: int | None = None, hidden: int = 128, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> Problem:
+    """scikit-learn's digits (1797 images, 8×8, 10 classes) and a 64-``hidden``-``hidden``-10 tanh MLP.
+
+    Pixels are scaled to ``[0, 1]``. ``n`` keeps the first ``n`` images (all by default); ``seed``
+    seeds the initialisation.
+    """
+    from sklearn.datasets import load_digits
+
+    Xn, yn = load_digits(return_X_y=True)
+    if n is not None:
+        if not 1 <= n <= len(yn):
+            raise ValueError(f"n={n}; the digits data set has 1 <= n <= {len(yn)} samples")
+        Xn, yn = Xn[:n], yn[:n]
+    X = torch.as_tensor(Xn / 16.0, dtype=dtype, device=device)
+    y = torch.as_tensor(yn, dtype=torch.long, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    model = mlp([64, hidden, hidden, 10], generator=gen, dtype=dtype).to(device)
+    return Problem(name=f"digits MLP 64-{hidden}-{hidden}-10", X=X, y=y, model=model, loss_fn=cross_entropy)

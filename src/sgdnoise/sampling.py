@@ -1,0 +1,82 @@
+"""Minibatch index samplers, driven by an explicit seeded ``torch.Generator``.
+
+Three schemes, named as everywhere in the package:
+
+``"with_replacement"``
+    each of the ``B`` indices of a batch is uniform on ``{0, …, n-1}``, independently of the others
+    and of every other batch;
+``"without_replacement"``
+    each batch is a uniformly random subset of ``B`` distinct indices, batches independent;
+``"reshuffling"``
+    random reshuffling: each epoch draws a fresh permutation and cuts it into ``⌊n/B⌋`` disjoint
+    batches that are used in order. When ``B`` does not divide ``n`` the last ``n mod B`` indices
+    of each permutation are dropped (PyTorch's ``drop_last=True``), so every index appears at most
+    once per epoch and exactly once when ``B`` divides ``n``. A single reshuffled batch has the same
+    law as a without-replacement batch; consecutive batches of one epoch are not independent.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SCHEMES = ("with_replacement", "without_replacement", "reshuffling")
+
+__all__ = ["SCHEMES", "check_scheme", "check_batch_size", "sample_batches", "batches_per_epoch"]
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}; valid schemes are {', '.join(map(repr, SCHEMES))}")
+    return scheme
+
+
+def check_batch_size(B: int, n: int, scheme: str) -> int:
+    """Validate a batch size for ``n`` samples under ``scheme`` and return it as an ``int``."""
+    check_scheme(scheme)
+    if isinstance(B, bool) or not isinstance(B, int):
+        raise TypeError(f"batch size B={B!r} must be an int")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of samples n={n!r} must be a positive int")
+    if B < 1:
+        raise ValueError(f"batch size B={B} must be at least 1")
+    if scheme != "with_replacement" and B > n:
+        raise ValueError(f"batch size B={B} exceeds n={n} for sampling {scheme.replace('_', ' ')}; valid: 1 <= B <= {n}")
+    return B
+
+
+def batches_per_epoch(n: int, B: int) -> int:
+    """Number of disjoint batches random reshuffling draws from one permutation."""
+    return n // B
+
+
+def sample_batches(n: int, B: int, num_batches: int, scheme: str, generator: torch.Generator) -> Tensor:
+    """Draw ``num_batches`` minibatches of ``B`` indices from ``{0, …, n-1}``.
+
+    Returns a ``LongTensor`` of shape ``(num_batches, B)``; row ``k`` is the batch used at step
+    ``k``. For ``"reshuffling"`` rows ``k·m … k·m + m - 1`` (``m = ⌊n/B⌋``) form epoch ``k``.
+    """
+    check_batch_size(B, n, scheme)
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 0:
+        raise ValueError(f"num_batches={num_batches!r} must be a non-negative int")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("pass an explicit torch.Generator (seeded) as generator; global RNG state is not used")
+    if scheme == "with_replacement":
+        return torch.randint(n, (num_batches, B), generator=generator)
+    if scheme == "without_replacement":
+        if num_batches == 0:
+            return torch.empty((0, B), dtype=torch.long)
+        # Random keys, keep the B smallest: a uniform B-subset in uniformly random order.
+        out = []
+        rows_per_chunk = max(1, 2**22 // n)
+        for start in range(0, num_batches, rows_per_chunk):
+            m = min(rows_per_chunk, num_batches - start)
+            keys = torch.rand((m, n), generator=generator)
+            out.append(keys.topk(B, dim=1, largest=False, sorted=False).indices)
+        return torch.cat(out)
+    per_epoch = batches_per_epoch(n, B)
+    epochs = -(-num_batches // per_epoch)
+    perms = [torch.randperm(n, generator=generator)[: per_epoch * B].view(per_epoch, B) for _ in range(epochs)]
+    if not perms:
+        return torch.empty((0, B), dtype=torch.long)
+    return torch.cat(perms)[:num_batches]

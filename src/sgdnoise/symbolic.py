@@ -1,0 +1,152 @@
+"""Exact (sympy) computations over small finite data sets, with every batch enumerated.
+
+A data set of ``n`` per-sample gradients in ``d`` dimensions is a matrix of free symbols ``g_{i,a}``;
+a sampling scheme is an explicit list of outcomes with exact rational probabilities. Expectations
+are finite sums, so an identity either simplifies to zero or it does not: no tolerance, no seed.
+
+Population expectations (over the data set) use the moment rules of i.i.d. samples
+``g_i = μ + z_i`` with ``E[z_i] = 0`` and ``E[z_i z_jᵀ] = ρ_{ij} S``, where ``ρ_{ii} = 1`` and
+``ρ_{ij} = rho`` for ``i ≠ j`` (``rho = 0``: independent samples).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import lru_cache
+
+import sympy as sp
+
+from .sampling import check_batch_size
+
+__all__ = [
+    "gradient_symbols",
+    "batch_distribution",
+    "epoch_distribution",
+    "independent_batches",
+    "expect",
+    "batch_mean",
+    "sigma_emp",
+    "covariance",
+    "is_zero",
+    "population_model",
+    "population_expect",
+]
+
+
+def gradient_symbols(n: int, d: int, name: str = "g") -> sp.Matrix:
+    """``n × d`` matrix of real symbols; row ``i`` is the per-sample gradient ``g_i``."""
+    return sp.Matrix(n, d, lambda i, a: sp.Symbol(f"{name}_{i}{a}", real=True))
+
+
+@lru_cache(maxsize=None)
+def batch_distribution(n: int, B: int, scheme: str) -> tuple[tuple[tuple[int, ...], sp.Rational], ...]:
+    """All ordered index tuples ``(I_1, …, I_B)`` of one batch and their exact probabilities.
+
+    A single reshuffled batch has the law of a without-replacement batch.
+    """
+    check_batch_size(B, n, scheme)
+    if scheme == "with_replacement":
+        p = sp.Rational(1, n**B)
+        return tuple((t, p) for t in itertools.product(range(n), repeat=B))
+    p = sp.Rational(1, math.perm(n, B))
+    return tuple((t, p) for t in itertools.permutations(range(n), B))
+
+
+@lru_cache(maxsize=None)
+def epoch_distribution(n: int, B: int, m: int) -> tuple[tuple[tuple[tuple[int, ...], ...], sp.Rational], ...]:
+    """The first ``m`` batches of a random-reshuffling epoch (``m ≤ ⌊n/B⌋``), with probabilities."""
+    check_batch_size(B, n, "reshuffling")
+    if not 1 <= m <= n // B:
+        raise ValueError(f"m={m} batches of B={B} do not fit in one epoch of n={n}; valid 1 <= m <= {n // B}")
+    p = sp.Rational(1, math.perm(n, m * B))
+    return tuple(
+        (tuple(t[j * B : (j + 1) * B] for j in range(m)), p) for t in itertools.permutations(range(n), m * B)
+    )
+
+
+def independent_batches(n: int, B: int, m: int, scheme: str):
+    """``m`` independent batches of ``scheme`` (the product law), as ``(batches, probability)``."""
+    single = batch_distribution(n, B, scheme)
+    for combo in itertools.product(single, repeat=m):
+        yield tuple(b for b, _ in combo), sp.Mul(*[p for _, p in combo])
+
+
+def expect(f, distribution) -> sp.Matrix:
+    """``E[f(outcome)] = Σ p · f(outcome)`` over an enumerated distribution (exact)."""
+    total = None
+    for outcome, p in distribution:
+        term = p * f(outcome)
+        total = term if total is None else total + term
+    return sp.expand(total)
+
+
+def batch_mean(G: sp.Matrix, idx) -> sp.Matrix:
+    """``g_B = (1/B) Σ_j g_{I_j}`` as a column vector."""
+    return sum((G[i, :].T for i in idx), sp.zeros(G.shape[1], 1)) / len(idx)
+
+
+def full_mean(G: sp.Matrix) -> sp.Matrix:
+    return batch_mean(G, range(G.shape[0]))
+
+
+def sigma_emp(G: sp.Matrix) -> sp.Matrix:
+    """``Σ_emp = (1/n) Σ_i (g_i - g_n)(g_i - g_n)ᵀ`` (the notes' normalisation)."""
+    n = G.shape[0]
+    gn = full_mean(G)
+    return sp.expand(sum(((G[i, :].T - gn) * (G[i, :].T - gn).T for i in range(n)), sp.zeros(G.shape[1])) / n)
+
+
+def covariance(f, distribution) -> sp.Matrix:
+    """``E[f fᵀ] - E[f] E[f]ᵀ`` for a vector-valued ``f`` over an enumerated distribution."""
+    distribution = tuple(distribution)
+    mean = expect(f, distribution)
+    second = expect(lambda o: f(o) * f(o).T, distribution)
+    return sp.expand(second - mean * mean.T)
+
+
+def is_zero(M) -> bool:
+    """True when every entry expands to exactly zero (entries are polynomials with rational coefficients)."""
+    items = list(M) if hasattr(M, "shape") else [M]
+    return all(sp.expand(x) == 0 for x in items)
+
+
+# ----------------------------------------------------------------------------- population moments
+def population_model(n: int, d: int):
+    """Symbols for ``g_i = μ + z_i``: returns ``(G, mu, S, z)`` with ``S`` symmetric."""
+    mu = sp.Matrix(d, 1, lambda a, _: sp.Symbol(f"mu_{a}", real=True))
+    S = sp.Matrix(d, d, lambda a, b: sp.Symbol(f"S_{min(a, b)}{max(a, b)}", real=True))
+    z = sp.Matrix(n, d, lambda i, a: sp.Symbol(f"z_{i}{a}", real=True))
+    G = sp.Matrix(n, d, lambda i, a: mu[a] + z[i, a])
+    return G, mu, S, z
+
+
+def population_expect(expr, z: sp.Matrix, S: sp.Matrix, rho=0):
+    """Expectation over data sets of a polynomial of degree ≤ 2 in the ``z`` symbols.
+
+    Rules: ``E[z_{ia}] = 0``, ``E[z_{ia} z_{jb}] = S_ab`` if ``i = j`` else ``rho · S_ab``.
+    """
+    zsyms = list(z)
+    n, d = z.shape
+    index = {z[i, a]: (i, a) for i in range(n) for a in range(d)}
+
+    def one(e):
+        poly = sp.Poly(sp.expand(e), *zsyms)
+        out = 0
+        for monom, coeff in poly.terms():
+            deg = sum(monom)
+            if deg == 0:
+                out += coeff
+            elif deg == 1:
+                continue
+            elif deg == 2:
+                pos = [k for k, e_ in enumerate(monom) for _ in range(e_)]
+                (i, a), (j, b) = index[zsyms[pos[0]]], index[zsyms[pos[1]]]
+                out += coeff * S[a, b] * (1 if i == j else rho)
+            else:
+                raise ValueError("population_expect handles polynomials of degree <= 2 in z")
+        return sp.expand(out)
+
+    if hasattr(expr, "shape"):
+        return expr.applyfunc(one)
+    return one(expr)

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from sgdnoise.noise import (
+    batch_noise,
+    effective_rank,
+    empirical_noise_covariance,
+    estimate_noise_covariance,
+    estimator_expectation_factor,
+    noise_covariance_factor,
+    noise_spectrum,
+    noise_sq_norms_from_gram,
+)
+from sgdnoise.sampling import SCHEMES, batches_per_epoch, sample_batches
+
+Z = 4.0  # Monte-Carlo tolerance, in standard errors (fixed seeds)
+
+
+def random_G(n=12, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5][:d] + [1.0] * max(0, d - 3), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("B", [1, 3, 8])
+def test_noise_covariance_factor_monte_carlo(scheme, B):
+    G = random_G()
+    n = G.shape[0]
+    m = 40000
+    xi = batch_noise(G, sample_batches(n, B, m, scheme, torch.Generator().manual_seed(B)))
+    sq = (xi**2).sum(1)
+    expected = noise_covariance_factor(n, B, scheme) * torch.trace(empirical_noise_covariance(G))
+    assert abs(sq.mean() - expected) < Z * sq.std() / m**0.5
+    assert abs(xi.mean(0)).max() < Z * (xi.std(0).max() / m**0.5)
+    # a direction: v^T Cov v
+    v = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+    proj = (xi @ v) ** 2
+    exp_v = noise_covariance_factor(n, B, scheme) * v @ empirical_noise_covariance(G) @ v
+    assert abs(proj.mean() - exp_v) < Z * proj.std() / m**0.5
+
+
+def test_noise_vanishes_at_full_batch_without_replacement():
+    G = random_G()
+    xi = batch_noise(G, sample_batches(12, 12, 5, "without_replacement", torch.Generator().manual_seed(0)))
+    assert xi.abs().max() < 1e-12
+    assert noise_covariance_factor(12, 12, "without_replacement") == 0.0
+
+
+def test_gram_route_matches_batch_noise():
+    G = random_G(n=20, d=7)
+    batches = sample_batches(20, 5, 50, "with_replacement", torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noise_sq_norms_from_gram(G @ G.T, batches), (batch_noise(G, batches) ** 2).sum(1))
+
+
+@pytest.mark.parametrize("scheme, m", [("with_replacement", 5), ("without_replacement", 5), ("reshuffling", 2), ("reshuffling", 4)])
+def test_estimator_expectation(scheme, m):
+    G = random_G()
+    n, B = G.shape[0], 3
+    gen = torch.Generator().manual_seed(7)
+    reps = 20000
+    traces = []
+    for _ in range(reps // 100):
+        if scheme == "reshuffling":  # m batches of one epoch each
+            per = batches_per_epoch(n, B)
+            b = sample_batches(n, B, per * 100, scheme, gen).view(100, per, B)[:, :m]
+        else:
+            b = sample_batches(n, B, 100 * m, scheme, gen).view(100, m, B)
+        for rows in b:
+            gB = G[rows].mean(1)
+            traces.append(torch.trace(estimate_noise_covariance(gB, B)))
+    t = torch.stack(traces)
+    expected = estimator_expectation_factor(n, B, scheme) * torch.trace(empirical_noise_covariance(G))
+    assert abs(t.mean() - expected) < Z * t.std() / len(t) ** 0.5
+
+
+@pytest.mark.parametrize("n, d", [(10, 4), (6, 30)])
+def test_spectrum_from_gram(n, d):
+    G = random_G(n=n, d=d, seed=2)
+    direct = torch.linalg.eigvalsh(empirical_noise_covariance(G)).flip(0)
+    via_gram = noise_spectrum(G @ G.T)
+    k = min(n, d)
+    torch.testing.assert_close(via_gram[:k], direct[:k].clamp_min(0), atol=1e-10, rtol=1e-8)
+    assert via_gram[k:].abs().max() < 1e-10 if n > k else True
+
+
+def test_effective_rank():
+    assert effective_rank(torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert effective_rank(torch.tensor([2.0, 2.0, 2.0, 2.0])) == pytest.approx(4.0)
+    assert effective_rank(torch.zeros(3)) == 0.0
+    with pytest.raises(ValueError):
+        effective_rank(torch.tensor([1.0, -1.0]))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"B=13 exceeds n=12"):
+        noise_covariance_factor(12, 13, "without_replacement")
+    with pytest.raises(ValueError, match=r"m >= 2"):
+        estimate_noise_covariance(torch.zeros(1, 3), 2)
+    with pytest.raises(ValueError, match=r"batch size B=0"):
+        estimate_noise_covariance(torch.zeros(3, 3), 0)
+    with pytest.raises(ValueError, match=r"\(n, d\) per-sample gradient matrix"):
+        empirical_noise_covariance(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 11\]"):
+        batch_noise(random_G(), torch.tensor([[0, 12]]))
+    with pytest.raises(ValueError, match="fewer than 2 batches"):
+        estimator_expectation_factor(12, 7, "reshuffling")

@@ -104,3 +104,40 @@ def test_bad_inputs():
         batch_noise(random_G(), torch.tensor([[0, 12]]))
     with pytest.raises(ValueError, match="fewer than 2 batches"):
         estimator_expectation_factor(12, 7, "reshuffling")
+
+
+def test_noise_trace_scan_matches_direct_draws():
+    from sgdnoise.noise import noise_trace_scan
+
+    G = random_G(n=15, d=4)
+    K = G @ G.T
+    mean, se = noise_trace_scan(K, [1, 4, 15], "without_replacement", 20000, torch.Generator().manual_seed(0))
+    trS = torch.trace(empirical_noise_covariance(G))
+    for B, mu, s in zip([1, 4, 15], mean, se):
+        expected = noise_covariance_factor(15, B, "without_replacement") * trS
+        assert abs(mu - expected) <= Z * s + 1e-12
+
+
+def test_estimator_trace_draws_match_direct_computation():
+    from sgdnoise.noise import estimator_trace_draws
+
+    G = random_G(n=12, d=3)
+    for scheme in SCHEMES:
+        draws = estimator_trace_draws(G @ G.T, 3, 3, scheme, 5, torch.Generator().manual_seed(1))
+        gen = torch.Generator().manual_seed(1)
+        if scheme == "reshuffling":
+            b = sample_batches(12, 3, 4 * 5, scheme, gen).view(5, 4, 3)[:, :3]
+        else:
+            b = sample_batches(12, 3, 15, scheme, gen).view(5, 3, 3)
+        direct = torch.stack([torch.trace(estimate_noise_covariance(G[rows].mean(1), 3)) for rows in b])
+        torch.testing.assert_close(draws, direct)
+
+
+def test_loglog_slope():
+    from sgdnoise.noise import loglog_slope
+
+    x = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    slope, se = loglog_slope(x, 3 * x**-1.0)
+    assert slope == pytest.approx(-1.0) and se < 1e-8
+    with pytest.raises(ValueError):
+        loglog_slope([1, 2], [1, 2])

@@ -28,6 +28,9 @@ __all__ = [
     "estimator_expectation_factor",
     "noise_spectrum",
     "effective_rank",
+    "noise_trace_scan",
+    "estimator_trace_draws",
+    "loglog_slope",
 ]
 
 
@@ -159,3 +162,72 @@ def effective_rank(eigenvalues: Tensor) -> float:
     if s2 == 0.0:
         return 0.0
     return float(lam.sum()) ** 2 / s2
+
+
+def _centred_quadratic_forms(K: Tensor, W: Tensor) -> Tensor:
+    """``w_kᵀ K_c w_k`` per row of ``W`` (batch weights), with ``K_c`` the centred Gram matrix.
+
+    ``K_c 1 = 0``, so ``(w - u)ᵀ K (w - u) = wᵀ K_c w``: centring first avoids the cancellation
+    that the uncentred form suffers when ``B`` approaches ``n``.
+    """
+    Kc = center_gram(K)
+    return ((W @ Kc) * W).sum(dim=1)
+
+
+def noise_trace_scan(K: Tensor, batch_sizes, scheme: str, num_batches: int, generator: torch.Generator):
+    """Monte-Carlo ``E‖ξ‖² = tr Cov[ξ]`` for each batch size, from the Gram matrix ``K = G Gᵀ``.
+
+    Returns ``(mean, standard_error)`` as float64 tensors of shape ``(len(batch_sizes),)``; the
+    prediction is ``noise_covariance_factor(n, B, scheme) · tr Σ_emp``.
+    """
+    from .sampling import sample_batches
+
+    n = K.shape[0]
+    means, ses = [], []
+    Kd = K.double()
+    for B in batch_sizes:
+        W = batch_weights(sample_batches(n, int(B), num_batches, scheme, generator), n).to(K.device)
+        q = _centred_quadratic_forms(Kd, W)
+        means.append(q.mean())
+        ses.append(q.std() / num_batches**0.5 if num_batches > 1 else torch.tensor(float("nan")))
+    return torch.stack(means).cpu(), torch.stack(ses).cpu()
+
+
+def estimator_trace_draws(K: Tensor, B: int, m: int, scheme: str, reps: int, generator: torch.Generator) -> Tensor:
+    """``reps`` independent draws of ``tr Σ̂`` (the §1.8.5 estimator from ``m`` batches), via ``K``.
+
+    Batches are independent for ``"with_replacement"``/``"without_replacement"``; for
+    ``"reshuffling"`` the ``m`` batches are consecutive batches of one epoch (``m ≤ ⌊n/B⌋``).
+    """
+    from .sampling import batches_per_epoch, sample_batches
+
+    n = K.shape[0]
+    if m < 2:
+        raise ValueError(f"the estimator needs m >= 2 batches; got m={m}")
+    if scheme == "reshuffling":
+        per = batches_per_epoch(n, B)
+        if m > per:
+            raise ValueError(f"m={m} batches of B={B} do not fit in one epoch of n={n}; valid 2 <= m <= {per}")
+        batches = sample_batches(n, B, per * reps, scheme, generator).view(reps, per, B)[:, :m].reshape(-1, B)
+    else:
+        batches = sample_batches(n, B, m * reps, scheme, generator)
+    W = batch_weights(batches, n).to(K.device).view(reps, m, n)
+    Wc = (W - W.mean(dim=1, keepdim=True)).reshape(reps * m, n)
+    q = ((Wc @ K.double()) * Wc).sum(dim=1).view(reps, m).sum(dim=1)
+    return (B * q / (m - 1)).cpu()
+
+
+def loglog_slope(x, y) -> tuple[float, float]:
+    """Least-squares slope of ``log y`` on ``log x`` and its standard error."""
+    import numpy as np
+
+    lx = torch.log(torch.tensor(np.array(x, dtype=np.float64)))
+    ly = torch.log(torch.tensor(np.array(y, dtype=np.float64)))
+    if lx.numel() < 3:
+        raise ValueError("need at least 3 points to fit a slope with an error bar")
+    A = torch.stack([lx, torch.ones_like(lx)], dim=1)
+    coef = torch.linalg.lstsq(A, ly[:, None]).solution[:, 0]
+    resid = ly - A @ coef
+    s2 = float((resid**2).sum()) / (lx.numel() - 2)
+    cov = s2 * torch.linalg.inv(A.T @ A)
+    return float(coef[0]), float(cov[0, 0]) ** 0.5

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .gradients import check_data, flat_params, set_flat_params
 
-__all__ = ["Problem", "LinearRegressionProblem", "half_squared_error", "cross_entropy", "linear_regression", "digits_mlp", "mlp"]
+__all__ = ["Problem", "LinearRegressionProblem", "lr_draw", "lr_per_sample_grads", "lr_theta_star", "lr_sigma_emp", "lr_sigma_pop", "half_squared_error", "cross_entropy", "linear_regression", "digits_mlp", "mlp"]
 
 
 def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
@@ -75,6 +75,56 @@ class Problem:
         return float((self.model(self.X).argmax(dim=1) == self.y).double().mean())
 
 
+# ----------------------------------------------------------------------------- linear regression
+# Closed forms, written with broadcasting so that many data sets can be handled at once:
+# X has shape (..., n, d), y (..., n), theta (..., d).
+
+
+def lr_per_sample_grads(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
+    """``g_i = x_i (x_iᵀθ - y_i)``, shape ``(..., n, d)``."""
+    return X * ((X @ theta[..., :, None])[..., 0] - y)[..., None]
+
+
+def lr_theta_star(X: Tensor, y: Tensor) -> Tensor:
+    """Least-squares optimum ``(XᵀX)⁻¹ Xᵀy``, shape ``(..., d)``."""
+    Xt = X.transpose(-1, -2)
+    return torch.linalg.solve(Xt @ X, (Xt @ y[..., None]))[..., 0]
+
+
+def lr_sigma_emp(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
+    """``Σ_emp(θ) = (1/n) Σ g_i g_iᵀ - g_n g_nᵀ``, shape ``(..., d, d)``."""
+    G = lr_per_sample_grads(X, y, theta)
+    gn = G.mean(dim=-2)
+    return G.transpose(-1, -2) @ G / X.shape[-2] - gn[..., :, None] * gn[..., None, :]
+
+
+def lr_sigma_pop(theta: Tensor, theta_true: Tensor, S: Tensor, sigma: float) -> Tensor:
+    """Population covariance of ``g = x(xᵀθ - y)`` for ``x ~ N(0, S)``, ``y = xᵀθ_true + ε``.
+
+    With ``r = θ - θ_true`` and Isserlis' theorem, ``Σ_pop(θ) = (rᵀ S r + σ²) S + S r rᵀ S``.
+    """
+    Sr = (S @ (theta - theta_true)[..., :, None])[..., 0]
+    quad = ((theta - theta_true) * Sr).sum(-1)
+    return (quad + sigma**2)[..., None, None] * S + Sr[..., :, None] * Sr[..., None, :]
+
+
+def lr_draw(R: int, n: int, d: int, *, sigma: float, S: Tensor | None = None, theta_true: Tensor | None = None,
+            generator: torch.Generator, dtype=torch.float64) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``R`` independent data sets at once: returns ``X (R, n, d)``, ``y (R, n)``, ``θ_true``, ``S``."""
+    if n < 1 or d < 1 or R < 1:
+        raise ValueError(f"need R, n, d >= 1; got R={R}, n={n}, d={d}")
+    if sigma < 0 or not math.isfinite(sigma):
+        raise ValueError(f"label-noise sigma={sigma} must be finite and >= 0")
+    S = torch.eye(d, dtype=dtype) if S is None else S.to(dtype)
+    if S.shape != (d, d):
+        raise ValueError(f"S has shape {tuple(S.shape)}; need ({d}, {d})")
+    theta_true = torch.ones(d, dtype=dtype) if theta_true is None else theta_true.to(dtype)
+    L = torch.linalg.cholesky(S)
+    X = torch.randn((R, n, d), generator=generator, dtype=dtype) @ L.T
+    y = X @ theta_true + sigma * torch.randn((R, n), generator=generator, dtype=dtype)
+    return X, y, theta_true, S
+
+
 @dataclass
 class LinearRegressionProblem(Problem):
     """Linear regression with Gaussian design; closed forms for the quantities of chapter 1."""
@@ -85,7 +135,7 @@ class LinearRegressionProblem(Problem):
 
     def per_sample_grads_closed_form(self, theta: Tensor) -> Tensor:
         """``g_i = x_i (x_iᵀθ - y_i)``, shape ``(n, d)``."""
-        return self.X * (self.X @ theta - self.y)[:, None]
+        return lr_per_sample_grads(self.X, self.y, theta)
 
     def hessian(self) -> Tensor:
         """``∇²L_n = XᵀX / n`` (constant in θ)."""
@@ -93,23 +143,15 @@ class LinearRegressionProblem(Problem):
 
     def theta_star(self) -> Tensor:
         """Least-squares optimum ``argmin L_n = (XᵀX)⁻¹ Xᵀy``."""
-        return torch.linalg.solve(self.X.T @ self.X, self.X.T @ self.y)
+        return lr_theta_star(self.X, self.y)
 
     def sigma_emp(self, theta: Tensor) -> Tensor:
-        """``Σ_emp(θ) = (1/n) Σ g_i g_iᵀ - g_n g_nᵀ`` in closed form."""
-        G = self.per_sample_grads_closed_form(theta)
-        gn = G.mean(dim=0)
-        return G.T @ G / self.n - torch.outer(gn, gn)
+        """``Σ_emp(θ)`` in closed form."""
+        return lr_sigma_emp(self.X, self.y, theta)
 
     def sigma_pop(self, theta: Tensor) -> Tensor:
-        """Population covariance of ``g = x(xᵀθ - y)`` for ``x ~ N(0, S)``, ``y = xᵀθ_true + ε``.
-
-        With ``r = θ - θ_true`` and Isserlis' theorem,
-        ``Σ_pop(θ) = (rᵀ S r + σ²) S + S r rᵀ S``.
-        """
-        r = theta - self.theta_true
-        Sr = self.S @ r
-        return (r @ Sr + self.sigma**2) * self.S + torch.outer(Sr, Sr)
+        """``Σ_pop(θ) = (rᵀ S r + σ²) S + S r rᵀ S`` with ``r = θ - θ_true``."""
+        return lr_sigma_pop(theta, self.theta_true, self.S, self.sigma)
 
     def population_gradient(self, theta: Tensor) -> Tensor:
         """``g(θ) = S (θ - θ_true)``."""
@@ -132,19 +174,9 @@ def linear_regression(
     The model is ``nn.Linear(d, 1, bias=False)`` initialised at zero, loss ``½(xᵀθ - y)²``.
     Pass ``generator`` to draw many data sets from one stream; otherwise ``seed`` seeds one.
     """
-    if n < 1 or d < 1:
-        raise ValueError(f"need n >= 1 and d >= 1; got n={n}, d={d}")
-    if sigma < 0 or not math.isfinite(sigma):
-        raise ValueError(f"label-noise sigma={sigma} must be finite and >= 0")
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
-    S = torch.eye(d, dtype=dtype) if S is None else S.to(dtype)
-    if S.shape != (d, d):
-        raise ValueError(f"S has shape {tuple(S.shape)}; need ({d}, {d})")
-    if theta_true is None:
-        theta_true = torch.ones(d, dtype=dtype)
-    L = torch.linalg.cholesky(S)
-    X = torch.randn((n, d), generator=gen, dtype=dtype) @ L.T
-    y = X @ theta_true.to(dtype) + sigma * torch.randn(n, generator=gen, dtype=dtype)
+    X, y, theta_true, S = lr_draw(1, n, d, sigma=sigma, S=S, theta_true=theta_true, generator=gen, dtype=dtype)
+    X, y = X[0], y[0]
     model = nn.Linear(d, 1, bias=False).to(dtype)
     with torch.no_grad():
         model.weight.zero_()
@@ -154,7 +186,7 @@ def linear_regression(
         y=y,
         model=model,
         loss_fn=half_squared_error,
-        theta_true=theta_true.to(dtype),
+        theta_true=theta_true,
         S=S,
         sigma=float(sigma),
     )

@@ -216,18 +216,16 @@ def _prop1_steps(holds_for=("with_replacement",)):
 # ----------------------------------------------------------------------------- Prop. 1.3
 def _mc_prop13(R: int = 4000, n: int = 10, d: int = 2, seed: int = 0):
     """E_D[tr Σ_emp(θ)] against (n-1)/n E_D[tr Σ_pop(θ)] at a fixed θ and at the fitted θ̂(D)."""
-    from ..problems import linear_regression
+    from ..problems import lr_draw, lr_sigma_emp, lr_sigma_pop, lr_theta_star
 
     gen = torch.Generator().manual_seed(seed)
-    theta_fixed = torch.zeros(d, dtype=torch.float64)
-    out = {"fixed": [], "fitted": []}
-    for _ in range(R):
-        p = linear_regression(n, d, sigma=1.0, generator=gen)
-        for name, th in (("fixed", theta_fixed), ("fitted", p.theta_star())):
-            out[name].append(float(torch.trace(p.sigma_emp(th)) - (n - 1) / n * torch.trace(p.sigma_pop(th))))
+    X, y, theta_true, S = lr_draw(R, n, d, sigma=1.0, generator=gen)
+    tr = lambda M: M.diagonal(dim1=-2, dim2=-1).sum(-1)  # noqa: E731
+    out = {}
+    for name, th in (("fixed", torch.zeros(R, d, dtype=torch.float64)), ("fitted", lr_theta_star(X, y))):
+        out[name] = tr(lr_sigma_emp(X, y, th)) - (n - 1) / n * tr(lr_sigma_pop(th, theta_true, S, 1.0))
     z = {}
-    for name, vals in out.items():
-        t = torch.tensor(vals, dtype=torch.float64)
+    for name, t in out.items():
         z[name] = float(t.mean() / (t.std() / R**0.5))
     return z
 

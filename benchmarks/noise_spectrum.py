@@ -1,0 +1,155 @@
+"""Time and memory of the full spectrum of Σ_emp on the digits MLP: the Gram route against forming G.
+
+Measured, on the 64-128-128-10 tanh MLP over all n = 1797 digits in float64 with two torch threads,
+the eigenvalues of ``Σ_emp = G_cᵀ G_c / n`` computed two ways:
+
+* ``gram``: ``sgdnoise.gram_matrix(..., centered=True)`` (never forms the n × d matrix ``G``), then
+  ``noise_spectrum(K, centered=True)``;
+* ``dense``: ``G`` from ``sgdnoise.per_sample_grads``, centred, ``K = G_c G_cᵀ``, then the same
+  ``noise_spectrum``.
+
+Time: best of ``--repeats`` after one warm-up, ``time.perf_counter``. Peak memory: each route runs once
+in a fresh subprocess (``--route gram`` / ``--route dense``), which reports
+``ru_maxrss`` at the end minus ``ru_maxrss`` right after the imports and the data loading. The two
+spectra must agree to 1e-4 relative for every eigenvalue above 1e-10 × the largest. The script prints
+the ratios measured in this one run, on this machine: it is a benchmark to read, not a timed test.
+Results also go to ``benchmarks/results/noise_spectrum.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import sgdnoise
+from sgdnoise.noise import noise_spectrum
+from sgdnoise.problems import digits_mlp
+
+THREADS = 2
+RESULTS = Path(__file__).resolve().parent / "results" / "noise_spectrum.json"
+MiB = 2**20
+
+
+def spectrum_gram(prob) -> torch.Tensor:
+    K = sgdnoise.gram_matrix(prob.model, prob.loss_fn, prob.X, prob.y, centered=True)
+    return noise_spectrum(K, centered=True)
+
+
+def spectrum_dense(prob) -> torch.Tensor:
+    G = sgdnoise.per_sample_grads(prob.model, prob.loss_fn, prob.X, prob.y)
+    G -= G.mean(dim=0, keepdim=True)
+    return noise_spectrum(G @ G.T, centered=True)
+
+
+ROUTES = {"gram": spectrum_gram, "dense": spectrum_dense}
+
+
+def load():
+    torch.set_num_threads(THREADS)
+    return digits_mlp(dtype=torch.float64)
+
+
+def best_time(fn, repeats: int) -> float:
+    """Best wall-clock time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_memory_child(route: str) -> None:
+    """Run one route once and print its extra peak RSS in MiB (Linux reports ru_maxrss in KiB)."""
+    prob = load()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ROUTES[route](prob)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"route": route, "peak_extra_mib": (after - before) * 1024 / MiB}))
+
+
+def peak_memory(route: str) -> float:
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--route", route],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_extra_mib"]
+
+
+def main(argv=None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per route (best is kept)")
+    parser.add_argument("--route", choices=sorted(ROUTES), help="internal: measure one route's peak memory")
+    args = parser.parse_args(argv)
+    if args.route:
+        peak_memory_child(args.route)
+        return None
+
+    # Memory first: a child's ru_maxrss starts from its parent's high-water mark (it survives fork
+    # and exec on Linux), so the children must run while this process is still small.
+    memory = {name: peak_memory(name) for name in ROUTES}
+
+    prob = load()
+    n, d = prob.n, prob.d
+    eig = {name: fn(prob) for name, fn in ROUTES.items()}
+    times = {name: best_time(lambda fn=fn: fn(prob), args.repeats) for name, fn in ROUTES.items()}
+    ratio = times["dense"] / times["gram"]
+
+    a, b = eig["gram"], eig["dense"]
+    mask = a > 1e-10 * a[0]
+    rel_diff = float(((a[mask] - b[mask]).abs() / a[mask]).max())
+    agree = rel_diff < 1e-4
+
+    ref = {"n*n*8 bytes": n * n * 8 / MiB, "n*d*8 bytes": n * d * 8 / MiB}
+
+    print(f"spectrum of Sigma_emp ({n} eigenvalues, d = {d}), digits MLP, float64, torch {torch.__version__}, "
+          f"{THREADS} threads, best of {args.repeats} after a warm-up")
+    loadavg = os.getloadavg()[0]
+    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {THREADS} threads "
+          "included; a higher one means other work inflated the times")
+    print(f"{'route':<34} {'seconds':>9} {'peak extra MiB':>15}")
+    print(f"{'(a) gram_matrix + noise_spectrum':<34} {times['gram']:>9.3f} {memory['gram']:>15.1f}")
+    print(f"{'(b) G, centre, G_c G_c^T, eigvalsh':<34} {times['dense']:>9.3f} {memory['dense']:>15.1f}")
+    print(f"ratio (b)/(a), measured in this one run: time {ratio:.2f}, "
+          f"peak memory {memory['dense'] / max(memory['gram'], 1e-9):.2f}")
+    print(f"for reference: n*n*8 bytes = {ref['n*n*8 bytes']:.1f} MiB, n*d*8 bytes = {ref['n*d*8 bytes']:.1f} MiB")
+    print(f"eigenvalues above 1e-10 x largest: {int(mask.sum())} of {n}; max relative difference "
+          f"{rel_diff:.2e} ({'agree' if agree else 'DISAGREE'} to 1e-4)")
+
+    result = {
+        "benchmark": "full spectrum of Sigma_emp on the digits MLP: Gram route vs forming G",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": THREADS,
+        "n": n,
+        "d": d,
+        "dtype": "float64",
+        "repeats": args.repeats,
+        "load_average_1min": loadavg,
+        "seconds": times,
+        "ratio_dense_to_gram": ratio,
+        "peak_extra_mib": memory,
+        "reference_mib": ref,
+        "eigenvalues_compared": int(mask.sum()),
+        "max_relative_diff": rel_diff,
+        "spectra_agree": agree,
+        "largest_eigenvalue": float(a[0]),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {RESULTS}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""After `jupyter-book build`: every page of _toc.yml was rendered, and no page shows a traceback.
+
+Sphinx's -W catches warnings and nb_execution_raise_on_error catches failing cells; this is the
+last line of defence against a page that silently rendered an error as output.
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def toc_files(toc: dict) -> list[str]:
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for ch in part.get("chapters", []):
+            files.append(ch["file"])
+            files += [s["file"] for s in ch.get("sections", [])]
+    return files
+
+
+def main(build: str) -> int:
+    html = Path(build) / "html"
+    toc = yaml.safe_load(Path("_toc.yml").read_text())
+    problems = []
+    for f in toc_files(toc):
+        page = html / (Path(f).with_suffix("").as_posix() + ".html")
+        if not page.exists():
+            problems.append(f"{f}: no rendered page at {page}")
+            continue
+        text = page.read_text(encoding="utf-8")
+        for marker in ("Traceback (most recent call last)", "output stderr\">", "glue-missing"):
+            if marker in text and not (marker.startswith("output stderr") and "Warning" not in text):
+                problems.append(f"{f}: page contains {marker!r}")
+    for p in problems:
+        print("check_build:", p, file=sys.stderr)
+    print(f"check_build: {len(toc_files(toc))} pages checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "_build"))

@@ -96,9 +96,11 @@ def _per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int) -> Tenso
 
 
 def _check_finite(G: Tensor, model: nn.Module) -> None:
-    bad = ~torch.isfinite(G)
-    if not bad.any():
+    # min and max propagate NaN and ±inf: one cheap reduction, no n × d boolean temporary.
+    lo, hi = torch.aminmax(G)
+    if bool(torch.isfinite(lo) & torch.isfinite(hi)):
         return
+    bad = ~torch.isfinite(G)
     offset = 0
     for name, p in _trainable(model):
         block = bad[:, offset : offset + p.numel()]
@@ -292,10 +294,14 @@ def gram_matrix(
     if cap is not None and all(a.ndim == 2 for a in cap.inputs):
         K = X.new_zeros((n, n), dtype=cap.inputs[0].dtype)
         for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
-            dd = delta @ delta.T
-            if layer.weight.requires_grad:
-                K += (a @ a.T) * dd
-            if layer.bias is not None and layer.bias.requires_grad:
+            dd = delta @ delta.T  # (Δ Δᵀ): the bias block, and one factor of the weight block
+            w, b = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
+            if w and b:
+                # (A Aᵀ + 1) ⊙ Δ Δᵀ = weight block + bias block, in one pass
+                K.addcmul_(torch.addmm(a.new_ones(()).expand(n, n), a, a.T), dd)
+            elif w:
+                K.addcmul_(a @ a.T, dd)
+            elif b:
                 K += dd
         if not torch.isfinite(K).all():
             _check_finite(_grads_from_capture(cap, model), model)
@@ -303,11 +309,17 @@ def gram_matrix(
         G = per_sample_grads(model, loss_fn, X, y)
         K = G @ G.T
     if centered:
-        K = center_gram(K)
+        row = K.mean(dim=1, keepdim=True)
+        K -= row
+        K -= row.T
+        K += row.mean()
     return K
 
 
 def center_gram(K: Tensor) -> Tensor:
-    """``C K C`` with ``C = I - 11ᵀ/n``: the Gram matrix of the centred rows."""
+    """``C K C`` with ``C = I - 11ᵀ/n``: the Gram matrix of the centred rows (one new n × n array)."""
     row = K.mean(dim=1, keepdim=True)
-    return K - row - row.T + K.mean()
+    Kc = K - row
+    Kc -= row.T
+    Kc += row.mean()
+    return Kc

@@ -148,8 +148,8 @@ def noise_spectrum(K: Tensor, *, centered: bool = False) -> Tensor:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n = K.shape[0]
     Kc = K if centered else center_gram(K)
-    Kc = 0.5 * (Kc + Kc.T)
-    eig = torch.linalg.eigvalsh(Kc / n)
+    # eigvalsh reads one triangle only, so no symmetrised copy is needed.
+    eig = torch.linalg.eigvalsh(Kc) / n
     return eig.flip(0).clamp_min(0.0)
 
 
@@ -221,8 +221,12 @@ def loglog_slope(x, y) -> tuple[float, float]:
     """Least-squares slope of ``log y`` on ``log x`` and its standard error."""
     import numpy as np
 
-    lx = torch.log(torch.tensor(np.array(x, dtype=np.float64)))
-    ly = torch.log(torch.tensor(np.array(y, dtype=np.float64)))
+    def as_f64(v):
+        if isinstance(v, Tensor):
+            return v.detach().to("cpu", torch.float64)
+        return torch.tensor(np.array(v, dtype=np.float64))
+
+    lx, ly = torch.log(as_f64(x)), torch.log(as_f64(y))
     if lx.numel() < 3:
         raise ValueError("need at least 3 points to fit a slope with an error bar")
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)

@@ -37,3 +37,63 @@ def test_bad_batch_size():
     p = linear_regression(n=10, d=2)
     with pytest.raises(ValueError, match="B=20 exceeds n=10"):
         train_sgd(p, eta=0.1, B=20, steps=1, scheme="without_replacement", generator=torch.Generator())
+
+
+# ----------------------------------------------------------------------------- many chains
+from sgdnoise.sgd import run_chains  # noqa: E402
+
+Z = 4.0
+
+
+def gd_iterates(p, theta, eta, steps):
+    for _ in range(steps):
+        theta = theta - eta * p.X.T @ (p.X @ theta - p.y) / p.n
+    return theta
+
+
+@pytest.mark.parametrize("scheme", ["with_replacement", "without_replacement"])
+@pytest.mark.parametrize("svag_l", [1, 4])
+def test_chain_mean_follows_gradient_descent(scheme, svag_l):
+    """On linear regression E[θ_k] of SGD (and of SVAG) is exactly the GD iterate: the gradient is
+    linear and each batch is independent of θ_k. (Not so under reshuffling: θ_k depends on the earlier
+    batches of the epoch, which exclude the current one's indices.)"""
+    p = linear_regression(40, 3, sigma=0.5, seed=0)
+    C, eta, steps = 3000, 0.1, 10
+    th0 = torch.zeros(C, 3, dtype=torch.float64)
+    run = run_chains(p, th0, eta=eta, B=4, steps=steps, scheme=scheme, svag_l=svag_l,
+                     generator=torch.Generator().manual_seed(1))
+    final = run.thetas[-1]
+    gd = gd_iterates(p, torch.zeros(3, dtype=torch.float64), eta / svag_l, steps * svag_l)
+    assert ((final.mean(0) - gd).abs() < Z * final.std(0) / C**0.5).all()
+
+
+def test_svag_noise_covariance_is_l_times_sgd():
+    """SVAG's gradient estimator (the weights run_chains uses): unbiased, covariance l · Σ_emp/B."""
+    from sgdnoise.sgd import svag_coefficients
+
+    p = linear_regression(30, 2, sigma=0.5, seed=2)
+    theta = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    C, B, l = 40000, 3, 5
+    c1, c2 = svag_coefficients(l)
+    G = p.per_sample_grads_closed_form(theta)
+    from sgdnoise.noise import batch_gradients
+    from sgdnoise.sampling import sample_batches
+
+    gen = torch.Generator().manual_seed(5)
+    g = c1 * batch_gradients(G, sample_batches(30, B, C, "with_replacement", gen)) + c2 * batch_gradients(
+        G, sample_batches(30, B, C, "with_replacement", gen)
+    )
+    dev = g - G.mean(0)
+    assert (dev.mean(0).abs() < Z * dev.std(0) / C**0.5).all()
+    prods = dev[:, :, None] * dev[:, None, :]
+    assert ((prods.mean(0) - l * p.sigma_emp(theta) / B).abs() < Z * prods.std(0) / C**0.5).all()
+
+
+def test_chains_divergence_and_bad_input():
+    p = linear_regression(50, 3, seed=0)
+    with pytest.raises(DivergenceError, match=r"chains diverged at step \d+ .*eta=5.0, B=5"):
+        run_chains(p, torch.zeros(4, 3, dtype=torch.float64), eta=5.0, B=5, steps=500, generator=torch.Generator())
+    with pytest.raises(ValueError, match=r"need \(C, 3\)"):
+        run_chains(p, torch.zeros(4, 2), eta=0.1, B=5, steps=1, generator=torch.Generator())
+    with pytest.raises(ValueError, match="svag_l=0"):
+        run_chains(p, torch.zeros(3), eta=0.1, B=5, steps=1, svag_l=0, generator=torch.Generator())

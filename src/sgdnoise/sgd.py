@@ -20,7 +20,7 @@ from .gradients import flat_params
 from .problems import Problem
 from .sampling import batches_per_epoch, check_batch_size, sample_batches
 
-__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd"]
+__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "svag_coefficients"]
 
 
 class DivergenceError(FloatingPointError):
@@ -113,3 +113,154 @@ def train_sgd(
         if callback is not None:
             callback(k, problem)
     return run
+
+
+# ----------------------------------------------------------------------------- many chains at once
+def flat_loss_fn(problem: Problem):
+    """``f(theta, X, y)``: the mean loss of ``problem.model`` at a flat parameter vector ``theta``.
+
+    Written with ``torch.func.functional_call`` so that it can be ``vmap``-ed over chains (a batch of
+    parameter vectors) and differentiated with ``torch.func.grad``.
+    """
+    from torch.func import functional_call
+
+    model = problem.model
+    trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    layout = []
+    offset = 0
+    for k, p in trainable:
+        layout.append((k, offset, p.numel(), p.shape))
+        offset += p.numel()
+
+    def unflatten(theta):
+        return {k: theta[o : o + m].view(shape) for k, o, m, shape in layout}
+
+    def weighted_loss(theta, X, y, w):
+        """``Σ_i w_i ℓ_i(θ)``: the mean loss for ``w = 1/n``; other weights give noise terms."""
+        out = functional_call(model, {**unflatten(theta), **frozen, **buffers}, (X,))
+        return (problem.loss_fn(out, y) * w).sum()
+
+    return weighted_loss
+
+
+def svag_coefficients(l: int) -> tuple[float, float]:
+    """SVAG's weights ``((1+√(2l-1))/2, (1-√(2l-1))/2)``: they sum to 1 and their squares to ``l``,
+    so ``c₁ g_{B_1} + c₂ g_{B_2}`` (independent batches) is unbiased with ``l`` times the noise covariance."""
+    r = math.sqrt(2 * l - 1)
+    return (1 + r) / 2, (1 - r) / 2
+
+
+@dataclass
+class ChainsRun:
+    """Iterates of ``C`` independent SGD chains at the recorded steps: ``thetas`` is ``(R, C, d)``."""
+
+    eta: float
+    B: int
+    scheme: str
+    record_steps: list[int]
+    thetas: Tensor
+    svag_l: int = 1
+
+
+def run_chains(
+    problem: Problem,
+    theta0: Tensor,
+    *,
+    eta: float,
+    B: int,
+    steps: int,
+    scheme: str = "with_replacement",
+    generator: torch.Generator,
+    momentum: float = 0.0,
+    record_steps: list[int] | None = None,
+    svag_l: int = 1,
+    explode: float = 1e8,
+) -> ChainsRun:
+    """Run ``C`` independent SGD chains at once, from ``theta0`` of shape ``(C, d)``.
+
+    Each chain draws its own minibatches (``scheme``), and the gradients of all chains are computed
+    in one vectorised call (``torch.func.vmap`` over chains). With ``svag_l = l > 1`` the chains run
+    SVAG (Li, Malladi & Arora 2021): step ``η/l`` and gradient
+    ``((1+√(2l-1))/2) g_{B_1} + ((1-√(2l-1))/2) g_{B_2}`` from two independent batches, whose noise
+    covariance is ``l`` times SGD's; ``l = 1`` is plain SGD. ``steps`` counts SGD-time units of
+    ``η``: SVAG takes ``l · steps`` steps, and ``record_steps`` refer to multiples of ``η``.
+
+    A chain whose parameters become non-finite, or exceed ``explode`` in absolute value, stops the
+    run with :class:`DivergenceError` naming ``η``, ``B`` and the step.
+    """
+    from torch.func import grad, vmap
+
+    eta = check_learning_rate(eta)
+    n = problem.n
+    check_batch_size(B, n, scheme)
+    if isinstance(svag_l, bool) or not isinstance(svag_l, int) or svag_l < 1:
+        raise ValueError(f"svag_l={svag_l!r} must be an int >= 1 (1 is plain SGD)")
+    if svag_l > 1 and momentum:
+        raise ValueError("SVAG is defined for plain SGD; use momentum=0 with svag_l > 1")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum={momentum} must lie in [0, 1)")
+    d = problem.d
+    dtype = next(p for p in problem.model.parameters()).dtype
+    theta = theta0.detach().clone().to(device=problem.X.device, dtype=dtype)
+    if theta.ndim == 1:
+        theta = theta[None]
+    if theta.ndim != 2 or theta.shape[1] != d:
+        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (C, {d}) or ({d},)")
+    C = theta.shape[0]
+    record = sorted(set(record_steps if record_steps is not None else [steps]))
+    if record and (record[0] < 0 or record[-1] > steps):
+        raise ValueError(f"record_steps must lie in [0, {steps}]")
+
+    f = flat_loss_fn(problem)
+    w = torch.full((B,), 1.0 / B, dtype=theta.dtype, device=theta.device)
+    grad_chains = vmap(grad(f), in_dims=(0, 0, 0, None))
+    X, y = problem.X, problem.y
+    l = svag_l
+    c1, c2 = svag_coefficients(l)
+    lr = eta / l
+    velocity = torch.zeros_like(theta)
+    total_steps = steps * l
+
+    per_epoch = batches_per_epoch(n, B)
+    chains_batches = [None] * C
+    cursor = [0] * C
+
+    def next_batches() -> Tensor:
+        if scheme != "reshuffling":
+            return sample_batches(n, B, C, scheme, generator).to(X.device)
+        rows = []
+        for c in range(C):
+            if chains_batches[c] is None or cursor[c] == len(chains_batches[c]):
+                chains_batches[c] = sample_batches(n, B, per_epoch, scheme, generator)
+                cursor[c] = 0
+            rows.append(chains_batches[c][cursor[c]])
+            cursor[c] += 1
+        return torch.stack(rows).to(X.device)
+
+    out = []
+    rec_iter = iter(record)
+    nxt = next(rec_iter, None)
+    for k in range(total_steps + 1):
+        if k % l == 0 and nxt is not None and k // l == nxt:
+            out.append(theta.clone())
+            nxt = next(rec_iter, None)
+        if k == total_steps:
+            break
+        idx = next_batches()
+        g = grad_chains(theta, X[idx], y[idx], w)
+        if l > 1:
+            idx2 = next_batches()
+            g = c1 * g + c2 * grad_chains(theta, X[idx2], y[idx2], w)
+        if momentum:
+            velocity.mul_(momentum).add_(g)
+            g = velocity
+        theta = theta - lr * g
+        lo, hi = torch.aminmax(theta)
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))) or max(-float(lo), float(hi)) > explode:
+            raise DivergenceError(
+                f"SGD chains diverged at step {k} (of {total_steps}): parameters reached {max(-float(lo), float(hi)):.3g} "
+                f"with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B"
+            )
+    return ChainsRun(eta=eta, B=B, scheme=scheme, record_steps=record, thetas=torch.stack(out), svag_l=l)

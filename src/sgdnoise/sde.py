@@ -1,0 +1,213 @@
+"""Euler–Maruyama for the SDE that is used to model SGD (notes, eq. (23)),
+
+    dθ = -∇L_n(θ) dt + sqrt(η/B · Σ(θ)) dW,
+
+over many paths at once, and a generic Euler–Maruyama integrator for testing and benchmarks.
+
+No matrix square root is ever taken. With ``G_c`` the centred per-sample gradients (``n × d``) and
+``z ~ N(0, I_n)``, the vector ``(1/√(nB)) G_cᵀ z`` has covariance ``Σ_emp/B``; and
+``G_cᵀ v = ∇_θ Σ_i (v_i - v̄) ℓ_i(θ)`` is one backward pass with per-sample weights. So a whole
+step, drift and noise together, is the gradient of one weighted loss,
+
+    θ ← θ - ∇_θ Σ_i w_i ℓ_i(θ),     w_i = dt/n - s (v_i - v̄),   s = sqrt(η / (n B)),   v = √dt · z,
+
+and costs ``O(n · d)``: one full-batch forward and backward pass per path.
+
+Drivers: ``"gaussian"`` (Brownian motion) or ``"alpha_stable"``, whose increments over ``dt`` are
+``dt^{1/α}`` times symmetric α-stable variables drawn by the Chambers–Mallows–Stuck method, with scale
+``2^{-1/2}`` so that α = 2 gives exactly the Gaussian driver ("matched scale").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .gradients import per_sample_grads
+from .problems import Problem
+from .sampling import check_batch_size
+from .sgd import DivergenceError, check_learning_rate, flat_loss_fn
+
+__all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
+
+DRIVERS = ("gaussian", "alpha_stable")
+
+
+@dataclass
+class SDEPaths:
+    """States at the recorded times: ``thetas`` has shape ``(R, P, d)``."""
+
+    times: list[float]
+    thetas: Tensor
+
+
+def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torch.float64, device="cpu") -> Tensor:
+    """Symmetric α-stable variables (Chambers, Mallows & Stuck 1976), scale ``2^{-1/2}``.
+
+    Characteristic function ``E exp(itX) = exp(-|t|^α / 2^{α/2})``; for ``α = 2`` this is ``N(0, 1)``.
+    """
+    if not 0 < alpha <= 2:
+        raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    V = (torch.rand(shape, generator=generator, dtype=dtype) - 0.5) * math.pi
+    W = -torch.log1p(-torch.rand(shape, generator=generator, dtype=dtype))  # Exp(1)
+    if alpha == 1.0:
+        X = torch.tan(V)
+    else:
+        X = torch.sin(alpha * V) / torch.cos(V) ** (1 / alpha) * (torch.cos(V - alpha * V) / W) ** ((1 - alpha) / alpha)
+    return (X / math.sqrt(2)).to(device)
+
+
+def _increments(P: int, m: int, dt: float, driver: str, alpha: float, generator, dtype, device) -> Tensor:
+    if driver == "gaussian":
+        z = torch.randn((P, m), generator=generator, dtype=dtype)
+        return (z * math.sqrt(dt)).to(device)
+    return symmetric_stable((P, m), alpha, generator, dtype, device) * dt ** (1 / alpha)
+
+
+def _check_driver(driver: str, alpha: float) -> None:
+    if driver not in DRIVERS:
+        raise ValueError(f"driver={driver!r}; valid drivers are {DRIVERS}")
+    if driver == "alpha_stable" and not 0 < alpha <= 2:
+        raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+
+
+def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"time step dt={dt!r} must be a finite number > 0")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative int")
+    record = sorted(set(record_steps if record_steps is not None else [steps]))
+    if record and (record[0] < 0 or record[-1] > steps):
+        raise ValueError(f"record_steps must lie in [0, {steps}]")
+    return record
+
+
+def euler_maruyama(
+    drift: Callable[[Tensor], Tensor],
+    diffusion: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    *,
+    dt: float,
+    steps: int,
+    noise_dim: int,
+    generator: torch.Generator | None = None,
+    increments: Tensor | None = None,
+    driver: str = "gaussian",
+    alpha: float = 2.0,
+    record_steps: list[int] | None = None,
+) -> SDEPaths:
+    """``x ← x + drift(x) dt + diffusion(x, ΔW)`` for ``P`` paths at once; ``x0`` is ``(P, d)``.
+
+    ``diffusion(x, v)`` applies the diffusion matrix at ``x`` (``d × noise_dim`` per path) to the
+    driver increments ``v`` of shape ``(P, noise_dim)``. Pass ``increments`` of shape
+    ``(steps, P, noise_dim)`` to drive several step sizes with one path (strong-order tests);
+    otherwise they are drawn from ``generator``.
+    """
+    record = _check_steps(dt, steps, record_steps)
+    _check_driver(driver, alpha)
+    x = x0.clone()
+    P = x.shape[0]
+    if increments is not None and increments.shape[:2] != (steps, P):
+        raise ValueError(f"increments have shape {tuple(increments.shape)}; need ({steps}, {P}, {noise_dim})")
+    if increments is None and generator is None:
+        raise TypeError("pass a seeded torch.Generator (or explicit increments)")
+    out, times = [], []
+    rec = iter(record)
+    nxt = next(rec, None)
+    for k in range(steps + 1):
+        if k == nxt:
+            out.append(x.clone())
+            times.append(k * dt)
+            nxt = next(rec, None)
+        if k == steps:
+            break
+        dW = increments[k] if increments is not None else _increments(P, noise_dim, dt, driver, alpha, generator, x.dtype, x.device)
+        x = x + drift(x) * dt + diffusion(x, dW)
+    return SDEPaths(times, torch.stack(out))
+
+
+def sgd_sde(
+    problem: Problem,
+    theta0: Tensor,
+    *,
+    eta: float,
+    B: int,
+    dt: float,
+    steps: int,
+    generator: torch.Generator,
+    scheme: str = "with_replacement",
+    covariance: str = "state",
+    theta_ref: Tensor | None = None,
+    driver: str = "gaussian",
+    alpha: float = 2.0,
+    record_steps: list[int] | None = None,
+    explode: float = 1e8,
+) -> SDEPaths:
+    """Euler–Maruyama for ``dθ = -∇L_n dt + sqrt(c · η Σ_emp(θ)) dW`` over ``P`` paths.
+
+    ``c = 1/B`` for ``scheme="with_replacement"``, ``(n-B)/((n-1)B)`` otherwise (the
+    without-replacement factor of chapter 1). ``covariance="constant"`` freezes ``Σ_emp`` at
+    ``theta_ref`` (default: the first path's start). ``theta0`` is ``(P, d)`` or ``(d,)``. Works on the
+    device of ``problem.X``. One step costs one weighted full-batch backward pass per path.
+    """
+    from torch.func import grad, vmap
+
+    from .noise import noise_covariance_factor
+
+    eta = check_learning_rate(eta)
+    n = problem.n
+    check_batch_size(B, n, scheme)
+    record = _check_steps(dt, steps, record_steps)
+    _check_driver(driver, alpha)
+    if covariance not in ("state", "constant"):
+        raise ValueError(f"covariance={covariance!r}; valid values are 'state' and 'constant'")
+    d = problem.d
+    dtype = next(problem.model.parameters()).dtype
+    theta = theta0.detach().clone().to(device=problem.X.device, dtype=dtype)
+    if theta.ndim == 1:
+        theta = theta[None]
+    if theta.ndim != 2 or theta.shape[1] != d:
+        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (P, {d}) or ({d},)")
+    P = theta.shape[0]
+    s = math.sqrt(eta * noise_covariance_factor(n, B, scheme) / n)
+    X, y = problem.X, problem.y
+    f = flat_loss_fn(problem)
+    step_grad = vmap(grad(f), in_dims=(0, None, None, 0))
+    Gc_ref = None
+    if covariance == "constant":
+        ref = (theta[0] if theta_ref is None else theta_ref.to(theta)).clone()
+        saved = problem.theta()
+        problem.set_theta(ref)
+        G = per_sample_grads(problem.model, problem.loss_fn, X, y)
+        problem.set_theta(saved)
+        Gc_ref = G - G.mean(dim=0, keepdim=True)
+
+    out, times = [], []
+    rec = iter(record)
+    nxt = next(rec, None)
+    for k in range(steps + 1):
+        if k == nxt:
+            out.append(theta.clone())
+            times.append(k * dt)
+            nxt = next(rec, None)
+        if k == steps:
+            break
+        v = _increments(P, n, dt, driver, alpha, generator, dtype, theta.device)
+        v = v - v.mean(dim=1, keepdim=True)
+        if Gc_ref is None:
+            w = dt / n - s * v  # drift and noise in one weighted backward pass
+            theta = theta - step_grad(theta, X, y, w)
+        else:
+            w = torch.full((P, n), dt / n, dtype=dtype, device=theta.device)
+            theta = theta - step_grad(theta, X, y, w) + s * (v @ Gc_ref)
+        lo, hi = torch.aminmax(theta)
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))) or max(-float(lo), float(hi)) > explode:
+            raise DivergenceError(
+                f"SDE paths diverged at step {k} (t = {(k + 1) * dt:.4g}): parameters reached "
+                f"{max(-float(lo), float(hi)):.3g} with eta={eta}, B={B}, dt={dt}; lower dt or eta"
+            )
+    return SDEPaths(times, torch.stack(out))

@@ -1,0 +1,159 @@
+"""The SDE integrator: convergence orders by step halving, stationary laws, the noise it injects."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from sgdnoise.noise import loglog_slope
+from sgdnoise.problems import digits_mlp, linear_regression
+from sgdnoise.sde import euler_maruyama, sgd_sde, symmetric_stable
+from sgdnoise.sgd import DivergenceError
+
+Z = 4.0  # Monte-Carlo tolerance in standard errors
+
+# geometric Brownian motion dX = mu X dt + sig X dW, X_0 = 1, on [0, T]
+MU, SIG, T = -1.0, 0.5, 1.0
+
+
+def gbm(h, increments=None, P=None, gen=None, mu=MU, sig=SIG):
+    steps = round(T / h)
+    return euler_maruyama(
+        lambda x: mu * x, lambda x, dW: sig * x * dW, torch.ones(P or increments.shape[1], 1, dtype=torch.float64),
+        dt=h, steps=steps, noise_dim=1, increments=increments, generator=gen,
+    ).thetas[-1, :, 0]
+
+
+def test_strong_order_one_half():
+    """E|X_T^h - X_T| against the exact solution on the same Brownian path: slope 1/2 (EM, multiplicative noise).
+
+    σ = 1 and h ≤ 2⁻⁶ put the error in its asymptotic regime (at σ = 0.5 and h ~ 2⁻⁴ the O(h) term
+    of the drift is still visible and the fitted slope is above 1/2).
+    """
+    P, fine, sig = 2000, 2**12, 1.0
+    gen = torch.Generator().manual_seed(0)
+    dW = torch.randn(fine, P, 1, generator=gen, dtype=torch.float64) * math.sqrt(T / fine)
+    exact = torch.exp((MU - sig**2 / 2) * T + sig * dW.sum(0)[:, 0])
+    hs, errs, ses = [], [], []
+    for m in (6, 7, 8, 9):
+        coarse = dW.view(2**m, fine // 2**m, P, 1).sum(1)
+        e = (gbm(T / 2**m, increments=coarse, sig=sig) - exact).abs()
+        hs.append(T / 2**m)
+        errs.append(float(e.mean()))
+        ses.append(float(e.std() / P**0.5))
+    slope, se = loglog_slope(hs, errs)
+    assert abs(slope - 0.5) < max(Z * se, 0.1), (slope, se)
+
+
+def test_weak_order_one():
+    """|E[X_T²]_h - E[X_T²]| against the exact e^{(2μ+σ²)T}: slope 1; each estimate within Z SE of EM's own mean."""
+    P = 200_000
+    gen = torch.Generator().manual_seed(1)
+    hs, errs = [], []
+    for m in (2, 3, 4, 5):
+        h = T / 2**m
+        x2 = gbm(h, P=P, gen=gen) ** 2
+        em_exact = ((1 + MU * h) ** 2 + SIG**2 * h) ** (2**m)  # E[X_N²] of the EM chain, in closed form
+        assert abs(float(x2.mean()) - em_exact) < Z * float(x2.std()) / P**0.5
+        hs.append(h)
+        errs.append(abs(float(x2.mean()) - math.exp((2 * MU + SIG**2) * T)))
+    slope, se = loglog_slope(hs, errs)
+    assert abs(slope - 1.0) < max(Z * se, 0.15), (slope, se)
+
+
+def test_constant_covariance_sde_is_ou_with_lyapunov_variance():
+    """On linear regression the constant-Σ SDE is an OU process: its EM chain's stationary covariance
+    solves the discrete Lyapunov equation exactly, and the continuous one up to O(dt)."""
+    p = linear_regression(50, 2, sigma=1.0, seed=0)
+    eta, B, dt = 0.2, 2, 0.05
+    theta_star = p.theta_star()
+    H = p.hessian()
+    Sigma = p.sigma_emp(theta_star)
+    Q = eta / B * Sigma
+    P, steps = 4000, 400
+    paths = sgd_sde(p, theta_star.repeat(P, 1), eta=eta, B=B, dt=dt, steps=steps, covariance="constant",
+                    theta_ref=theta_star, generator=torch.Generator().manual_seed(2), record_steps=[steps])
+    th = paths.thetas[-1] - theta_star
+    emp = th.T @ th / P
+    A = (torch.eye(2, dtype=torch.float64) - dt * H).numpy()
+    C_disc = torch.tensor(scipy.linalg.solve_discrete_lyapunov(A, dt * Q.numpy()))
+    C_cont = torch.tensor(scipy.linalg.solve_continuous_lyapunov(H.numpy(), Q.numpy()))
+    prods = th[:, :, None] * th[:, None, :]
+    se = prods.std(0) / P**0.5
+    assert ((emp - C_disc).abs() < Z * se).all()
+    assert ((C_disc - C_cont).abs() / C_cont.abs().max()).max() < 2 * dt * float(torch.linalg.eigvalsh(H).max())
+
+
+@pytest.mark.parametrize("scheme", ["with_replacement", "without_replacement"])
+def test_one_step_noise_covariance(scheme):
+    """The increment's covariance is dt · η c(n,B) Σ_emp(θ): no square root, only per-sample gradients."""
+    p = linear_regression(30, 3, sigma=0.5, seed=3)
+    theta = torch.tensor([0.5, -0.5, 2.0], dtype=torch.float64)
+    eta, B, dt, P = 0.1, 4, 0.01, 50_000
+    out = sgd_sde(p, theta.repeat(P, 1), eta=eta, B=B, dt=dt, steps=1, scheme=scheme,
+                  generator=torch.Generator().manual_seed(4), record_steps=[0, 1]).thetas
+    p.set_theta(theta)
+    from sgdnoise import full_gradient
+    from sgdnoise.noise import noise_covariance_factor
+
+    inc = out[1] - out[0] + dt * full_gradient(p.model, p.loss_fn, p.X, p.y)
+    target = dt * eta * noise_covariance_factor(30, B, scheme) * p.sigma_emp(theta)
+    prods = inc[:, :, None] * inc[:, None, :]
+    assert ((prods.mean(0) - target).abs() < Z * prods.std(0) / P**0.5).all()
+    assert (inc.mean(0).abs() < Z * inc.std(0) / P**0.5).all()
+
+
+def test_stable_driver_characteristic_function():
+    gen = torch.Generator().manual_seed(5)
+    N = 200_000
+    for alpha in (2.0, 1.5, 1.0, 0.8):
+        x = symmetric_stable((N,), alpha, gen)
+        for t in (0.5, 1.0, 2.0):
+            c = torch.cos(t * x)
+            expected = math.exp(-(abs(t) ** alpha) / 2 ** (alpha / 2))
+            assert abs(float(c.mean()) - expected) < Z * float(c.std()) / N**0.5, (alpha, t)
+    g = symmetric_stable((N,), 2.0, gen)
+    assert abs(float(g.var()) - 1.0) < Z * math.sqrt(2 / N)
+
+
+def test_sgd_sde_runs_on_a_network_and_agrees_with_constant_variant_at_reference():
+    p = digits_mlp(n=64, dtype=torch.float64)
+    th = p.theta()
+    gen = lambda: torch.Generator().manual_seed(6)  # noqa: E731
+    a = sgd_sde(p, th.repeat(3, 1), eta=0.1, B=8, dt=0.1, steps=1, generator=gen(), record_steps=[1]).thetas[-1]
+    b = sgd_sde(p, th.repeat(3, 1), eta=0.1, B=8, dt=0.1, steps=1, covariance="constant", generator=gen(), record_steps=[1]).thetas[-1]
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)  # same noise draws, same Σ at the start
+
+
+def test_alpha_two_equals_gaussian_in_law():
+    p = linear_regression(20, 2, seed=0)
+    th = torch.zeros(20000, 2, dtype=torch.float64)
+    kw = dict(eta=0.2, B=2, dt=0.1, steps=3)
+    a = sgd_sde(p, th, generator=torch.Generator().manual_seed(7), **kw).thetas[-1]
+    b = sgd_sde(p, th, driver="alpha_stable", alpha=2.0, generator=torch.Generator().manual_seed(8), **kw).thetas[-1]
+    se = (a.var(0) / len(a) + b.var(0) / len(b)).sqrt()
+    assert ((a.mean(0) - b.mean(0)).abs() < Z * se).all()
+    va, vb = a.var(0), b.var(0)
+    assert ((va - vb).abs() < Z * va * math.sqrt(2 / len(a)) * 1.5).all()
+
+
+def test_bad_inputs():
+    p = linear_regression(20, 2)
+    th = torch.zeros(2, dtype=torch.float64)
+    gen = torch.Generator()
+    with pytest.raises(ValueError, match="eta=-1"):
+        sgd_sde(p, th, eta=-1, B=2, dt=0.1, steps=1, generator=gen)
+    with pytest.raises(ValueError, match="dt=0"):
+        sgd_sde(p, th, eta=0.1, B=2, dt=0, steps=1, generator=gen)
+    with pytest.raises(ValueError, match="B=30 exceeds n=20"):
+        sgd_sde(p, th, eta=0.1, B=30, dt=0.1, steps=1, scheme="without_replacement", generator=gen)
+    with pytest.raises(ValueError, match="driver='levy'"):
+        sgd_sde(p, th, eta=0.1, B=2, dt=0.1, steps=1, driver="levy", generator=gen)
+    with pytest.raises(ValueError, match="alpha=3"):
+        sgd_sde(p, th, eta=0.1, B=2, dt=0.1, steps=1, driver="alpha_stable", alpha=3, generator=gen)
+    with pytest.raises(ValueError, match=r"need \(P, 2\)"):
+        sgd_sde(p, torch.zeros(3, 5, dtype=torch.float64), eta=0.1, B=2, dt=0.1, steps=1, generator=gen)
+    with pytest.raises(DivergenceError, match=r"diverged at step \d+ .*eta=0.1, B=2, dt=5"):
+        sgd_sde(p, th, eta=0.1, B=2, dt=5.0, steps=100, generator=gen)

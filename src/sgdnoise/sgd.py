@@ -224,20 +224,18 @@ def run_chains(
     total_steps = steps * l
 
     per_epoch = batches_per_epoch(n, B)
-    chains_batches = [None] * C
-    cursor = [0] * C
+    epoch = {"batches": None, "pos": per_epoch}
 
     def next_batches() -> Tensor:
         if scheme != "reshuffling":
             return sample_batches(n, B, C, scheme, generator).to(X.device)
-        rows = []
-        for c in range(C):
-            if chains_batches[c] is None or cursor[c] == len(chains_batches[c]):
-                chains_batches[c] = sample_batches(n, B, per_epoch, scheme, generator)
-                cursor[c] = 0
-            rows.append(chains_batches[c][cursor[c]])
-            cursor[c] += 1
-        return torch.stack(rows).to(X.device)
+        if epoch["pos"] == per_epoch:
+            # one fresh uniform permutation per chain (argsort of i.i.d. uniform keys), cut into batches
+            perms = torch.rand((C, n), generator=generator).argsort(dim=1)
+            epoch["batches"] = perms[:, : per_epoch * B].view(C, per_epoch, B).to(X.device)
+            epoch["pos"] = 0
+        epoch["pos"] += 1
+        return epoch["batches"][:, epoch["pos"] - 1]
 
     out = []
     rec_iter = iter(record)

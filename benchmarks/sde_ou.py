@@ -1,0 +1,259 @@
+"""Time Euler–Maruyama on an Ornstein–Uhlenbeck SDE: ``sgdnoise.sde.euler_maruyama`` against torchsde.
+
+Measured, in float64 with two torch threads, on the same SDE
+
+    dX = -A X dt + L dW,    X(0) = 0,    d = 20,
+
+with ``A = Q diag(λ) Qᵀ`` symmetric positive definite (``λ`` in [0.5, 2], ``Q`` a seeded random
+orthogonal matrix) and a dense noise matrix ``L`` (the lower-triangular Cholesky factor of a seeded
+SPD matrix), 2000 paths, 1000 steps of ``dt = 0.01`` (t = 10, five relaxation times of the slowest
+mode): the wall-clock time (best of ``--repeats`` after one warm-up, ``time.perf_counter``) of
+
+* ``sgdnoise``: ``sgdnoise.sde.euler_maruyama(drift, diffusion, x0, ..., record_steps=[steps])``,
+* ``torchsde``: ``torchsde.sdeint(sde, y0, ts=[0, T], method="euler", dt=dt)`` with an SDE of
+  ``noise_type="general"``, ``sde_type="ito"``; ``ts`` holds only the two ends, so torchsde also
+  stores only the endpoint, and its Brownian motion (a ``BrownianInterval``, torchsde's default) is
+  built inside the timed call as ``sdeint`` would build it.
+
+Correctness, before any time counts: the empirical covariance of each route's 2000 endpoints is
+compared entry by entry with the exact stationary covariance of the Euler–Maruyama chain
+(``solve_discrete_lyapunov(I - dt A, dt L Lᵀ)``) and with the continuous-time one
+(``solve_continuous_lyapunov(A, L Lᵀ)``, which differs from it by O(dt)); the largest
+``|difference| / SE`` over the 210 distinct entries is reported, with ``SE`` the Monte-Carlo standard
+error of the entry (the standard deviation of the sample of products ``(x_i - x̄_i)(x_j - x̄_j)``
+over √N). A route passes if that maximum is below 4 against the discrete-time value.
+
+The script prints the ratio (torchsde time / sgdnoise time) measured in this one run, on this
+machine: it is a benchmark to read, not a timed test, and it asserts nothing about speed. Results
+also go to ``benchmarks/results/sde_ou.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
+
+from sgdnoise.sde import euler_maruyama
+
+THREADS = 2
+DTYPE = torch.float64
+RESULTS = Path(__file__).resolve().parent / "results" / "sde_ou.json"
+TARGET = 20.0  # sgdnoise should be at least this many times faster than torchsde
+Z_MAX = 4.0  # allowed max |C_emp - C_exact| / SE over the entries
+
+
+def best_time(fn, repeats: int, warmup=None) -> float:
+    """Best wall-clock time of ``fn()`` over ``repeats`` calls, after one warm-up call (``warmup``
+    if given, e.g. the same call with fewer steps)."""
+    (warmup or fn)()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def ou_problem(d: int, seed: int):
+    """``A = Q diag(λ) Qᵀ`` with ``λ`` evenly spread over [0.5, 2], and ``L`` lower-triangular."""
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=DTYPE))
+    lam = torch.linspace(0.5, 2.0, d, dtype=DTYPE)
+    A = (Q * lam) @ Q.T
+    A = 0.5 * (A + A.T)
+    W = torch.randn(d, d, generator=gen, dtype=DTYPE)
+    S = W @ W.T / d + 0.5 * torch.eye(d, dtype=DTYPE)
+    L = torch.linalg.cholesky(S)  # dense lower-triangular noise matrix
+    return A, L, lam
+
+
+def run_sgdnoise(A, L, x0, dt, steps, seed=0):
+    AT, LT = A.T.contiguous(), L.T.contiguous()
+    paths = euler_maruyama(
+        lambda x: -x @ AT,
+        lambda x, dW: dW @ LT,
+        x0,
+        dt=dt,
+        steps=steps,
+        noise_dim=x0.shape[1],
+        generator=torch.Generator().manual_seed(seed),
+        record_steps=[steps],
+    )
+    return paths.thetas[-1]
+
+
+class OU(nn.Module):
+    """The same OU SDE in torchsde's interface; ``calls`` counts drift evaluations (= steps)."""
+
+    noise_type = "general"
+    sde_type = "ito"
+
+    def __init__(self, A, L):
+        super().__init__()
+        self.AT = A.T.contiguous()
+        self.L = L
+        self.calls = 0
+
+    def f(self, t, y):
+        self.calls += 1
+        return -y @ self.AT
+
+    def g(self, t, y):
+        return self.L.expand(y.shape[0], *self.L.shape)  # (batch, d, d), a view: no copy
+
+
+def make_torchsde(A, L):
+    import torchsde
+
+    sde = OU(A, L)
+
+    def run(x0, dt, steps, seed=0):
+        T = dt * steps
+        ts = torch.tensor([0.0, T], dtype=DTYPE)
+        bm = torchsde.BrownianInterval(
+            t0=0.0, t1=T, size=(x0.shape[0], x0.shape[1]), dtype=DTYPE, device=x0.device, entropy=seed
+        )
+        with torch.no_grad():
+            ys = torchsde.sdeint(sde, x0, ts, bm=bm, method="euler", dt=dt)
+        return ys[-1]
+
+    return sde, run
+
+
+def max_z(X: torch.Tensor, C: np.ndarray) -> tuple[float, float]:
+    """Largest ``|C_emp - C| / SE`` over the distinct entries, and the largest relative deviation."""
+    Xn = X.numpy()
+    N = Xn.shape[0]
+    Xc = Xn - Xn.mean(axis=0)
+    prods = Xc[:, :, None] * Xc[:, None, :]  # (N, d, d): the sample of products per entry
+    C_emp = prods.sum(axis=0) / (N - 1)
+    se = prods.std(axis=0, ddof=1) / math.sqrt(N)
+    iu = np.triu_indices(C.shape[0])
+    z = np.abs(C_emp - C)[iu] / se[iu]
+    rel = np.abs(C_emp - C).max() / np.abs(C).max()
+    return float(z.max()), float(rel)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per route (best is kept)")
+    parser.add_argument("--paths", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--dt", type=float, default=0.01)
+    parser.add_argument("--d", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0, help="seed of A and L")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(THREADS)
+    d, P, steps, dt = args.d, args.paths, args.steps, args.dt
+    T = dt * steps
+    A, L, lam = ou_problem(d, args.seed)
+    x0 = torch.zeros(P, d, dtype=DTYPE)
+
+    # Exact covariances. With X(0) = 0 the covariance at step k is Σ_d - M^k Σ_d M^kᵀ (M = I - dt A);
+    # the transient decays like e^{-2 λ_min t} = e^{-10} at t = 10 with λ_min = 0.5, about 5e-5
+    # relative, far below the Monte-Carlo error of 2000 paths (a few per cent): it is neglected.
+    An, Ln = A.numpy(), L.numpy()
+    M = np.eye(d) - dt * An
+    C_disc = solve_discrete_lyapunov(M, dt * Ln @ Ln.T)
+    C_cont = solve_continuous_lyapunov(An, Ln @ Ln.T)
+    Mk = np.linalg.matrix_power(M, steps)
+    transient = float(np.abs(Mk @ C_disc @ Mk.T).max() / np.abs(C_disc).max())
+    disc_vs_cont = float(np.abs(C_disc - C_cont).max() / np.abs(C_cont).max())
+
+    sde, run_torchsde = make_torchsde(A, L)
+    routes = {
+        "sgdnoise": lambda s=steps: run_sgdnoise(A, L, x0, dt, s),
+        "torchsde": lambda s=steps: run_torchsde(x0, dt, s),
+    }
+
+    # Correctness first (this call is also each route's warm-up for the full step count).
+    ends, checks = {}, {}
+    sde.calls = 0
+    for name, fn in routes.items():
+        ends[name] = fn()
+    torchsde_steps = sde.calls
+    for name, X in ends.items():
+        z_d, rel_d = max_z(X, C_disc)
+        z_c, rel_c = max_z(X, C_cont)
+        checks[name] = {
+            "max_z_vs_discrete_lyapunov": z_d,
+            "max_z_vs_continuous_lyapunov": z_c,
+            "max_rel_diff_vs_discrete": rel_d,
+            "max_rel_diff_vs_continuous": rel_c,
+            "within_4_se_of_discrete": z_d < Z_MAX,
+            "within_4_se_of_continuous": z_c < Z_MAX,
+        }
+
+    warm_steps = max(1, steps // 10)
+    times = {name: best_time(fn, args.repeats, warmup=lambda fn=fn: fn(warm_steps)) for name, fn in routes.items()}
+    ratio = times["torchsde"] / times["sgdnoise"]
+    met = ratio >= TARGET
+
+    print(f"\nOrnstein-Uhlenbeck dX = -A X dt + L dW, d = {d}, dense L, {P} paths, {steps} steps of dt = {dt} "
+          f"(t = {T:g}), float64, torch {torch.__version__}, {THREADS} threads, best of {args.repeats} "
+          "after a warm-up")
+    loadavg = os.getloadavg()[0]
+    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {THREADS} threads "
+          "included; a higher one means other work inflated the times")
+    print(f"{'route':<10} {'seconds':>9} {'ratio':>7} {'max z (discrete)':>17} {'max z (continuous)':>19}")
+    for name in routes:
+        c = checks[name]
+        print(f"{name:<10} {times[name]:>9.3f} {times[name] / times['sgdnoise']:>7.2f} "
+              f"{c['max_z_vs_discrete_lyapunov']:>17.2f} {c['max_z_vs_continuous_lyapunov']:>19.2f}")
+    print("ratio = route time / sgdnoise time, measured in this one run; max z = largest |C_emp - C| / SE "
+          f"over the {d * (d + 1) // 2} distinct covariance entries")
+    print(f"torchsde took {torchsde_steps} Euler steps for ts = [0, {T:g}] (sgdnoise: {steps})")
+    print(f"discrete vs continuous Lyapunov: max rel. diff {disc_vs_cont:.2e} (O(dt)); "
+          f"transient left at t = {T:g}: {transient:.1e} relative (neglected)")
+    for name in routes:
+        c = checks[name]
+        print(f"{name}: endpoint covariance within {Z_MAX:g} SE of the discrete-time stationary covariance: "
+              f"{'yes' if c['within_4_se_of_discrete'] else 'NO'} (max z {c['max_z_vs_discrete_lyapunov']:.2f}); "
+              f"of the continuous-time one: {'yes' if c['within_4_se_of_continuous'] else 'no'} "
+              f"(max z {c['max_z_vs_continuous_lyapunov']:.2f})")
+    print(f"target: sgdnoise at least {TARGET:g}x faster than torchsde: {'met' if met else 'NOT met'} "
+          f"(ratio {ratio:.1f} in this run)")
+
+    result = {
+        "benchmark": "Euler-Maruyama on a 20-d Ornstein-Uhlenbeck SDE with dense noise: sgdnoise vs torchsde",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "torchsde": __import__("torchsde").__version__,
+        "threads": THREADS,
+        "d": d,
+        "paths": P,
+        "steps": steps,
+        "torchsde_steps": torchsde_steps,
+        "dt": dt,
+        "t_end": T,
+        "dtype": "float64",
+        "eigenvalues_of_A": [float(lam.min()), float(lam.max())],
+        "repeats": args.repeats,
+        "load_average_1min": loadavg,
+        "seconds": times,
+        "ratio_torchsde_to_sgdnoise": ratio,
+        "target_ratio": TARGET,
+        "target_met": met,
+        "covariance_checks": checks,
+        "discrete_vs_continuous_lyapunov_max_rel_diff": disc_vs_cont,
+        "transient_relative_at_t_end": transient,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {RESULTS}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

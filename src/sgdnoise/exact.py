@@ -1,0 +1,148 @@
+"""Exact first and second moments of SGD, SVAG, its SDE and gradient flow on linear regression.
+
+On a quadratic loss everything is linear in the *lifted* state ``z = (θ, 1)``: the per-sample gradient
+is ``g_i = a_i θ - b_i`` with ``a_i = x_i x_iᵀ``, ``b_i = x_i y_i``, so one SGD step is
+``z ← U_B z`` with ``U_B = [[I - η A_B, η b_B], [0, 1]]`` and ``U_B`` the average of the per-sample
+``U_i``. The second moment ``Z = E[z zᵀ]`` (which holds ``E θ`` and ``E θθᵀ``) therefore follows an exact
+linear recursion for SGD,
+
+    Z ← (1/B) mean_i U_i Z U_iᵀ + (1 - 1/B) Ū Z Ūᵀ                  (with replacement),
+    Z ← c₁ mean_i U_i Z U_iᵀ + (1 - c₁) Ū Z Ūᵀ, c₁ = (n-B)/(B(n-1))  (without replacement),
+
+and an exact linear ODE for the SDE ``dθ = -∇L_n dt + sqrt(η c Σ_emp(θ)) dW`` (Itô):
+
+    dZ/dt = F Z + Z Fᵀ + η c (mean_i ã_i Z ã_iᵀ - ã Z ãᵀ)   (θ-block),   F = [[-H, b̄], [0, 0]],
+
+with ``ã_i = [a_i, -b_i]`` (so that ``g_i = ã_i z``). No Monte Carlo: weak errors between SGD, the SDE and
+gradient flow are computed to machine precision. ``Z`` is ``(d+1) × (d+1)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .noise import noise_covariance_factor
+from .sgd import check_learning_rate, svag_coefficients
+
+__all__ = ["LinearMoments", "sgd_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
+
+
+class LinearMoments:
+    """Per-sample pieces of a linear-regression data set, lifted to ``z = (θ, 1)``."""
+
+    def __init__(self, X: Tensor, y: Tensor):
+        X = X.to(torch.float64)
+        y = y.to(torch.float64)
+        self.n, self.d = X.shape
+        # ã_i = [x_i x_iᵀ, -x_i y_i]: (n, d, d+1), so that g_i = ã_i z
+        self.At = torch.cat([X[:, :, None] * X[:, None, :], -(X * y[:, None])[:, :, None]], dim=2)
+        self.At_mean = self.At.mean(0)
+        self._eye = torch.eye(self.d + 1, dtype=torch.float64)
+
+    def U(self, eta: float) -> tuple[Tensor, Tensor]:
+        """Per-sample step maps ``U_i`` (n, d+1, d+1) and their mean ``Ū``."""
+        Ui = self._eye.expand(self.n, -1, -1).clone()
+        Ui[:, : self.d, :] -= eta * self.At
+        return Ui, Ui.mean(0)
+
+    def noise(self, Z: Tensor) -> Tensor:
+        """``E[Σ_emp(θ)] = mean_i ã_i Z ã_iᵀ - ã Z ãᵀ`` (d × d), linear in ``Z``."""
+        return torch.einsum("iab,bc,idc->ad", self.At, Z, self.At) / self.n - self.At_mean @ Z @ self.At_mean.T
+
+    def drift_matrix(self) -> Tensor:
+        """``F`` with ``dz/dt = F z`` for gradient flow in the lifted coordinates."""
+        F = torch.zeros(self.d + 1, self.d + 1, dtype=torch.float64)
+        F[: self.d, :] = -self.At_mean
+        return F
+
+
+def initial_moments(theta0: Tensor) -> Tensor:
+    """``Z₀`` for a deterministic start ``θ₀``."""
+    z = torch.cat([theta0.to(torch.float64), torch.ones(1, dtype=torch.float64)])
+    return torch.outer(z, z)
+
+
+def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,
+                scheme: str = "with_replacement", svag_l: int = 1) -> Tensor:
+    """``Z_k`` for ``k = 0 … steps`` (in units of η; SVAG takes ``l`` steps of ``η/l`` per unit). Shape ``(steps+1, d+1, d+1)``.
+
+    ``scheme`` is ``"with_replacement"`` or ``"without_replacement"`` (independent batches); random
+    reshuffling has no such closed recursion. SVAG uses two independent with-replacement batches.
+    """
+    eta = check_learning_rate(eta)
+    if scheme not in ("with_replacement", "without_replacement"):
+        raise ValueError(f"scheme={scheme!r}: exact moments exist for independent batches only "
+                         "('with_replacement', 'without_replacement')")
+    lm = LinearMoments(X, y)
+    n = lm.n
+    c = noise_covariance_factor(n, B, scheme)  # weight of the per-sample term in E[U_B Z U_Bᵀ]
+    l = svag_l
+    if l > 1:
+        if scheme != "with_replacement":
+            raise ValueError("SVAG is implemented with independent with-replacement batches")
+        c1, c2 = svag_coefficients(l)
+        c = (c1**2 + c2**2) / B  # = l / B
+    Ui, Ubar = lm.U(eta / l)
+    # E[U Z Uᵀ] = c · (mean_i U_i Z U_iᵀ - Ū Z Ūᵀ) + Ū Z Ūᵀ; the per-sample part is the noise.
+    Z = initial_moments(theta0)
+    out = [Z]
+    for k in range(steps * l):
+        UZU = Ubar @ Z @ Ubar.T
+        per = torch.einsum("iab,bc,idc->ad", Ui, Z, Ui) / n
+        Z = UZU + c * (per - UZU)
+        if (k + 1) % l == 0:
+            out.append(Z)
+    return torch.stack(out)
+
+
+def _sde_generator(lm: LinearMoments, eta: float, c: float) -> Tensor:
+    """The linear map ``vec(Z) ↦ vec(dZ/dt)`` of the SDE's second-moment ODE, as a matrix."""
+    D = lm.d + 1
+    F = lm.drift_matrix()
+    cols = []
+    for Zb in torch.eye(D * D, dtype=torch.float64).view(D * D, D, D):
+        dZ = F @ Zb + Zb @ F.T
+        dZ[: lm.d, : lm.d] += eta * c * lm.noise(Zb)
+        cols.append(dZ.reshape(-1))
+    return torch.stack(cols, dim=1)
+
+
+def sde_em_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, dt: float, steps: int,
+                   scheme: str = "with_replacement") -> Tensor:
+    """``Z_k`` of the Euler–Maruyama chain of the SDE with step ``dt`` (what :func:`sgdnoise.sde.sgd_sde` simulates)."""
+    eta = check_learning_rate(eta)
+    lm = LinearMoments(X, y)
+    c = noise_covariance_factor(lm.n, B, scheme)
+    A = torch.eye(lm.d + 1, dtype=torch.float64) + dt * lm.drift_matrix()
+    Z = initial_moments(theta0)
+    out = [Z]
+    for _ in range(steps):
+        Zn = A @ Z @ A.T
+        Zn[: lm.d, : lm.d] += dt * eta * c * lm.noise(Z)
+        Z = Zn
+        out.append(Z)
+    return torch.stack(out)
+
+
+def sde_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, times,
+                scheme: str = "with_replacement", noise: bool = True) -> Tensor:
+    """``Z(t)`` of the SDE (``noise=False``: gradient flow) at each time in ``times``, exactly (matrix exponential)."""
+    eta = check_learning_rate(eta)
+    lm = LinearMoments(X, y)
+    c = noise_covariance_factor(lm.n, B, scheme) if noise else 0.0
+    M = _sde_generator(lm, eta, c)
+    z0 = initial_moments(theta0).reshape(-1)
+    D = lm.d + 1
+    return torch.stack([(torch.linalg.matrix_exp(M * float(t)) @ z0).view(D, D) for t in times])
+
+
+def gradient_flow_moments(X: Tensor, y: Tensor, theta0: Tensor, *, times) -> Tensor:
+    """``Z(t)`` of gradient flow (deterministic: ``Z = z zᵀ``)."""
+    return sde_moments(X, y, theta0, eta=1.0, B=1, times=times, noise=False)
+
+
+def expected_loss(X: Tensor, y: Tensor, Z: Tensor) -> Tensor:
+    """``E[L_n(θ)]`` for second moments ``Z`` (any leading shape)."""
+    r = torch.cat([X.to(torch.float64), -y.to(torch.float64)[:, None]], dim=1)
+    return 0.5 * torch.einsum("ia,...ab,ib->...", r, Z, r) / X.shape[0]

@@ -1,0 +1,76 @@
+"""Exact moments on linear regression against Monte Carlo of the package's own SGD and SDE simulators."""
+
+import pytest
+import torch
+
+from sgdnoise.exact import expected_loss, gradient_flow_moments, sde_em_moments, sde_moments, sgd_moments
+from sgdnoise.noise import loglog_slope
+from sgdnoise.problems import linear_regression
+from sgdnoise.sde import sgd_sde
+from sgdnoise.sgd import run_chains
+
+Z = 4.0
+
+
+def check_moments(thetas, Zk):
+    """Mean and second moments of the simulated chains within Z standard errors of the exact ones."""
+    d = thetas.shape[1]
+    C = thetas.shape[0]
+    mean_se = thetas.std(0) / C**0.5
+    assert ((thetas.mean(0) - Zk[:d, d]).abs() < Z * mean_se).all()
+    prods = thetas[:, :, None] * thetas[:, None, :]
+    assert ((prods.mean(0) - Zk[:d, :d]).abs() < Z * prods.std(0) / C**0.5).all()
+
+
+@pytest.mark.parametrize("scheme, l", [("with_replacement", 1), ("without_replacement", 1), ("with_replacement", 3)])
+def test_sgd_moments_match_chains(scheme, l):
+    p = linear_regression(20, 2, sigma=0.5, seed=0)
+    th0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    eta, B, steps, C = 0.3, 3, 6, 40000
+    Zs = sgd_moments(p.X, p.y, th0, eta=eta, B=B, steps=steps, scheme=scheme, svag_l=l)
+    run = run_chains(p, th0.repeat(C, 1), eta=eta, B=B, steps=steps, scheme=scheme, svag_l=l,
+                     generator=torch.Generator().manual_seed(1))
+    check_moments(run.thetas[-1], Zs[-1])
+
+
+def test_em_moments_match_sgd_sde():
+    p = linear_regression(20, 2, sigma=0.5, seed=0)
+    th0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    eta, B, dt, steps, P = 0.3, 3, 0.1, 10, 40000
+    Zs = sde_em_moments(p.X, p.y, th0, eta=eta, B=B, dt=dt, steps=steps)
+    paths = sgd_sde(p, th0.repeat(P, 1), eta=eta, B=B, dt=dt, steps=steps, generator=torch.Generator().manual_seed(2))
+    check_moments(paths.thetas[-1], Zs[-1])
+
+
+def test_em_moments_converge_to_sde_ode_with_order_one():
+    p = linear_regression(20, 2, sigma=0.5, seed=0)
+    th0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    t, eta, B = 1.0, 0.3, 3
+    exact = sde_moments(p.X, p.y, th0, eta=eta, B=B, times=[t])[0]
+    dts, errs = [], []
+    for m in range(3, 8):
+        dt = t / 2**m
+        Zk = sde_em_moments(p.X, p.y, th0, eta=eta, B=B, dt=dt, steps=2**m)[-1]
+        dts.append(dt)
+        errs.append(float((Zk - exact).abs().max()))
+    slope, se = loglog_slope(dts, errs)
+    assert abs(slope - 1.0) < 0.05, slope
+
+
+def test_gradient_flow_is_deterministic_and_sde_without_noise():
+    p = linear_regression(20, 2, sigma=0.5, seed=0)
+    th0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    Zg = gradient_flow_moments(p.X, p.y, th0, times=[0.0, 5.0])
+    z = Zg[-1][:2, 2]
+    torch.testing.assert_close(Zg[-1][:2, :2], torch.outer(z, z))
+    H, b = p.X.T @ p.X / 20, p.X.T @ p.y / 20
+    theta_star = torch.linalg.solve(H, b)
+    closed = theta_star + torch.linalg.matrix_exp(-5.0 * H) @ (th0 - theta_star)
+    torch.testing.assert_close(z, closed)
+    assert float(expected_loss(p.X, p.y, Zg[0])) == pytest.approx(float(0.5 * ((p.X @ th0 - p.y) ** 2).mean()))
+
+
+def test_bad_scheme():
+    p = linear_regression(20, 2)
+    with pytest.raises(ValueError, match="independent batches only"):
+        sgd_moments(p.X, p.y, torch.zeros(2), eta=0.1, B=2, steps=1, scheme="reshuffling")

@@ -84,16 +84,22 @@ def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, ste
         c1, c2 = svag_coefficients(l)
         c = (c1**2 + c2**2) / B  # = l / B
     Ui, Ubar = lm.U(eta / l)
-    # E[U Z Uᵀ] = c · (mean_i U_i Z U_iᵀ - Ū Z Ūᵀ) + Ū Z Ūᵀ; the per-sample part is the noise.
-    Z = initial_moments(theta0)
-    out = [Z]
-    for k in range(steps * l):
+    D = lm.d + 1
+
+    # E[U Z Uᵀ] = c · (mean_i U_i Z U_iᵀ - Ū Z Ūᵀ) + Ū Z Ūᵀ: the per-sample part is the noise. The map is
+    # linear in Z; build it once as a D² × D² matrix, then each step is one small matrix-vector product.
+    def step(Z):
         UZU = Ubar @ Z @ Ubar.T
-        per = torch.einsum("iab,bc,idc->ad", Ui, Z, Ui) / n
-        Z = UZU + c * (per - UZU)
-        if (k + 1) % l == 0:
-            out.append(Z)
-    return torch.stack(out)
+        return UZU + c * (torch.einsum("iab,bc,idc->ad", Ui, Z, Ui) / n - UZU)
+
+    T = torch.stack([step(E).reshape(-1) for E in torch.eye(D * D, dtype=torch.float64).view(D * D, D, D)], dim=1)
+    Tl = torch.linalg.matrix_power(T, l)  # one unit of η: l SVAG steps
+    v = initial_moments(theta0).reshape(-1)
+    out = [v]
+    for _ in range(steps):
+        v = Tl @ v
+        out.append(v)
+    return torch.stack(out).view(steps + 1, D, D)
 
 
 def _sde_generator(lm: LinearMoments, eta: float, c: float) -> Tensor:

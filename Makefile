@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c benchmarks/constraints.txt --no-deps backpack-for-pytorch==1.7.1
 	$(BIN)/python benchmarks/per_sample_grads.py
 	$(BIN)/python benchmarks/noise_spectrum.py
+	$(BIN)/python benchmarks/sde_ou.py
+	$(BIN)/python benchmarks/sde_step_mlp.py
 
 clean:
 	rm -rf _build

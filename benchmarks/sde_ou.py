@@ -1,19 +1,23 @@
 """Time Euler–Maruyama on an Ornstein–Uhlenbeck SDE: ``sgdnoise.sde.euler_maruyama`` against torchsde.
 
-Measured, in float64 with two torch threads, on the same SDE
+Measured, in float64 with two torch threads (``--threads``), on the same SDE
 
     dX = -A X dt + L dW,    X(0) = 0,    d = 20,
 
 with ``A = Q diag(λ) Qᵀ`` symmetric positive definite (``λ`` in [0.5, 2], ``Q`` a seeded random
 orthogonal matrix) and a dense noise matrix ``L`` (the lower-triangular Cholesky factor of a seeded
 SPD matrix), 2000 paths, 1000 steps of ``dt = 0.01`` (t = 10, five relaxation times of the slowest
-mode): the wall-clock time (best of ``--repeats`` after one warm-up, ``time.perf_counter``) of
+mode): the wall-clock time (best of ``--repeats`` interleaved rounds after one warm-up of each,
+``time.perf_counter``) of
 
 * ``sgdnoise``: ``sgdnoise.sde.euler_maruyama(drift, diffusion, x0, ..., record_steps=[steps])``,
 * ``torchsde``: ``torchsde.sdeint(sde, y0, ts=[0, T], method="euler", dt=dt)`` with an SDE of
   ``noise_type="general"``, ``sde_type="ito"``; ``ts`` holds only the two ends, so torchsde also
-  stores only the endpoint, and its Brownian motion (a ``BrownianInterval``, torchsde's default) is
-  built inside the timed call as ``sdeint`` would build it.
+  stores only the endpoint. Its Brownian motion is the ``BrownianInterval`` that ``sdeint`` builds by
+  default, built inside the timed call, with a seed and with the step-size hint ``dt`` that
+  torchsde documents for fixed-step solvers. Without the hint, the interval tree is refined from the
+  step sizes observed during the solve, which on this SDE took minutes or did not end (see
+  ``make_torchsde``).
 
 Correctness, before any time counts: the empirical covariance of each route's 2000 endpoints is
 compared entry by entry with the exact stationary covariance of the Euler–Maruyama chain
@@ -23,6 +27,10 @@ compared entry by entry with the exact stationary covariance of the Euler–Maru
 error of the entry (the standard deviation of the sample of products ``(x_i - x̄_i)(x_j - x̄_j)``
 over √N). A route passes if that maximum is below 4 against the discrete-time value.
 
+To explain the ratio, the script also counts the Gaussian blocks of shape (paths, d) that torchsde's
+Brownian interval tree draws (sgdnoise draws one per step) and times the float64 ``torch.randn``
+calls alone that sgdnoise needs: on the CPU these draws, not the arithmetic, dominate both routes.
+
 The script prints the ratio (torchsde time / sgdnoise time) measured in this one run, on this
 machine: it is a benchmark to read, not a timed test, and it asserts nothing about speed. Results
 also go to ``benchmarks/results/sde_ou.json``.
@@ -31,6 +39,7 @@ also go to ``benchmarks/results/sde_ou.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -52,16 +61,22 @@ TARGET = 20.0  # sgdnoise should be at least this many times faster than torchsd
 Z_MAX = 4.0  # allowed max |C_emp - C_exact| / SE over the entries
 
 
-def best_time(fn, repeats: int, warmup=None) -> float:
-    """Best wall-clock time of ``fn()`` over ``repeats`` calls, after one warm-up call (``warmup``
-    if given, e.g. the same call with fewer steps)."""
-    (warmup or fn)()
-    times = []
+def best_times(fns: dict, repeats: int, warmups: dict) -> dict:
+    """Best wall-clock time of each ``fn()`` over ``repeats`` rounds, after one warm-up call of each
+    (``warmups[name]``: the same call with fewer steps).
+
+    The rounds are interleaved (each round times every route once), so that a burst of other work
+    on the machine inflates both routes alike rather than one of them.
+    """
+    for warm in warmups.values():
+        warm()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def ou_problem(d: int, seed: int):
@@ -120,14 +135,37 @@ def make_torchsde(A, L):
     def run(x0, dt, steps, seed=0):
         T = dt * steps
         ts = torch.tensor([0.0, T], dtype=DTYPE)
+        # dt: the documented hint for fixed-step solvers; it builds the interval tree once, down to
+        # pieces of ~36 dt. Without it (sdeint's default bm) the tree is refined from the observed step
+        # sizes, and the last, tiny step that float round-off leaves before T (t accumulates as
+        # 0.01 + 0.01 + ...) can make it refine towards that size: minutes, or no end, for this SDE
+        # (torchsde issues #36 and #109).
         bm = torchsde.BrownianInterval(
-            t0=0.0, t1=T, size=(x0.shape[0], x0.shape[1]), dtype=DTYPE, device=x0.device, entropy=seed
+            t0=0.0, t1=T, size=(x0.shape[0], x0.shape[1]), dtype=DTYPE, device=x0.device, entropy=seed, dt=dt
         )
         with torch.no_grad():
             ys = torchsde.sdeint(sde, x0, ts, bm=bm, method="euler", dt=dt)
         return ys[-1]
 
     return sde, run
+
+
+@contextlib.contextmanager
+def count_torchsde_draws():
+    """Count the Gaussian blocks torchsde's Brownian interval draws (each is one ``torch.randn``)."""
+    from torchsde._brownian import brownian_interval as bi
+
+    count, original = [0], bi._randn
+
+    def counted(*a, **k):
+        count[0] += 1
+        return original(*a, **k)
+
+    bi._randn = counted
+    try:
+        yield count
+    finally:
+        bi._randn = original
 
 
 def max_z(X: torch.Tensor, C: np.ndarray) -> tuple[float, float]:
@@ -152,17 +190,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--dt", type=float, default=0.01)
     parser.add_argument("--d", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="seed of A and L")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="torch threads (2, the house setting; 1 on a machine other work keeps busy, where "
+                             "two threads wait on each other at every parallel operation)")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(THREADS)
+    threads = args.threads
+    torch.set_num_threads(threads)
     d, P, steps, dt = args.d, args.paths, args.steps, args.dt
     T = dt * steps
     A, L, lam = ou_problem(d, args.seed)
     x0 = torch.zeros(P, d, dtype=DTYPE)
 
     # Exact covariances. With X(0) = 0 the covariance at step k is Σ_d - M^k Σ_d M^kᵀ (M = I - dt A);
-    # the transient decays like e^{-2 λ_min t} = e^{-10} at t = 10 with λ_min = 0.5, about 5e-5
-    # relative, far below the Monte-Carlo error of 2000 paths (a few per cent): it is neglected.
+    # the transient decays like e^{-2 λ_min t} = e^{-10} ≈ 4.5e-5 at t = 10 with λ_min = 0.5 (relative, on
+    # the slowest mode; the exact size is printed), far below the Monte-Carlo error of 2000 paths (a
+    # few per cent): it is neglected.
     An, Ln = A.numpy(), L.numpy()
     M = np.eye(d) - dt * An
     C_disc = solve_discrete_lyapunov(M, dt * Ln @ Ln.T)
@@ -180,9 +223,10 @@ def main(argv=None) -> dict:
     # Correctness first (this call is also each route's warm-up for the full step count).
     ends, checks = {}, {}
     sde.calls = 0
-    for name, fn in routes.items():
-        ends[name] = fn()
-    torchsde_steps = sde.calls
+    ends["sgdnoise"] = routes["sgdnoise"]()
+    with count_torchsde_draws() as draws:
+        ends["torchsde"] = routes["torchsde"]()
+    torchsde_steps, torchsde_draws = sde.calls, draws[0]
     for name, X in ends.items():
         z_d, rel_d = max_z(X, C_disc)
         z_c, rel_c = max_z(X, C_cont)
@@ -196,15 +240,20 @@ def main(argv=None) -> dict:
         }
 
     warm_steps = max(1, steps // 10)
-    times = {name: best_time(fn, args.repeats, warmup=lambda fn=fn: fn(warm_steps)) for name, fn in routes.items()}
+    # The floor under both routes: sgdnoise draws one (P, d) Gaussian block per step, and on the CPU a
+    # float64 torch.randn has no vectorised kernel (float32 has one), so it dominates a step here.
+    gen = torch.Generator().manual_seed(1)
+    draw = lambda k: [torch.randn((P, d), generator=gen, dtype=DTYPE) for _ in range(k)]  # noqa: E731
+    rng = best_times({"draws": lambda: draw(steps)}, args.repeats, {"draws": lambda: draw(warm_steps)})["draws"]
+    times = best_times(routes, args.repeats, {name: (lambda fn=fn: fn(warm_steps)) for name, fn in routes.items()})
     ratio = times["torchsde"] / times["sgdnoise"]
     met = ratio >= TARGET
 
     print(f"\nOrnstein-Uhlenbeck dX = -A X dt + L dW, d = {d}, dense L, {P} paths, {steps} steps of dt = {dt} "
-          f"(t = {T:g}), float64, torch {torch.__version__}, {THREADS} threads, best of {args.repeats} "
-          "after a warm-up")
+          f"(t = {T:g}), float64, torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, best of {args.repeats} "
+          "interleaved rounds after a warm-up")
     loadavg = os.getloadavg()[0]
-    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {THREADS} threads "
+    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {threads} thread{'s' if threads != 1 else ''} "
           "included; a higher one means other work inflated the times")
     print(f"{'route':<10} {'seconds':>9} {'ratio':>7} {'max z (discrete)':>17} {'max z (continuous)':>19}")
     for name in routes:
@@ -213,7 +262,11 @@ def main(argv=None) -> dict:
               f"{c['max_z_vs_discrete_lyapunov']:>17.2f} {c['max_z_vs_continuous_lyapunov']:>19.2f}")
     print("ratio = route time / sgdnoise time, measured in this one run; max z = largest |C_emp - C| / SE "
           f"over the {d * (d + 1) // 2} distinct covariance entries")
-    print(f"torchsde took {torchsde_steps} Euler steps for ts = [0, {T:g}] (sgdnoise: {steps})")
+    print(f"torchsde took {torchsde_steps} Euler steps for ts = [0, {T:g}] (sgdnoise: {steps}) and drew "
+          f"{torchsde_draws} Gaussian blocks of shape ({P}, {d}) in its Brownian interval tree "
+          f"({torchsde_draws / torchsde_steps:.1f} per step; sgdnoise: 1 per step)")
+    print(f"{steps} float64 torch.randn(({P}, {d})) calls alone, the draws sgdnoise needs: {rng:.3f} s "
+          f"({rng / times['sgdnoise']:.0%} of the sgdnoise route)")
     print(f"discrete vs continuous Lyapunov: max rel. diff {disc_vs_cont:.2e} (O(dt)); "
           f"transient left at t = {T:g}: {transient:.1e} relative (neglected)")
     for name in routes:
@@ -230,11 +283,13 @@ def main(argv=None) -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "torchsde": __import__("torchsde").__version__,
-        "threads": THREADS,
+        "threads": threads,
         "d": d,
         "paths": P,
         "steps": steps,
         "torchsde_steps": torchsde_steps,
+        "torchsde_gaussian_blocks_drawn": torchsde_draws,
+        "seconds_float64_randn_only": rng,
         "dt": dt,
         "t_end": T,
         "dtype": "float64",

@@ -141,3 +141,14 @@ def test_loglog_slope():
     assert slope == pytest.approx(-1.0) and se < 1e-8
     with pytest.raises(ValueError):
         loglog_slope([1, 2], [1, 2])
+
+
+def test_loglog_slope_ci_covers_the_true_slope():
+    from sgdnoise.noise import loglog_slope_ci
+
+    x = torch.tensor([0.1, 0.05, 0.025, 0.0125])
+    y = 2.0 * x
+    slope, lo, hi = loglog_slope_ci(x, y, 0.02 * y)
+    assert lo < 1.0 < hi and hi - lo < 0.2
+    slope0, lo0, hi0 = loglog_slope_ci(x, y, 0.0 * y)
+    assert abs(slope0 - 1.0) < 1e-12 and hi0 - lo0 < 1e-9

@@ -157,3 +157,13 @@ def test_bad_inputs():
         sgd_sde(p, torch.zeros(3, 5, dtype=torch.float64), eta=0.1, B=2, dt=0.1, steps=1, generator=gen)
     with pytest.raises(DivergenceError, match=r"diverged at step \d+ .*eta=0.1, B=2, dt=5"):
         sgd_sde(p, th, eta=0.1, B=2, dt=5.0, steps=100, generator=gen)
+
+
+def test_bad_record_steps_and_increments():
+    p = linear_regression(20, 2)
+    th = torch.zeros(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="record_steps is empty"):
+        sgd_sde(p, th, eta=0.1, B=2, dt=0.1, steps=1, record_steps=[], generator=torch.Generator())
+    with pytest.raises(ValueError, match=r"need \(3, 4, 1\)"):
+        euler_maruyama(lambda x: -x, lambda x, dW: dW, torch.zeros(4, 1), dt=0.1, steps=3, noise_dim=1,
+                       increments=torch.zeros(3, 4, 2))

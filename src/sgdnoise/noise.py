@@ -31,6 +31,7 @@ __all__ = [
     "noise_trace_scan",
     "estimator_trace_draws",
     "loglog_slope",
+    "loglog_slope_ci",
 ]
 
 
@@ -235,3 +236,25 @@ def loglog_slope(x, y) -> tuple[float, float]:
     s2 = float((resid**2).sum()) / (lx.numel() - 2)
     cov = s2 * torch.linalg.inv(A.T @ A)
     return float(coef[0]), float(cov[0, 0]) ** 0.5
+
+
+def loglog_slope_ci(x, y, yerr, *, level: float = 0.95, draws: int = 2000, generator: torch.Generator | None = None):
+    """Slope of ``log y`` on ``log x`` with a confidence interval from Monte-Carlo errors ``yerr``.
+
+    Parametric bootstrap: redraw each ``y_j`` from ``N(y_j, yerr_j²)`` (kept positive), refit, and take
+    the central ``level`` quantiles of the slopes. Returns ``(slope, low, high)``.
+    """
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.float64)
+    e = np.asarray(yerr, dtype=np.float64)
+    lx = np.log(np.asarray(x, dtype=np.float64))
+    if (y <= 0).any():
+        raise ValueError("all y must be positive for a log-log fit")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    z = torch.randn((draws, len(y)), generator=gen, dtype=torch.float64).numpy()
+    ys = np.maximum(y + z * e, y * 1e-3)
+    A = np.stack([lx, np.ones_like(lx)], axis=1)
+    slopes = np.linalg.lstsq(A, np.log(ys).T, rcond=None)[0][0]
+    lo, hi = np.quantile(slopes, [(1 - level) / 2, (1 + level) / 2])
+    return loglog_slope(x, y)[0], float(lo), float(hi)

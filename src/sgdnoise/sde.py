@@ -30,7 +30,7 @@ from torch import Tensor
 from .gradients import per_sample_grads
 from .problems import Problem
 from .sampling import check_batch_size
-from .sgd import DivergenceError, check_learning_rate, flat_loss_fn
+from .sgd import DivergenceError, check_learning_rate, flat_grad_fn
 
 __all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
 
@@ -52,8 +52,8 @@ def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torc
     """
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha={alpha} must lie in (0, 2]")
-    V = (torch.rand(shape, generator=generator, dtype=dtype) - 0.5) * math.pi
-    W = -torch.log1p(-torch.rand(shape, generator=generator, dtype=dtype))  # Exp(1)
+    V = (torch.rand(shape, generator=generator, dtype=dtype, device=generator.device) - 0.5) * math.pi
+    W = -torch.log1p(-torch.rand(shape, generator=generator, dtype=dtype, device=generator.device))  # Exp(1)
     if alpha == 1.0:
         X = torch.tan(V)
     else:
@@ -62,8 +62,9 @@ def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torc
 
 
 def _increments(P: int, m: int, dt: float, driver: str, alpha: float, generator, dtype, device) -> Tensor:
+    # Drawn on the generator's device: pass a CUDA generator to keep the draws on the GPU.
     if driver == "gaussian":
-        z = torch.randn((P, m), generator=generator, dtype=dtype)
+        z = torch.randn((P, m), generator=generator, dtype=dtype, device=generator.device)
         return (z * math.sqrt(dt)).to(device)
     return symmetric_stable((P, m), alpha, generator, dtype, device) * dt ** (1 / alpha)
 
@@ -81,7 +82,9 @@ def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative int")
     record = sorted(set(record_steps if record_steps is not None else [steps]))
-    if record and (record[0] < 0 or record[-1] > steps):
+    if not record:
+        raise ValueError("record_steps is empty; record at least one step (the default records the last)")
+    if record[0] < 0 or record[-1] > steps:
         raise ValueError(f"record_steps must lie in [0, {steps}]")
     return record
 
@@ -111,7 +114,7 @@ def euler_maruyama(
     _check_driver(driver, alpha)
     x = x0.clone()
     P = x.shape[0]
-    if increments is not None and increments.shape[:2] != (steps, P):
+    if increments is not None and tuple(increments.shape) != (steps, P, noise_dim):
         raise ValueError(f"increments have shape {tuple(increments.shape)}; need ({steps}, {P}, {noise_dim})")
     if increments is None and generator is None:
         raise TypeError("pass a seeded torch.Generator (or explicit increments)")
@@ -154,8 +157,6 @@ def sgd_sde(
     ``theta_ref`` (default: the first path's start). ``theta0`` is ``(P, d)`` or ``(d,)``. Works on the
     device of ``problem.X``. One step costs one weighted full-batch backward pass per path.
     """
-    from torch.func import grad, vmap
-
     from .noise import noise_covariance_factor
 
     eta = check_learning_rate(eta)
@@ -175,8 +176,7 @@ def sgd_sde(
     P = theta.shape[0]
     s = math.sqrt(eta * noise_covariance_factor(n, B, scheme) / n)
     X, y = problem.X, problem.y
-    f = flat_loss_fn(problem)
-    step_grad = vmap(grad(f), in_dims=(0, None, None, 0))
+    step_grad = flat_grad_fn(problem, in_dims=(0, None, None, 0))
     Gc_ref = None
     if covariance == "constant":
         ref = (theta[0] if theta_ref is None else theta_ref.to(theta)).clone()

@@ -20,7 +20,7 @@ from .gradients import flat_params
 from .problems import Problem
 from .sampling import batches_per_epoch, check_batch_size, sample_batches
 
-__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "svag_coefficients"]
+__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients"]
 
 
 class DivergenceError(FloatingPointError):
@@ -117,32 +117,56 @@ def train_sgd(
 
 # ----------------------------------------------------------------------------- many chains at once
 def flat_loss_fn(problem: Problem):
-    """``f(theta, X, y)``: the mean loss of ``problem.model`` at a flat parameter vector ``theta``.
+    """``f(theta, X, y, w) = Σ_i w_i ℓ_i``: the weighted loss of ``problem.model`` at a flat ``theta``.
 
     Written with ``torch.func.functional_call`` so that it can be ``vmap``-ed over chains (a batch of
-    parameter vectors) and differentiated with ``torch.func.grad``.
+    parameter vectors) and differentiated with ``torch.func.grad``; ``w = 1/n`` gives the mean loss.
     """
     from torch.func import functional_call
 
     model = problem.model
-    trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    names, shapes, sizes = _layout(model)
     frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
-    layout = []
-    offset = 0
-    for k, p in trainable:
-        layout.append((k, offset, p.numel(), p.shape))
-        offset += p.numel()
-
-    def unflatten(theta):
-        return {k: theta[o : o + m].view(shape) for k, o, m, shape in layout}
 
     def weighted_loss(theta, X, y, w):
-        """``Σ_i w_i ℓ_i(θ)``: the mean loss for ``w = 1/n``; other weights give noise terms."""
-        out = functional_call(model, {**unflatten(theta), **frozen, **buffers}, (X,))
+        params = {k: t.view(shape) for k, t, shape in zip(names, theta.split(sizes), shapes)}
+        out = functional_call(model, {**params, **frozen, **buffers}, (X,))
         return (problem.loss_fn(out, y) * w).sum()
 
     return weighted_loss
+
+
+def _layout(model):
+    trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    return [k for k, _ in trainable], [p.shape for _, p in trainable], [p.numel() for _, p in trainable]
+
+
+def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
+    """``(theta (C, d), X, y, w) ↦ ∇_θ Σ_i w_i ℓ_i`` for ``C`` parameter vectors at once, shape ``(C, d)``.
+
+    Differentiates with respect to the per-parameter tensors (not slices of one flat vector, whose
+    backward would materialise a ``C × d`` zero array per parameter) and concatenates the result.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    model = problem.model
+    names, shapes, sizes = _layout(model)
+    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss(pieces, X, y, w):
+        params = {k: t.view(shape) for k, t, shape in zip(names, pieces, shapes)}
+        out = functional_call(model, {**params, **frozen, **buffers}, (X,))
+        return (problem.loss_fn(out, y) * w).sum()
+
+    g = vmap(grad(loss), in_dims=in_dims)
+
+    def grad_fn(theta, X, y, w):
+        pieces = tuple(t.contiguous() for t in theta.split(sizes, dim=1))
+        return torch.cat([t.reshape(theta.shape[0], -1) for t in g(pieces, X, y, w)], dim=1)
+
+    return grad_fn
 
 
 def svag_coefficients(l: int) -> tuple[float, float]:
@@ -190,8 +214,6 @@ def run_chains(
     A chain whose parameters become non-finite, or exceed ``explode`` in absolute value, stops the
     run with :class:`DivergenceError` naming ``η``, ``B`` and the step.
     """
-    from torch.func import grad, vmap
-
     eta = check_learning_rate(eta)
     n = problem.n
     check_batch_size(B, n, scheme)
@@ -213,9 +235,8 @@ def run_chains(
     if record and (record[0] < 0 or record[-1] > steps):
         raise ValueError(f"record_steps must lie in [0, {steps}]")
 
-    f = flat_loss_fn(problem)
     w = torch.full((B,), 1.0 / B, dtype=theta.dtype, device=theta.device)
-    grad_chains = vmap(grad(f), in_dims=(0, 0, 0, None))
+    grad_chains = flat_grad_fn(problem)
     X, y = problem.X, problem.y
     l = svag_l
     c1, c2 = svag_coefficients(l)

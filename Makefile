@@ -8,9 +8,17 @@ export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test pytest setup bench clean
+.PHONY: book test pytest setup bench clean browser-deps browser determinism
 
-setup: $(STAMP)
+MATHJAX := .cache/static/mathjax/tex-chtml.js
+
+setup: $(STAMP) $(MATHJAX)
+
+# MathJax 3 from the npm registry, copied into the book's static files: the book renders offline.
+$(MATHJAX):
+	npm install --silent --no-audit --no-fund --prefix .cache/npm mathjax@3.2.2
+	rm -rf .cache/static/mathjax && mkdir -p .cache/static
+	cp -r .cache/npm/node_modules/mathjax/es5 .cache/static/mathjax
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +31,27 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # -W: warnings are errors; -n: every reference must resolve; --keep-going: report them all.
-book: $(STAMP)
+book: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 	$(BIN)/python scripts/check_build.py _build
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: pytest book
+# Debian's Chromium and its driver, for the browser test (no browser is downloaded by a test tool).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
+
+# Every page of the built book in headless Chromium, offline; screenshots in _build/screenshots.
+browser: browser-deps $(STAMP)
+	$(BIN)/python scripts/browser_check.py _build
+
+# Re-execute every page and compare its glued numbers and ledger tables with the build's.
+determinism: $(STAMP)
+	$(BIN)/python scripts/determinism_check.py _build
+
+test: pytest book browser determinism
 
 # Benchmarks against peers (benchmark-only installs, never needed by the book or the tests).
 bench: $(STAMP)

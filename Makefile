@@ -11,6 +11,8 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 .PHONY: book test pytest setup bench clean browser-deps browser determinism
 
 MATHJAX := .cache/static/mathjax/tex-chtml.js
+# Each chapter as a plain .ipynb for students, linked from its page (served from _static/notebooks).
+NOTEBOOKS := $(patsubst chapters/%.md,.cache/static/notebooks/%.ipynb,$(wildcard chapters/*.md))
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -31,7 +33,11 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # -W: warnings are errors; -n: every reference must resolve; --keep-going: report them all.
-book: $(STAMP) $(MATHJAX)
+.cache/static/notebooks/%.ipynb: chapters/%.md $(STAMP)
+	@mkdir -p $(@D)
+	$(BIN)/jupytext --quiet --to ipynb --output $@ $<
+
+book: $(STAMP) $(MATHJAX) $(NOTEBOOKS)
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 	$(BIN)/python scripts/check_build.py _build
 

@@ -52,8 +52,9 @@ def facts(nb) -> dict[str, str]:
             if scrap and GLUE_MIME in o.get("data", {}):
                 if not scrap["name"].endswith("-runtime"):
                     out[f"glue {scrap['name']}"] = o["data"][GLUE_MIME]
-            elif cell.cell_type == "code" and ("ledger_table" in cell.source or "table[table.chapter" in cell.source):
-                text = o.get("data", {}).get("text/plain") if "data" in o else None
+            elif cell.cell_type == "code" and ("ledger_table" in cell.source or "rows_with_links(" in cell.source):
+                data = o.get("data", {})
+                text = data.get("text/html") or data.get("text/plain")
                 if text:
                     tables += 1
                     out[f"ledger table {tables}"] = text

@@ -9,7 +9,7 @@ returns :class:`Evidence`. ``Evidence.ok`` is true when the computation confirms
 Every check can fail: each claim carries ``mutant`` keyword arguments that substitute a deliberately
 wrong formula, and the test suite asserts that the check then returns ``ok=False``.
 
-Claims are registered by the modules in :mod:`sgdnoise.claims`, one per chapter.
+Claims are registered by the modules in ``sgdnoise.claims``, one per chapter.
 """
 
 from __future__ import annotations

@@ -150,3 +150,43 @@ def population_expect(expr, z: sp.Matrix, S: sp.Matrix, rho=0):
     if hasattr(expr, "shape"):
         return expr.applyfunc(one)
     return one(expr)
+
+
+# ----------------------------------------------------------------------------- Fokker–Planck, symbolically
+def fokker_planck_rhs(p, drift, diffusion, coords):
+    """``∂p/∂t`` for the Itô SDE ``dθ = a dt + σ dW`` with ``D = σσᵀ``:
+    ``-Σ_i ∂_i(a_i p) + ½ Σ_ij ∂_i ∂_j (D_ij p)``.
+
+    ``p`` is a sympy expression in ``coords``; ``drift`` a list of expressions, ``diffusion`` a square
+    ``sp.Matrix`` (symmetric).
+    """
+    n = len(coords)
+    out = -sum(sp.diff(drift[i] * p, coords[i]) for i in range(n))
+    out += sp.Rational(1, 2) * sum(sp.diff(diffusion[i, j] * p, coords[i], coords[j]) for i in range(n) for j in range(n))
+    return out
+
+
+def probability_current(p, drift, diffusion, coords):
+    """Itô current ``J_i = a_i p - ½ Σ_j ∂_j(D_ij p)``, so that ``∂p/∂t = -∇·J``."""
+    n = len(coords)
+    return sp.Matrix([drift[i] * p - sp.Rational(1, 2) * sum(sp.diff(diffusion[i, j] * p, coords[j]) for j in range(n))
+                      for i in range(n)])
+
+
+def stationary_density_1d(drift, diffusion, x, convention: str = "ito"):
+    """Unnormalised zero-current stationary density of a 1D SDE, by convention.
+
+    With ``Φ(x) = ∫ 2a/D dx``: Itô ``exp(Φ)/D``; Stratonovich ``exp(Φ)/√D``; anti-Itô (Hänggi–Klimontovich,
+    the form of the notes' eq. (24)) ``exp(Φ)``.
+    """
+    phi = sp.integrate(sp.simplify(2 * drift / diffusion), x)
+    prefactor = {"ito": 1 / diffusion, "stratonovich": 1 / sp.sqrt(diffusion), "anti-ito": sp.Integer(1)}
+    if convention not in prefactor:
+        raise ValueError(f"convention={convention!r}; valid: {sorted(prefactor)}")
+    return sp.simplify(prefactor[convention] * sp.exp(phi))
+
+
+def curl_3d(v, coords):
+    """``(∇ × v)_k = ε_klm ∂_l v_m`` for a 3-vector of expressions."""
+    x, y, z = coords
+    return sp.Matrix([sp.diff(v[2], y) - sp.diff(v[1], z), sp.diff(v[0], z) - sp.diff(v[2], x), sp.diff(v[1], x) - sp.diff(v[0], y)])

@@ -74,3 +74,13 @@ def test_bad_scheme():
     p = linear_regression(20, 2)
     with pytest.raises(ValueError, match="independent batches only"):
         sgd_moments(p.X, p.y, torch.zeros(2), eta=0.1, B=2, steps=1, scheme="reshuffling")
+
+
+def test_stationary_moments_are_the_limit_of_the_recursion_and_divergence_is_detected():
+    from sgdnoise.exact import sgd_stationary_moments
+
+    p = linear_regression(30, 2, sigma=0.5, seed=0)
+    Zs = sgd_stationary_moments(p.X, p.y, eta=0.2, B=2)
+    far = sgd_moments(p.X, p.y, p.theta_star(), eta=0.2, B=2, steps=3000)[-1]
+    torch.testing.assert_close(Zs, far, atol=1e-10, rtol=1e-8)
+    assert sgd_stationary_moments(p.X, p.y, eta=2.5, B=1) is None

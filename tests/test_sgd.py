@@ -97,3 +97,21 @@ def test_chains_divergence_and_bad_input():
         run_chains(p, torch.zeros(4, 2), eta=0.1, B=5, steps=1, generator=torch.Generator())
     with pytest.raises(ValueError, match="svag_l=0"):
         run_chains(p, torch.zeros(3), eta=0.1, B=5, steps=1, svag_l=0, generator=torch.Generator())
+
+
+def test_linear_regression_chains_match_exact_moments():
+    from sgdnoise.exact import sgd_moments
+    from sgdnoise.sgd import linear_regression_chains
+
+    p = linear_regression(20, 2, sigma=0.5, seed=0)
+    th0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    C = 40000
+    out = linear_regression_chains(p.X, p.y, th0.repeat(C, 1), eta=0.3, B=3, steps=6,
+                                   generator=torch.Generator().manual_seed(1), record_from=6)
+    Zk = sgd_moments(p.X, p.y, th0, eta=0.3, B=3, steps=6)[-1]
+    t = out[-1]
+    assert ((t.mean(0) - Zk[:2, 2]).abs() < Z * t.std(0) / C**0.5).all()
+    prods = t[:, :, None] * t[:, None, :]
+    assert ((prods.mean(0) - Zk[:2, :2]).abs() < Z * prods.std(0) / C**0.5).all()
+    with pytest.raises(DivergenceError, match="eta=5.0, B=1"):
+        linear_regression_chains(p.X, p.y, th0.repeat(10, 1), eta=5.0, B=1, steps=300, generator=torch.Generator())

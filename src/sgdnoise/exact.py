@@ -25,7 +25,7 @@ from torch import Tensor
 from .noise import noise_covariance_factor
 from .sgd import check_learning_rate, svag_coefficients
 
-__all__ = ["LinearMoments", "sgd_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
+__all__ = ["LinearMoments", "sgd_moment_operator", "sgd_moments", "sgd_stationary_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
 
 
 class LinearMoments:
@@ -63,12 +63,12 @@ def initial_moments(theta0: Tensor) -> Tensor:
     return torch.outer(z, z)
 
 
-def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,
-                scheme: str = "with_replacement", svag_l: int = 1) -> Tensor:
-    """``Z_k`` for ``k = 0 … steps`` (in units of η; SVAG takes ``l`` steps of ``η/l`` per unit). Shape ``(steps+1, d+1, d+1)``.
+def sgd_moment_operator(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: str = "with_replacement",
+                        svag_l: int = 1) -> Tensor:
+    """The matrix ``T`` with ``vec(Z_{k+1}) = T vec(Z_k)`` for one unit of η (``l`` SVAG steps), ``(D², D²)``.
 
-    ``scheme`` is ``"with_replacement"`` or ``"without_replacement"`` (independent batches); random
-    reshuffling has no such closed recursion. SVAG uses two independent with-replacement batches.
+    ``T`` always has the eigenvalue 1 (the constant coordinate of ``z``); SGD's second moments converge iff
+    every other eigenvalue has modulus < 1.
     """
     eta = check_learning_rate(eta)
     if scheme not in ("with_replacement", "without_replacement"):
@@ -93,13 +93,39 @@ def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, ste
         return UZU + c * (torch.einsum("iab,bc,idc->ad", Ui, Z, Ui) / n - UZU)
 
     T = torch.stack([step(E).reshape(-1) for E in torch.eye(D * D, dtype=torch.float64).view(D * D, D, D)], dim=1)
-    Tl = torch.linalg.matrix_power(T, l)  # one unit of η: l SVAG steps
+    return torch.linalg.matrix_power(T, l)
+
+
+def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,
+                scheme: str = "with_replacement", svag_l: int = 1) -> Tensor:
+    """``Z_k`` for ``k = 0 … steps`` (in units of η; SVAG takes ``l`` steps of ``η/l`` per unit). Shape ``(steps+1, d+1, d+1)``.
+
+    ``scheme`` is ``"with_replacement"`` or ``"without_replacement"`` (independent batches); random
+    reshuffling has no such closed recursion. SVAG uses two independent with-replacement batches.
+    """
+    T = sgd_moment_operator(X, y, eta=eta, B=B, scheme=scheme, svag_l=svag_l)
+    D = X.shape[1] + 1
     v = initial_moments(theta0).reshape(-1)
     out = [v]
     for _ in range(steps):
-        v = Tl @ v
+        v = T @ v
         out.append(v)
     return torch.stack(out).view(steps + 1, D, D)
+
+
+def sgd_stationary_moments(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: str = "with_replacement") -> Tensor | None:
+    """SGD's exact stationary ``Z`` (the eigenvector of ``T`` for the eigenvalue 1 with ``Z[d, d] = 1``), or
+    ``None`` when the second moments diverge (another eigenvalue of modulus ≥ 1)."""
+    T = sgd_moment_operator(X, y, eta=eta, B=B, scheme=scheme)
+    D = X.shape[1] + 1
+    vals, vecs = torch.linalg.eig(T)
+    one = int(torch.argmin((vals - 1).abs()))
+    others = torch.cat([vals[:one], vals[one + 1 :]]).abs()
+    if others.numel() and float(others.max()) >= 1.0:
+        return None
+    Z = vecs[:, one].real.view(D, D)
+    Z = Z / Z[D - 1, D - 1]
+    return 0.5 * (Z + Z.T)
 
 
 def _sde_generator(lm: LinearMoments, eta: float, c: float) -> Tensor:

@@ -20,7 +20,7 @@ from .gradients import flat_params
 from .problems import Problem
 from .sampling import batches_per_epoch, check_batch_size, sample_batches
 
-__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients"]
+__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains"]
 
 
 class DivergenceError(FloatingPointError):
@@ -283,3 +283,36 @@ def run_chains(
                 f"with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B"
             )
     return ChainsRun(eta=eta, B=B, scheme=scheme, record_steps=record, thetas=torch.stack(out), svag_l=l)
+
+
+def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,
+                             generator: torch.Generator, record_from: int = 0, record_every: int = 1) -> Tensor:
+    """Many SGD chains on linear regression with closed-form gradients (batches with replacement).
+
+    ``θ ← θ - η (A_B θ - b_B)`` with ``A_B``, ``b_B`` the batch means of ``x_i x_iᵀ`` and ``x_i y_i``; much
+    faster than :func:`run_chains` for this one model. ``theta0`` is ``(C, d)``; returns the iterates at
+    steps ``record_from, record_from + record_every, …`` as ``(R, C, d)``. Raises
+    :class:`DivergenceError` if a chain becomes non-finite or exceeds 1e8 in absolute value.
+    """
+    eta = check_learning_rate(eta)
+    n, d = X.shape
+    check_batch_size(B, n, "with_replacement")
+    if theta0.ndim != 2 or theta0.shape[1] != d:
+        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (C, {d})")
+    theta = theta0.clone().to(X.dtype)
+    C = theta.shape[0]
+    out = []
+    for k in range(steps + 1):
+        if k >= record_from and (k - record_from) % record_every == 0:
+            out.append(theta.clone())
+        if k == steps:
+            break
+        idx = torch.randint(n, (C, B), generator=generator)
+        Xb, yb = X[idx], y[idx]  # (C, B, d), (C, B)
+        resid = (Xb @ theta[:, :, None])[..., 0] - yb
+        theta = theta - eta * (Xb * resid[..., None]).mean(1)
+        if k % 100 == 99 and not (torch.isfinite(theta).all() and theta.abs().max() < 1e8):
+            raise DivergenceError(f"SGD chains diverged by step {k} with eta={eta}, B={B}; lower eta or raise B")
+    if not (torch.isfinite(theta).all() and theta.abs().max() < 1e8):
+        raise DivergenceError(f"SGD chains diverged with eta={eta}, B={B}; lower eta or raise B")
+    return torch.stack(out)

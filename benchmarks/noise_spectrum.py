@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import sgdnoise
+from _common import best_time, report_load, write_results  # noqa: E402 (sibling module)
 from sgdnoise.noise import noise_spectrum
 from sgdnoise.problems import digits_mlp
 
@@ -58,15 +57,6 @@ def load():
     return digits_mlp(dtype=torch.float64)
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best wall-clock time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def peak_memory_child(route: str) -> None:
@@ -117,9 +107,7 @@ def main(argv=None) -> dict | None:
 
     print(f"spectrum of Sigma_emp ({n} eigenvalues, d = {d}), digits MLP, float64, torch {torch.__version__}, "
           f"{THREADS} threads, best of {args.repeats} after a warm-up")
-    loadavg = os.getloadavg()[0]
-    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {THREADS} threads "
-          "included; a higher one means other work inflated the times")
+    loadavg = report_load(THREADS)
     print(f"{'route':<34} {'seconds':>9} {'peak extra MiB':>15}")
     print(f"{'(a) gram_matrix + noise_spectrum':<34} {times['gram']:>9.3f} {memory['gram']:>15.1f}")
     print(f"{'(b) G, centre, G_c G_c^T, eigvalsh':<34} {times['dense']:>9.3f} {memory['dense']:>15.1f}")
@@ -152,9 +140,7 @@ def main(argv=None) -> dict | None:
         "spectra_agree": agree,
         "largest_eigenvalue": float(a[0]),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {RESULTS}")
+    write_results(RESULTS, result)
     return result
 
 

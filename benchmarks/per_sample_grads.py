@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
-import os
-import time
 import warnings
 from pathlib import Path
 
@@ -31,21 +28,13 @@ import torch
 from torch import nn
 
 import sgdnoise
+from _common import best_time, report_load, write_results  # noqa: E402 (sibling module)
 from sgdnoise.problems import digits_mlp
 
 THREADS = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "per_sample_grads.json"
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best wall-clock time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def flatten(grads: list[torch.Tensor], n: int) -> torch.Tensor:
@@ -161,9 +150,7 @@ def main(argv=None) -> dict:
     ratios = {name: t / times["sgdnoise"] for name, t in times.items()}
     print(f"\nper-sample gradients G ({n} x {d}), digits MLP, float32, torch {torch.__version__}, "
           f"{THREADS} threads, best of {args.repeats} after a warm-up")
-    loadavg = os.getloadavg()[0]
-    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {THREADS} threads "
-          "included; a higher one means other work inflated the times")
+    loadavg = report_load(THREADS)
     print(f"{'method':<32} {'seconds':>10} {'ratio':>8} {'rel. diff':>10}")
     for name, t in times.items():
         print(f"{name:<32} {t:>10.4f} {ratios[name]:>8.2f} {errors[name]:>10.1e}")
@@ -191,9 +178,7 @@ def main(argv=None) -> dict:
         "skipped": skipped,
         "sgdnoise_faster_than_every_peer_run": faster,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {RESULTS}")
+    write_results(RESULTS, result)
     return result
 
 

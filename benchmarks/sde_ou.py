@@ -41,10 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +49,7 @@ import torch
 from torch import nn
 from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
 
+from _common import best_times, report_load, write_results  # noqa: E402 (sibling module)
 from sgdnoise.sde import euler_maruyama
 
 THREADS = 2
@@ -61,22 +59,6 @@ TARGET = 20.0  # sgdnoise should be at least this many times faster than torchsd
 Z_MAX = 4.0  # allowed max |C_emp - C_exact| / SE over the entries
 
 
-def best_times(fns: dict, repeats: int, warmups: dict) -> dict:
-    """Best wall-clock time of each ``fn()`` over ``repeats`` rounds, after one warm-up call of each
-    (``warmups[name]``: the same call with fewer steps).
-
-    The rounds are interleaved (each round times every route once), so that a burst of other work
-    on the machine inflates both routes alike rather than one of them.
-    """
-    for warm in warmups.values():
-        warm()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
 
 
 def ou_problem(d: int, seed: int):
@@ -252,9 +234,7 @@ def main(argv=None) -> dict:
     print(f"\nOrnstein-Uhlenbeck dX = -A X dt + L dW, d = {d}, dense L, {P} paths, {steps} steps of dt = {dt} "
           f"(t = {T:g}), float64, torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, best of {args.repeats} "
           "interleaved rounds after a warm-up")
-    loadavg = os.getloadavg()[0]
-    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {threads} thread{'s' if threads != 1 else ''} "
-          "included; a higher one means other work inflated the times")
+    loadavg = report_load(threads)
     print(f"{'route':<10} {'seconds':>9} {'ratio':>7} {'max z (discrete)':>17} {'max z (continuous)':>19}")
     for name in routes:
         c = checks[name]
@@ -304,9 +284,7 @@ def main(argv=None) -> dict:
         "discrete_vs_continuous_lyapunov_max_rel_diff": disc_vs_cont,
         "transient_relative_at_t_end": transient,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {RESULTS}")
+    write_results(RESULTS, result)
     return result
 
 

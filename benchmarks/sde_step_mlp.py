@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import os
-import time
 from pathlib import Path
 
 import torch
 
 import sgdnoise
+from _common import best_times, report_load, write_results  # noqa: E402 (sibling module)
 from sgdnoise.noise import noise_covariance_factor
 from sgdnoise.problems import digits_mlp
 from sgdnoise.sde import sgd_sde
@@ -48,21 +46,6 @@ ETA, B, DT, SEED = 0.1, 32, 0.1, 0
 LONG = 20  # steps of the call that shows the steady-state per-step cost
 
 
-def best_times(fns: dict, repeats: int) -> dict:
-    """Best wall-clock time of each ``fn()`` over ``repeats`` rounds, after one warm-up call of each.
-
-    The rounds are interleaved (each round times every function once), so that a burst of other work
-    on the machine inflates all measurements alike rather than one of them.
-    """
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
 
 
 def run_sde(prob, theta0: torch.Tensor, steps: int) -> torch.Tensor:
@@ -141,9 +124,7 @@ def main(argv=None) -> dict:
     print(f"\none step of sgd_sde (state-dependent noise, eta={ETA}, B={B}, dt={DT}) vs per_sample_grads, "
           f"digits MLP (n = {n}, d = {d}), float32, torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, "
           f"best of {args.repeats} interleaved rounds after a warm-up")
-    loadavg = os.getloadavg()[0]
-    print(f"load average (1 min): {loadavg:.1f} on {os.cpu_count()} cores, this run's {threads} thread{'s' if threads != 1 else ''} "
-          "included; a higher one means other work inflated the times")
+    loadavg = report_load(threads)
     print(f"{'measurement':<40} {'seconds':>9}")
     for name, t in times.items():
         print(f"{name:<40} {t:>9.4f}")
@@ -188,9 +169,7 @@ def main(argv=None) -> dict:
         "first_step_rel_diff_vs_plain_autograd": step_diff,
         "first_step_agrees": step_agrees,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {RESULTS}")
+    write_results(RESULTS, result)
     return result
 
 

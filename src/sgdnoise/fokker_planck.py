@@ -102,67 +102,49 @@ def stationary_2d(drift: Callable, diffusion: Callable, box, cells) -> Stationar
     Dxx, Dxy, Dyy = (np.asarray(v, dtype=float) * np.ones_like(X) for v in diffusion(X, Y))
     idx = np.arange(mx * my).reshape(mx, my)
     N = mx * my
+    Dd = {0: Dxx, 1: Dyy}
 
-    # Each face flux is a linear functional of p: J_face = Σ_k c_k p_k. Build the operator F_x that maps
-    # p to the x-fluxes on interior x-faces (and F_y likewise), then div = (shift differences) / h.
-    def face_x():
+    def faces(axis: int):
+        """Flux operator ``F`` (faces × cells) and divergence ``V`` (cells × faces) for the faces normal to ``axis``.
+
+        The flux through the face between cells ``L`` and ``R`` (``R`` one step along ``axis``) is
+        ``a·(p_L + p_R)/2 - ½ (D_aa p_R - D_aa p_L)/h - ½ ∂_other(D_xy p)``, the last term the average of the
+        centred differences across the face in the two cells (one-sided at the walls).
+        """
+        h, h_other = (hx, hy) if axis == 0 else (hy, hx)
+        shape = (mx - 1, my) if axis == 0 else (mx, my - 1)
+        left = idx[: shape[0], : shape[1]]
+        right = idx[1:, :] if axis == 0 else idx[:, 1:]
+        fx = x0 + hx * np.arange(1, mx) if axis == 0 else x
+        fy = y if axis == 0 else y0 + hy * np.arange(1, my)
+        XF, YF = np.meshgrid(fx, fy, indexing="ij")
+        a = np.asarray(drift(XF, YF)[axis], dtype=float) * np.ones_like(XF)
+        Daa = Dd[axis]
         rows, cols, vals = [], [], []
-        xf = x0 + hx * np.arange(1, mx)
-        XF, YF = np.meshgrid(xf, y, indexing="ij")
-        ax, _ = drift(XF, YF)
-        ax = np.asarray(ax, dtype=float) * np.ones_like(XF)
-        r = 0
-        for i in range(mx - 1):
-            for j in range(my):
-                L_, R_ = idx[i, j], idx[i + 1, j]
-                # a p at the face
-                rows += [r, r]; cols += [L_, R_]; vals += [ax[i, j] / 2, ax[i, j] / 2]
-                # -½ ∂x(Dxx p)
-                rows += [r, r]; cols += [R_, L_]; vals += [-Dxx[i + 1, j] / (2 * hx), Dxx[i, j] / (2 * hx)]
-                # -½ ∂y(Dxy p) at the face: average of the centred y-differences in the two cells
-                for ii in (i, i + 1):
-                    jm, jp = max(j - 1, 0), min(j + 1, my - 1)
-                    span = (jp - jm) * hy
-                    rows += [r, r]; cols += [idx[ii, jp], idx[ii, jm]]
-                    vals += [-0.5 * 0.5 * Dxy[ii, jp] / span, 0.5 * 0.5 * Dxy[ii, jm] / span]
-                r += 1
-        return sps.csr_matrix((vals, (rows, cols)), shape=(r, N))
+        for r, (L_, R_, af) in enumerate(zip(left.ravel(), right.ravel(), a.ravel())):
+            (li, lj), (ri, rj) = divmod(L_, my), divmod(R_, my)
+            rows += [r, r, r, r]
+            cols += [L_, R_, R_, L_]
+            vals += [af / 2, af / 2, -Daa[ri, rj] / (2 * h), Daa[li, lj] / (2 * h)]
+            for ci, cj in ((li, lj), (ri, rj)):
+                if axis == 0:
+                    lo, hi = (ci, max(cj - 1, 0)), (ci, min(cj + 1, my - 1))
+                    span = (hi[1] - lo[1]) * h_other
+                else:
+                    lo, hi = (max(ci - 1, 0), cj), (min(ci + 1, mx - 1), cj)
+                    span = (hi[0] - lo[0]) * h_other
+                rows += [r, r]
+                cols += [idx[hi], idx[lo]]
+                vals += [-0.25 * Dxy[hi] / span, 0.25 * Dxy[lo] / span]
+        nf = left.size
+        F = sps.csr_matrix((vals, (rows, cols)), shape=(nf, N))
+        V = sps.csr_matrix((np.r_[np.full(nf, -1.0 / h), np.full(nf, 1.0 / h)],
+                            (np.r_[left.ravel(), right.ravel()], np.r_[np.arange(nf), np.arange(nf)])), shape=(N, nf))
+        return F, V
 
-    def face_y():
-        rows, cols, vals = [], [], []
-        yf = y0 + hy * np.arange(1, my)
-        XF, YF = np.meshgrid(x, yf, indexing="ij")
-        _, ay = drift(XF, YF)
-        ay = np.asarray(ay, dtype=float) * np.ones_like(XF)
-        r = 0
-        for i in range(mx):
-            for j in range(my - 1):
-                D_, U_ = idx[i, j], idx[i, j + 1]
-                rows += [r, r]; cols += [D_, U_]; vals += [ay[i, j] / 2, ay[i, j] / 2]
-                rows += [r, r]; cols += [U_, D_]; vals += [-Dyy[i, j + 1] / (2 * hy), Dyy[i, j] / (2 * hy)]
-                for jj in (j, j + 1):
-                    im, ip = max(i - 1, 0), min(i + 1, mx - 1)
-                    span = (ip - im) * hx
-                    rows += [r, r]; cols += [idx[ip, jj], idx[im, jj]]
-                    vals += [-0.5 * 0.5 * Dxy[ip, jj] / span, 0.5 * 0.5 * Dxy[im, jj] / span]
-                r += 1
-        return sps.csr_matrix((vals, (rows, cols)), shape=(r, N))
-
-    Fx, Fy = face_x(), face_y()
-    # divergence: cell (i, j) loses J at its right/top faces and gains at its left/bottom faces
-    def div_matrix(nfaces_along, n_other, h, along_x):
-        rows, cols, vals = [], [], []
-        for f_along in range(nfaces_along):
-            for o in range(n_other):
-                face = f_along * n_other + o if along_x else o * nfaces_along + f_along
-                left = idx[f_along, o] if along_x else idx[o, f_along]
-                right = idx[f_along + 1, o] if along_x else idx[o, f_along + 1]
-                rows += [left, right]; cols += [face, face]; vals += [-1.0 / h, 1.0 / h]
-        return sps.csr_matrix((vals, (rows, cols)), shape=(N, nfaces_along * n_other))
-
-    Dvx = div_matrix(mx - 1, my, hx, True)
-    Dvy = div_matrix(my - 1, mx, hy, False)
-    L = Dvx @ Fx + Dvy @ Fy  # dp/dt = L p
+    Fx, Vx = faces(0)
+    Fy, Vy = faces(1)
+    L = Vx @ Fx + Vy @ Fy  # dp/dt = L p
     p = _null_vector(L, np.full(N, hx * hy))
     jx_faces = (Fx @ p).reshape(mx - 1, my)
     jy_faces = (Fy @ p).reshape(mx, my - 1)

@@ -30,7 +30,7 @@ from torch import Tensor
 from .gradients import per_sample_grads
 from .problems import Problem
 from .sampling import check_batch_size
-from .sgd import DivergenceError, check_learning_rate, flat_grad_fn
+from .sgd import check_bounded, check_learning_rate, flat_grad_fn
 
 __all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
 
@@ -204,10 +204,6 @@ def sgd_sde(
         else:
             w = torch.full((P, n), dt / n, dtype=dtype, device=theta.device)
             theta = theta - step_grad(theta, X, y, w) + s * (v @ Gc_ref)
-        lo, hi = torch.aminmax(theta)
-        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))) or max(-float(lo), float(hi)) > explode:
-            raise DivergenceError(
-                f"SDE paths diverged at step {k} (t = {(k + 1) * dt:.4g}): parameters reached "
-                f"{max(-float(lo), float(hi)):.3g} with eta={eta}, B={B}, dt={dt}; lower dt or eta"
-            )
+        check_bounded(theta, explode, f"SDE paths diverged at step {k} (t = {(k + 1) * dt:.4g}): parameters reached "
+                      f"{{size:.3g}} with eta={eta}, B={B}, dt={dt}; lower dt or eta")
     return SDEPaths(times, torch.stack(out))

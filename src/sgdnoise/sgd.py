@@ -20,7 +20,7 @@ from .gradients import flat_params
 from .problems import Problem
 from .sampling import batches_per_epoch, check_batch_size, sample_batches
 
-__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains"]
+__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains", "check_bounded"]
 
 
 class DivergenceError(FloatingPointError):
@@ -116,42 +116,14 @@ def train_sgd(
 
 
 # ----------------------------------------------------------------------------- many chains at once
-def flat_loss_fn(problem: Problem):
-    """``f(theta, X, y, w) = Σ_i w_i ℓ_i``: the weighted loss of ``problem.model`` at a flat ``theta``.
-
-    Written with ``torch.func.functional_call`` so that it can be ``vmap``-ed over chains (a batch of
-    parameter vectors) and differentiated with ``torch.func.grad``; ``w = 1/n`` gives the mean loss.
-    """
+def _pieces_loss(problem: Problem):
+    """``(sizes, loss)`` with ``loss(pieces, X, y, w) = Σ_i w_i ℓ_i`` at the trainable tensors ``pieces``
+    (one per trainable parameter, in ``model.parameters()`` order), via ``torch.func.functional_call``."""
     from torch.func import functional_call
 
     model = problem.model
-    names, shapes, sizes = _layout(model)
-    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def weighted_loss(theta, X, y, w):
-        params = {k: t.view(shape) for k, t, shape in zip(names, theta.split(sizes), shapes)}
-        out = functional_call(model, {**params, **frozen, **buffers}, (X,))
-        return (problem.loss_fn(out, y) * w).sum()
-
-    return weighted_loss
-
-
-def _layout(model):
     trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    return [k for k, _ in trainable], [p.shape for _, p in trainable], [p.numel() for _, p in trainable]
-
-
-def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
-    """``(theta (C, d), X, y, w) ↦ ∇_θ Σ_i w_i ℓ_i`` for ``C`` parameter vectors at once, shape ``(C, d)``.
-
-    Differentiates with respect to the per-parameter tensors (not slices of one flat vector, whose
-    backward would materialise a ``C × d`` zero array per parameter) and concatenates the result.
-    """
-    from torch.func import functional_call, grad, vmap
-
-    model = problem.model
-    names, shapes, sizes = _layout(model)
+    names, shapes = [k for k, _ in trainable], [p.shape for _, p in trainable]
     frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
 
@@ -160,6 +132,28 @@ def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
         out = functional_call(model, {**params, **frozen, **buffers}, (X,))
         return (problem.loss_fn(out, y) * w).sum()
 
+    return [p.numel() for _, p in trainable], loss
+
+
+def flat_loss_fn(problem: Problem):
+    """``f(theta, X, y, w) = Σ_i w_i ℓ_i``: the weighted loss of ``problem.model`` at a flat ``theta``.
+
+    Can be ``vmap``-ed over chains (a batch of parameter vectors) and differentiated with
+    ``torch.func.grad``; ``w = 1/n`` gives the mean loss.
+    """
+    sizes, loss = _pieces_loss(problem)
+    return lambda theta, X, y, w: loss(theta.split(sizes), X, y, w)
+
+
+def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
+    """``(theta (C, d), X, y, w) ↦ ∇_θ Σ_i w_i ℓ_i`` for ``C`` parameter vectors at once, shape ``(C, d)``.
+
+    Differentiates with respect to the per-parameter tensors (not slices of one flat vector, whose
+    backward would materialise a ``C × d`` zero array per parameter) and concatenates the result.
+    """
+    from torch.func import grad, vmap
+
+    sizes, loss = _pieces_loss(problem)
     g = vmap(grad(loss), in_dims=in_dims)
 
     def grad_fn(theta, X, y, w):
@@ -167,6 +161,14 @@ def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
         return torch.cat([t.reshape(theta.shape[0], -1) for t in g(pieces, X, y, w)], dim=1)
 
     return grad_fn
+
+
+def check_bounded(theta: Tensor, explode: float, what: str) -> None:
+    """Raise :class:`DivergenceError` (message ``what``) if ``theta`` is non-finite or exceeds ``explode``."""
+    lo, hi = torch.aminmax(theta)
+    size = max(-float(lo), float(hi))
+    if not math.isfinite(size) or size > explode:
+        raise DivergenceError(what.format(size=size))
 
 
 def svag_coefficients(l: int) -> tuple[float, float]:
@@ -276,12 +278,8 @@ def run_chains(
             velocity.mul_(momentum).add_(g)
             g = velocity
         theta = theta - lr * g
-        lo, hi = torch.aminmax(theta)
-        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))) or max(-float(lo), float(hi)) > explode:
-            raise DivergenceError(
-                f"SGD chains diverged at step {k} (of {total_steps}): parameters reached {max(-float(lo), float(hi)):.3g} "
-                f"with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B"
-            )
+        check_bounded(theta, explode, f"SGD chains diverged at step {k} (of {total_steps}): parameters reached "
+                      f"{{size:.3g}} with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B")
     return ChainsRun(eta=eta, B=B, scheme=scheme, record_steps=record, thetas=torch.stack(out), svag_l=l)
 
 
@@ -311,8 +309,7 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
         Xb, yb = X[idx], y[idx]  # (C, B, d), (C, B)
         resid = (Xb @ theta[:, :, None])[..., 0] - yb
         theta = theta - eta * (Xb * resid[..., None]).mean(1)
-        if k % 100 == 99 and not (torch.isfinite(theta).all() and theta.abs().max() < 1e8):
-            raise DivergenceError(f"SGD chains diverged by step {k} with eta={eta}, B={B}; lower eta or raise B")
-    if not (torch.isfinite(theta).all() and theta.abs().max() < 1e8):
-        raise DivergenceError(f"SGD chains diverged with eta={eta}, B={B}; lower eta or raise B")
+        if k % 100 == 99:
+            check_bounded(theta, 1e8, f"SGD chains diverged by step {k} with eta={eta}, B={B}; lower eta or raise B")
+    check_bounded(theta, 1e8, f"SGD chains diverged with eta={eta}, B={B}; lower eta or raise B")
     return torch.stack(out)

@@ -115,3 +115,29 @@ def test_linear_regression_chains_match_exact_moments():
     assert ((prods.mean(0) - Zk[:2, :2]).abs() < Z * prods.std(0) / C**0.5).all()
     with pytest.raises(DivergenceError, match="eta=5.0, B=1"):
         linear_regression_chains(p.X, p.y, th0.repeat(10, 1), eta=5.0, B=1, steps=300, generator=torch.Generator())
+
+
+def test_chains_record_losses_and_noise():
+    """Recorded losses are the full-data losses; recorded noise has mean zero and covariance Σ_emp/B."""
+    from sgdnoise.noise import noise_covariance_factor
+
+    p = linear_regression(30, 2, sigma=0.5, seed=2)
+    theta = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    C, B = 20000, 3
+    run = run_chains(p, theta.repeat(C, 1), eta=0.1, B=B, steps=1, record_steps=[0, 1], record_loss=True,
+                     record_noise=True, generator=torch.Generator().manual_seed(4))
+    assert run.losses.shape == (2, C) and run.noise.shape == (1, C, 2)
+    expected_loss = float(0.5 * ((p.X @ theta - p.y) ** 2).mean())
+    torch.testing.assert_close(run.losses[0], torch.full((C,), expected_loss, dtype=torch.float64))
+    xi = run.noise[0]
+    assert (xi.mean(0).abs() < Z * xi.std(0) / C**0.5).all()
+    prods = xi[:, :, None] * xi[:, None, :]
+    target = noise_covariance_factor(30, B, "with_replacement") * p.sigma_emp(theta)
+    assert ((prods.mean(0) - target).abs() < Z * prods.std(0) / C**0.5).all()
+
+
+def test_chains_stop_on_exploding_loss():
+    p = linear_regression(50, 3, seed=0)
+    with pytest.raises(DivergenceError, match=r"diverged at step \d+: full-data loss .*eta=3.0, B=5"):
+        run_chains(p, torch.zeros(4, 3, dtype=torch.float64), eta=3.0, B=5, steps=400, record_steps=list(range(401)),
+                   record_loss=True, explode_loss=1e3, generator=torch.Generator().manual_seed(0))

@@ -180,7 +180,10 @@ def svag_coefficients(l: int) -> tuple[float, float]:
 
 @dataclass
 class ChainsRun:
-    """Iterates of ``C`` independent SGD chains at the recorded steps: ``thetas`` is ``(R, C, d)``."""
+    """What :func:`run_chains` recorded at the recorded steps: iterates ``thetas`` ``(R, C, d)``; with
+    ``record_loss``, the full-data losses ``losses`` ``(R, C)``; with ``record_noise``, the noise draws
+    ``noise`` ``(R', C, d)``, ``ξ_k = g_n(θ_k) - ĝ_k`` for the gradient estimate ``ĝ_k`` actually used at
+    step ``k`` (``R' = R`` minus the last step if it is the final one, where no step is taken)."""
 
     eta: float
     B: int
@@ -188,6 +191,8 @@ class ChainsRun:
     record_steps: list[int]
     thetas: Tensor
     svag_l: int = 1
+    losses: Tensor | None = None
+    noise: Tensor | None = None
 
 
 def run_chains(
@@ -203,6 +208,9 @@ def run_chains(
     record_steps: list[int] | None = None,
     svag_l: int = 1,
     explode: float = 1e8,
+    record_loss: bool = False,
+    record_noise: bool = False,
+    explode_loss: float = 1e6,
 ) -> ChainsRun:
     """Run ``C`` independent SGD chains at once, from ``theta0`` of shape ``(C, d)``.
 
@@ -214,7 +222,10 @@ def run_chains(
     ``η``: SVAG takes ``l · steps`` steps, and ``record_steps`` refer to multiples of ``η``.
 
     A chain whose parameters become non-finite, or exceed ``explode`` in absolute value, stops the
-    run with :class:`DivergenceError` naming ``η``, ``B`` and the step.
+    run with :class:`DivergenceError` naming ``η``, ``B`` and the step; with ``record_loss`` so does a
+    recorded full-data loss that is non-finite or above ``explode_loss`` times the largest initial one.
+    ``record_noise`` stores the gradient noise of the steps taken at the recorded steps (one full-data
+    gradient per chain per recorded step).
     """
     eta = check_learning_rate(eta)
     n = problem.n
@@ -260,13 +271,30 @@ def run_chains(
         epoch["pos"] += 1
         return epoch["batches"][:, epoch["pos"] - 1]
 
-    out = []
+    full_w = torch.full((n,), 1.0 / n, dtype=theta.dtype, device=theta.device)
+    if record_loss:
+        from torch.func import vmap
+
+        loss_chains = vmap(flat_loss_fn(problem), in_dims=(0, None, None, None))
+    if record_noise:
+        full_grad_chains = flat_grad_fn(problem, in_dims=(0, None, None, None))
+    out, losses, noise = [], [], []
+    loss_scale = None
     rec_iter = iter(record)
     nxt = next(rec_iter, None)
     for k in range(total_steps + 1):
-        if k % l == 0 and nxt is not None and k // l == nxt:
+        recording = k % l == 0 and nxt is not None and k // l == nxt
+        if recording:
             out.append(theta.clone())
             nxt = next(rec_iter, None)
+            if record_loss:
+                lk = loss_chains(theta, X, y, full_w).detach()
+                loss_scale = float(lk.max()) if loss_scale is None else loss_scale
+                if not torch.isfinite(lk).all() or float(lk.max()) > explode_loss * max(loss_scale, 1e-12):
+                    raise DivergenceError(f"SGD chains diverged at step {k // l}: full-data loss "
+                                          f"{float(lk.max()):.3g} (initial {loss_scale:.3g}) with eta={eta}, B={B}, "
+                                          f"scheme={scheme!r}, svag_l={l}; lower eta or raise B")
+                losses.append(lk)
         if k == total_steps:
             break
         idx = next_batches()
@@ -274,13 +302,17 @@ def run_chains(
         if l > 1:
             idx2 = next_batches()
             g = c1 * g + c2 * grad_chains(theta, X[idx2], y[idx2], w)
+        if recording and record_noise:
+            noise.append(full_grad_chains(theta, X, y, full_w) - g)
         if momentum:
             velocity.mul_(momentum).add_(g)
             g = velocity
         theta = theta - lr * g
         check_bounded(theta, explode, f"SGD chains diverged at step {k} (of {total_steps}): parameters reached "
                       f"{{size:.3g}} with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B")
-    return ChainsRun(eta=eta, B=B, scheme=scheme, record_steps=record, thetas=torch.stack(out), svag_l=l)
+    return ChainsRun(eta=eta, B=B, scheme=scheme, record_steps=record, thetas=torch.stack(out), svag_l=l,
+                     losses=torch.stack(losses) if record_loss else None,
+                     noise=torch.stack(noise) if record_noise and noise else None)
 
 
 def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,

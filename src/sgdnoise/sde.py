@@ -30,7 +30,7 @@ from torch import Tensor
 from .gradients import per_sample_grads
 from .problems import Problem
 from .sampling import check_batch_size
-from .sgd import check_bounded, check_learning_rate, flat_grad_fn
+from .sgd import check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
 
 __all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
 
@@ -166,13 +166,8 @@ def sgd_sde(
     _check_driver(driver, alpha)
     if covariance not in ("state", "constant"):
         raise ValueError(f"covariance={covariance!r}; valid values are 'state' and 'constant'")
-    d = problem.d
-    dtype = next(problem.model.parameters()).dtype
-    theta = theta0.detach().clone().to(device=problem.X.device, dtype=dtype)
-    if theta.ndim == 1:
-        theta = theta[None]
-    if theta.ndim != 2 or theta.shape[1] != d:
-        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (P, {d}) or ({d},)")
+    theta = parameter_batch(problem, theta0, "P")
+    dtype = theta.dtype
     P = theta.shape[0]
     s = math.sqrt(eta * noise_covariance_factor(n, B, scheme) / n)
     X, y = problem.X, problem.y

@@ -20,7 +20,7 @@ from .gradients import flat_params
 from .problems import Problem
 from .sampling import batches_per_epoch, check_batch_size, sample_batches
 
-__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains", "check_bounded"]
+__all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains", "check_bounded", "parameter_batch"]
 
 
 class DivergenceError(FloatingPointError):
@@ -163,6 +163,18 @@ def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
     return grad_fn
 
 
+def parameter_batch(problem: Problem, theta0: Tensor, letter: str = "C") -> Tensor:
+    """A copy of ``theta0`` as a ``(letter, d)`` batch of parameter vectors on the problem's device and dtype."""
+    d = problem.d
+    dtype = next(problem.model.parameters()).dtype
+    theta = theta0.detach().clone().to(device=problem.X.device, dtype=dtype)
+    if theta.ndim == 1:
+        theta = theta[None]
+    if theta.ndim != 2 or theta.shape[1] != d:
+        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need ({letter}, {d}) or ({d},)")
+    return theta
+
+
 def check_bounded(theta: Tensor, explode: float, what: str) -> None:
     """Raise :class:`DivergenceError` (message ``what``) if ``theta`` is non-finite or exceeds ``explode``."""
     lo, hi = torch.aminmax(theta)
@@ -236,13 +248,7 @@ def run_chains(
         raise ValueError("SVAG is defined for plain SGD; use momentum=0 with svag_l > 1")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
-    d = problem.d
-    dtype = next(p for p in problem.model.parameters()).dtype
-    theta = theta0.detach().clone().to(device=problem.X.device, dtype=dtype)
-    if theta.ndim == 1:
-        theta = theta[None]
-    if theta.ndim != 2 or theta.shape[1] != d:
-        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (C, {d}) or ({d},)")
+    theta = parameter_batch(problem, theta0, "C")
     C = theta.shape[0]
     record = sorted(set(record_steps if record_steps is not None else [steps]))
     if record and (record[0] < 0 or record[-1] > steps):

@@ -1,0 +1,219 @@
+"""Heavy tails in SGD: heavy-tailed *iterates* without heavy-tailed noise, and a controlled test of a
+Gaussian against an α-stable model of the noise.
+
+**Streaming least squares in one dimension** (the setting of Gürbüzbalaban, Şimşekli & Zhu 2021).
+Each step draws fresh data ``a_i ~ N(0, σ²)``, ``y_i = a_i θ* + ε_i`` with ``ε_i ~ N(0, σ_ε²)``. The
+error ``u = θ - θ*`` follows the random affine recursion
+
+    u ← M u + q,   M = 1 - (η/B) s,   s = Σ_{i∈B} a_i² ~ σ² χ²_B,   q = (η/B) Σ_{i∈B} a_i ε_i.
+
+The gradient noise of one step is a product of Gaussians, so every moment of it is finite. Yet when
+``E log|M| < 0`` the stationary law of ``u`` has a power tail ``P(|u| > t) ~ c t^{-α}`` whose index
+solves ``E|M|^α = 1`` (Kesten 1973; Goldie 1991): :func:`kesten_index`. Its variance is finite iff
+``E M² < 1``, i.e. iff ``η σ² < 2B/(B + 2)``.
+
+The SDE of chapter 2 for the same problem, ``du = -σ² u dt + sqrt((η/B)(2σ⁴u² + σ²σ_ε²)) dW``, has the
+stationary density ``∝ (2σ⁴u² + σ²σ_ε²)^{-1 - B/(2ησ²)}``: also a power tail, with index
+``1 + B/(ησ²)`` (:func:`sde_tail_index`), and a finite variance iff ``ησ² < B``.
+
+**Escape from a double well** (:func:`double_well_escape`). Per-sample losses
+``ℓ_i(θ) = (θ² - 1)²/4 - (a_i - ā) θ`` have the double well ``L_n = (θ² - 1)²/4`` as their mean and
+additive noise ``ξ = mean_B(a) - ā``, whose law is set by the data ``a`` alone. SGD is compared with
+gradient descent plus Gaussian noise of the same variance, and with gradient descent plus symmetric
+α-stable noise of a fitted index and scale: the discretisations, at ``dt = η``, of the Gaussian and
+of the α-stable SDE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import integrate, optimize, stats
+
+from .sde import symmetric_stable
+from .sgd import DivergenceError, check_learning_rate
+
+__all__ = ["log_multiplier_mean", "kesten_index", "sde_tail_index", "sgd_stationary_variance",
+           "sde_stationary_variance", "streaming_lr_1d", "stable_scale_from_median", "EscapeRun",
+           "double_well_escape", "NOISE_MODELS"]
+
+NOISE_MODELS = ("sgd", "gaussian", "stable", "none")
+
+
+def _check_B(B) -> int:
+    if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
+        raise ValueError(f"B={B!r} must be a positive integer (the batch size)")
+    return int(B)
+
+
+def _check_positive(name: str, value) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value} must be a finite positive number")
+    return value
+
+
+def _moment_of_multiplier(p: float, c: float, B: int) -> float:
+    """``E|1 - c X|^p`` for ``X ~ χ²_B``, by quadrature split at the zero ``X = 1/c``."""
+    x0 = 1.0 / c
+
+    def f(x):
+        return math.exp(p * math.log(abs(1.0 - c * x)) + stats.chi2.logpdf(x, B)) if x != x0 else 0.0
+
+    lo, _ = integrate.quad(f, 0.0, x0, limit=200)
+    hi, _ = integrate.quad(f, x0, np.inf, limit=200)
+    return lo + hi
+
+
+def log_multiplier_mean(eta: float, B: int, sigma2: float = 1.0) -> float:
+    """``E log|M|`` for ``M = 1 - (η/B) s``, ``s ~ σ²χ²_B``: the iterates converge in law iff it is negative."""
+    eta, B, sigma2 = check_learning_rate(eta), _check_B(B), _check_positive("sigma2", sigma2)
+    c = eta * sigma2 / B
+    x0 = 1.0 / c
+    f = lambda x: math.log(abs(1.0 - c * x)) * stats.chi2.pdf(x, B) if x != x0 else 0.0  # noqa: E731
+    return integrate.quad(f, 0.0, x0, limit=200)[0] + integrate.quad(f, x0, np.inf, limit=200)[0]
+
+
+def kesten_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 200.0) -> float:
+    """Tail index ``α`` of SGD's stationary iterates on 1D streaming least squares: ``E|M|^α = 1``.
+
+    Raises ``ValueError`` when ``E log|M| ≥ 0`` (no stationary law: the iterates diverge) and when the
+    root lies above ``alpha_max`` (tails too light to matter; the quadrature is then unreliable).
+    """
+    eta, B, sigma2 = check_learning_rate(eta), _check_B(B), _check_positive("sigma2", sigma2)
+    lam = log_multiplier_mean(eta, B, sigma2)
+    if lam >= 0:
+        raise ValueError(f"eta={eta}, B={B}, sigma2={sigma2}: E log|M| = {lam:.3g} >= 0, so SGD has no stationary "
+                         f"law (the iterates diverge); use eta*sigma2 below the point where E log|M| = 0")
+    c = eta * sigma2 / B
+    h = lambda p: math.log(_moment_of_multiplier(p, c, B))  # noqa: E731  (convex, h(0) = 0, h'(0) = E log|M| < 0)
+    hi = 1.0
+    while h(hi) < 0:
+        hi *= 2
+        if hi > alpha_max:
+            raise ValueError(f"eta={eta}, B={B}: the tail index exceeds alpha_max={alpha_max}; raise eta or alpha_max")
+    lo = hi / 2 if hi > 1.0 else 1e-6
+    return float(optimize.brentq(h, lo, hi, xtol=1e-10, rtol=1e-10))
+
+
+def sde_tail_index(eta: float, B: int, sigma2: float = 1.0) -> float:
+    """Tail index ``1 + B/(ησ²)`` of the stationary law of SGD's (Gaussian, state-dependent) SDE."""
+    eta, B, sigma2 = check_learning_rate(eta), _check_B(B), _check_positive("sigma2", sigma2)
+    return 1.0 + B / (eta * sigma2)
+
+
+def sgd_stationary_variance(eta: float, B: int, sigma2: float = 1.0, noise_var: float = 1.0) -> float:
+    """``E u²`` under SGD's stationary law: ``E q² / (1 - E M²)``, or ``inf`` when ``E M² ≥ 1``."""
+    eta, B = check_learning_rate(eta), _check_B(B)
+    m2 = 1 - 2 * eta * sigma2 + eta**2 * sigma2**2 * (B + 2) / B
+    return math.inf if m2 >= 1 else eta**2 * sigma2 * noise_var / B / (1 - m2)
+
+
+def sde_stationary_variance(eta: float, B: int, sigma2: float = 1.0, noise_var: float = 1.0) -> float:
+    """``E u²`` under the SDE's stationary law (from ``dE u²/dt = 0``), or ``inf`` when ``ησ² ≥ B``."""
+    eta, B = check_learning_rate(eta), _check_B(B)
+    rate = 2 * sigma2 - 2 * eta * sigma2**2 / B
+    return math.inf if rate <= 0 else eta * sigma2 * noise_var / B / rate
+
+
+def streaming_lr_1d(eta: float, B: int, *, chains: int, steps: int, rng: np.random.Generator,
+                    sigma2: float = 1.0, noise_var: float = 1.0) -> np.ndarray:
+    """Final errors ``u = θ - θ*`` of ``chains`` independent SGD runs on 1D streaming least squares.
+
+    Exact in law: per step, ``s ~ σ²χ²_B`` and, given ``s``, ``Σ a_i ε_i ~ N(0, σ_ε² s)``. Starts at
+    ``u = 0``. Raises :class:`~sgdnoise.sgd.DivergenceError` if an iterate stops being finite.
+    """
+    eta, B = check_learning_rate(eta), _check_B(B)
+    sigma2, noise_var = _check_positive("sigma2", sigma2), _check_positive("noise_var", noise_var)
+    if chains < 1 or steps < 1:
+        raise ValueError(f"chains={chains} and steps={steps} must both be >= 1")
+    u = np.zeros(chains)
+    for k in range(steps):
+        s = sigma2 * rng.chisquare(B, chains)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, with its step
+            u = (1 - eta / B * s) * u + eta / B * np.sqrt(noise_var * s) * rng.standard_normal(chains)
+        if not np.isfinite(u).all():
+            raise DivergenceError(f"streaming SGD diverged at step {k} with eta={eta}, B={B}, sigma2={sigma2}")
+    return u
+
+
+def stable_scale_from_median(xi, alpha: float, *, draws: int = 200_000, seed: int = 0) -> float:
+    """Scale ``c`` such that ``c · S`` (``S`` from :func:`~sgdnoise.sde.symmetric_stable`) has the median
+    absolute value of the sample ``xi``: the α-stable law matched to the noise at its bulk."""
+    if not 0 < alpha <= 2:
+        raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    xi = torch.as_tensor(xi, dtype=torch.float64).flatten()
+    if xi.numel() < 2 or not torch.isfinite(xi).all():
+        raise ValueError(f"xi must hold at least 2 finite values; got {xi.numel()} values")
+    S = symmetric_stable((draws,), alpha, torch.Generator().manual_seed(seed))
+    return float(xi.abs().median() / S.abs().median())
+
+
+@dataclass(frozen=True)
+class EscapeRun:
+    """First times (in steps) at which each chain crossed the barrier at ``θ = 0``; ``max_steps`` if never."""
+
+    noise: str
+    eta: float
+    B: int
+    steps: np.ndarray
+    censored: float  # fraction of chains that had not escaped after max_steps
+
+    def mean(self) -> tuple[float, float]:
+        """Mean escape time and its standard error (a lower bound if any chain is censored)."""
+        s = self.steps.astype(float)
+        return float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s)))
+
+
+def double_well_escape(a, *, eta: float, B: int, chains: int, max_steps: int, generator: torch.Generator,
+                       noise: str = "sgd", alpha: float = 2.0, scale: float | None = None) -> EscapeRun:
+    """Escape times from the left well of ``L_n(θ) = (θ² - 1)²/4``, starting at ``θ = -1``.
+
+    ``noise``: ``"sgd"`` draws batches of size ``B`` with replacement from the data ``a`` (noise
+    ``mean_B(a) - ā``); ``"gaussian"`` uses ``N(0, var(a)/B)``; ``"stable"`` uses ``scale · S_α`` with
+    ``S_α`` from :func:`~sgdnoise.sde.symmetric_stable` (``scale`` is required); ``"none"`` is gradient
+    descent. Every model takes the step ``θ ← θ - η(θ³ - θ) + η ξ``.
+    """
+    eta, B = check_learning_rate(eta), _check_B(B)
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"noise={noise!r}; valid models are {NOISE_MODELS}")
+    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    n = a.numel()
+    if n < 2 or not torch.isfinite(a).all():
+        raise ValueError(f"a must hold at least 2 finite data values; got {n} values")
+    if chains < 1 or max_steps < 1:
+        raise ValueError(f"chains={chains} and max_steps={max_steps} must both be >= 1")
+    if noise == "stable":
+        if scale is None:
+            raise ValueError("noise='stable' needs scale (see stable_scale_from_median)")
+        scale = _check_positive("scale", scale)
+        if not 0 < alpha <= 2:
+            raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    a = a - a.mean()
+    sd = float(a.pow(2).mean().sqrt()) / math.sqrt(B)
+    theta = torch.full((chains,), -1.0, dtype=torch.float64)
+    first = torch.full((chains,), max_steps, dtype=torch.long)
+    alive = torch.ones(chains, dtype=torch.bool)
+    for k in range(max_steps):
+        if noise == "sgd":
+            xi = a[torch.randint(n, (chains, B), generator=generator)].mean(dim=1)
+        elif noise == "gaussian":
+            xi = sd * torch.randn(chains, generator=generator, dtype=torch.float64)
+        elif noise == "stable":
+            xi = scale * symmetric_stable((chains,), alpha, generator)
+        else:
+            xi = torch.zeros(chains, dtype=torch.float64)
+        theta = theta - eta * (theta**3 - theta) + eta * xi
+        crossed = alive & (theta > 0)
+        first[crossed] = k + 1
+        alive &= ~crossed
+        # an escaped chain is no longer followed: reset it inside the well to keep the cubic drift finite
+        theta = torch.where(alive, theta, torch.full_like(theta, -1.0))
+        if not alive.any():
+            break
+        if not torch.isfinite(theta).all():
+            raise DivergenceError(f"double-well chains diverged at step {k} with eta={eta}, B={B}, noise={noise!r}")
+    return EscapeRun(noise, eta, B, first.numpy(), float(alive.float().mean()))

@@ -115,3 +115,17 @@ def test_bad_input(call, match):
 def test_divergence_is_reported():
     with pytest.raises(DivergenceError, match="eta=50.0"):
         heavy.streaming_lr_1d(50.0, 1, chains=10, steps=400, rng=np.random.default_rng(0))
+
+
+def test_quadratic_stationary_variance_of_sgd_and_its_gaussian_model():
+    a = torch.randn(300, generator=torch.Generator().manual_seed(10), dtype=torch.float64) ** 3  # skewed, heavy-ish
+    var_a = float((a - a.mean()).pow(2).mean())
+    eta, B = 0.2, 2
+    exact = eta * var_a / (B * (2 - eta))
+    for model, seed in (("sgd", 11), ("gaussian", 12)):
+        th = heavy.quadratic_stationary(a, eta=eta, B=B, chains=20_000, steps=100, noise=model,
+                                        generator=torch.Generator().manual_seed(seed))
+        v = th**2
+        assert abs(v.mean() - exact) < 4 * v.std() / math.sqrt(len(v)), model
+    with pytest.raises(ValueError, match="eta=2.0"):
+        heavy.quadratic_stationary(a, eta=2.0, B=1, chains=2, steps=2, generator=torch.Generator())

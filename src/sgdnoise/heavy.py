@@ -38,7 +38,7 @@ from .sgd import DivergenceError, check_learning_rate
 
 __all__ = ["log_multiplier_mean", "kesten_index", "sde_tail_index", "sgd_stationary_variance",
            "sde_stationary_variance", "streaming_lr_1d", "stable_scale_from_median", "EscapeRun",
-           "double_well_escape", "NOISE_MODELS"]
+           "double_well_escape", "quadratic_stationary", "NOISE_MODELS"]
 
 NOISE_MODELS = ("sgd", "gaussian", "stable", "none")
 
@@ -152,6 +152,37 @@ def stable_scale_from_median(xi, alpha: float, *, draws: int = 200_000, seed: in
     return float(xi.abs().median() / S.abs().median())
 
 
+def _noise_setup(a, B: int, chains: int, steps: int, noise: str, alpha: float, scale):
+    """Validate the data and the noise model; return a function ``generator ↦ ξ`` of shape ``(chains,)``."""
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"noise={noise!r}; valid models are {NOISE_MODELS}")
+    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    n = a.numel()
+    if n < 2 or not torch.isfinite(a).all():
+        raise ValueError(f"a must hold at least 2 finite data values; got {n} values")
+    if chains < 1 or steps < 1:
+        raise ValueError(f"chains={chains} and steps={steps} must both be >= 1")
+    if noise == "stable":
+        if scale is None:
+            raise ValueError("noise='stable' needs scale (see stable_scale_from_median)")
+        scale = _check_positive("scale", scale)
+        if not 0 < alpha <= 2:
+            raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    a = a - a.mean()
+    sd = float(a.pow(2).mean().sqrt()) / math.sqrt(B)
+
+    def draw(generator):
+        if noise == "sgd":
+            return a[torch.randint(n, (chains, B), generator=generator)].mean(dim=1)
+        if noise == "gaussian":
+            return sd * torch.randn(chains, generator=generator, dtype=torch.float64)
+        if noise == "stable":
+            return scale * symmetric_stable((chains,), alpha, generator)
+        return torch.zeros(chains, dtype=torch.float64)
+
+    return draw
+
+
 @dataclass(frozen=True)
 class EscapeRun:
     """First times (in steps) at which each chain crossed the barrier at ``θ = 0``; ``max_steps`` if never."""
@@ -178,34 +209,12 @@ def double_well_escape(a, *, eta: float, B: int, chains: int, max_steps: int, ge
     descent. Every model takes the step ``θ ← θ - η(θ³ - θ) + η ξ``.
     """
     eta, B = check_learning_rate(eta), _check_B(B)
-    if noise not in NOISE_MODELS:
-        raise ValueError(f"noise={noise!r}; valid models are {NOISE_MODELS}")
-    a = torch.as_tensor(a, dtype=torch.float64).flatten()
-    n = a.numel()
-    if n < 2 or not torch.isfinite(a).all():
-        raise ValueError(f"a must hold at least 2 finite data values; got {n} values")
-    if chains < 1 or max_steps < 1:
-        raise ValueError(f"chains={chains} and max_steps={max_steps} must both be >= 1")
-    if noise == "stable":
-        if scale is None:
-            raise ValueError("noise='stable' needs scale (see stable_scale_from_median)")
-        scale = _check_positive("scale", scale)
-        if not 0 < alpha <= 2:
-            raise ValueError(f"alpha={alpha} must lie in (0, 2]")
-    a = a - a.mean()
-    sd = float(a.pow(2).mean().sqrt()) / math.sqrt(B)
+    draw = _noise_setup(a, B, chains, max_steps, noise, alpha, scale)
     theta = torch.full((chains,), -1.0, dtype=torch.float64)
     first = torch.full((chains,), max_steps, dtype=torch.long)
     alive = torch.ones(chains, dtype=torch.bool)
     for k in range(max_steps):
-        if noise == "sgd":
-            xi = a[torch.randint(n, (chains, B), generator=generator)].mean(dim=1)
-        elif noise == "gaussian":
-            xi = sd * torch.randn(chains, generator=generator, dtype=torch.float64)
-        elif noise == "stable":
-            xi = scale * symmetric_stable((chains,), alpha, generator)
-        else:
-            xi = torch.zeros(chains, dtype=torch.float64)
+        xi = draw(generator)
         theta = theta - eta * (theta**3 - theta) + eta * xi
         crossed = alive & (theta > 0)
         first[crossed] = k + 1
@@ -217,3 +226,21 @@ def double_well_escape(a, *, eta: float, B: int, chains: int, max_steps: int, ge
         if not torch.isfinite(theta).all():
             raise DivergenceError(f"double-well chains diverged at step {k} with eta={eta}, B={B}, noise={noise!r}")
     return EscapeRun(noise, eta, B, first.numpy(), float(alive.float().mean()))
+
+
+def quadratic_stationary(a, *, eta: float, B: int, chains: int, steps: int, generator: torch.Generator,
+                         noise: str = "sgd", alpha: float = 2.0, scale: float | None = None) -> np.ndarray:
+    """Positions after ``steps`` steps of ``θ ← θ - ηθ + ηξ`` from ``θ = 0`` (the quadratic ``L_n = θ²/2``),
+    with the noise models of :func:`double_well_escape`: the stationary spread of each model.
+
+    For SGD the stationary variance is exactly ``η var(a) / (B(2 - η))``; the α-stable model's is
+    infinite for ``α < 2``, so compare quantiles.
+    """
+    eta, B = check_learning_rate(eta), _check_B(B)
+    if eta >= 2:
+        raise ValueError(f"eta={eta}: gradient descent on θ²/2 is unstable for eta >= 2; use 0 < eta < 2")
+    draw = _noise_setup(a, B, chains, steps, noise, alpha, scale)
+    theta = torch.zeros(chains, dtype=torch.float64)
+    for _ in range(steps):
+        theta = (1 - eta) * theta + eta * draw(generator)
+    return theta.numpy()

@@ -1,0 +1,513 @@
+r"""Grokking on modular addition ``a + b mod p``, trained by GD, SGD, or GD plus SGD-shaped noise.
+
+**Task.** The ``p²`` pairs ``(a, b)`` are split once, at random (seed ``data_seed``), into
+``n = round(train_frac · p²)`` training pairs and ``p² - n`` test pairs. The input is the
+concatenation of the one-hot codes of ``a`` and ``b`` (``2p`` numbers), the label ``(a + b) mod p``.
+
+**Model** (after Gromov 2023, *Grokking modular arithmetic*): a two-layer network without biases,
+
+    f(x) = (1/N) · W σ(U x),     U ∈ R^{N×2p},  W ∈ R^{p×N},  U_ij, W_ij ~ N(0, init_scale²),
+
+with ``σ(z) = z²`` by default (``"relu"``, ``"gelu"``, ``"tanh"`` are also offered) and width ``N``.
+The ``1/N`` in front is the mean-field scaling: gradients carry a factor ``1/N``, so the learning rate
+is of order ``N``. Both layers are ``nn.Linear``, so :func:`sgdnoise.per_sample_grads` takes its fast
+path. Loss (per sample, mean over the data, as everywhere in the package): ``"mse"`` is
+``½‖f(x) - e_y‖²`` against the one-hot target ``e_y``; ``"cross_entropy"`` uses ``f(x)`` as logits.
+
+**Optimisers.** With ``g_n`` the full training gradient, ``λ`` the weight decay, ``η_k`` the learning
+rate at step ``k`` and ``ĝ_k`` a gradient estimate, every optimiser takes the step
+
+    θ_{k+1} = θ_k - η_k (ĝ_k + λ θ_k).
+
+* ``"gd"``: ``ĝ = g_n``.
+* ``"sgd"``: ``ĝ = g_B``, the mean gradient of a minibatch of ``B`` indices drawn by ``scheme`` (see
+  :mod:`sgdnoise.sampling`). Its noise ``ξ = ĝ - g_n`` has mean 0 and covariance ``c(n, B) Σ(θ)`` with
+  ``Σ = (1/n) G_cᵀ G_c`` (``G_c``: centred per-sample gradients) and ``c = 1/B`` with replacement,
+  ``(n-B)/(B(n-1))`` without (:func:`sgdnoise.noise.noise_covariance_factor`).
+* ``"gd_gaussian"``: ``ĝ = g_n + √(c/n) G_cᵀ z``, ``z ~ N(0, I_n)``: Gaussian noise with exactly SGD's
+  covariance ``c Σ(θ)`` (``1/√(nB) G_cᵀ z`` with replacement). As in :mod:`sgdnoise.sde`, no ``G`` is
+  formed: ``G_cᵀ z = ∇_θ Σ_i (z_i - z̄) ℓ_i``, so ``ĝ`` is the gradient of the weighted loss
+  ``Σ_i w_i ℓ_i`` with ``w_i = 1/n + √(c/n) (z_i - z̄)`` — one full-batch forward and backward pass.
+* ``"gd_stable"``: the same with ``z_i`` i.i.d. symmetric α-stable of scale ``2^{-1/2}``
+  (:func:`sgdnoise.sde.symmetric_stable`), so ``α = 2`` *is* ``"gd_gaussian"`` ("matched scale"); for
+  ``α < 2`` the noise has infinite variance. The step noise is ``η · √(c/n) G_cᵀ z`` for every ``α``: the
+  discrete "SGD with α-stable gradient noise". (Euler–Maruyama for the Lévy-driven SDE of
+  :func:`sgdnoise.sde.sgd_sde` with ``dt = η`` would instead scale it by ``η^{1/2 + 1/α}``, which
+  coincides with ``η`` only at ``α = 2``.)
+
+The noisy-GD steps cost one full-batch pass, like ``"gd"``; an ``"sgd"`` step costs a ``B``-sample pass.
+
+**Grokking.** Training and test loss and accuracy are recorded at log-spaced steps
+(``evals_per_decade`` per decade, plus steps 0 and ``steps``). *Time to fit* is the first recorded
+step with training accuracy 1; *time to generalise* the first with test accuracy ``≥ threshold``
+(``None`` when never reached). Grokking is a long delay between the two; ``delay_decades`` is
+``log10`` of their ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..gradients import flat_params
+from ..noise import noise_covariance_factor
+from ..problems import Problem, cross_entropy, half_squared_error
+from ..sampling import SCHEMES, sample_batches
+from ..sgd import DivergenceError, check_learning_rate
+from .cache import ResultCache
+
+__all__ = ["ModAddConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "OPTIMIZERS", "ACTIVATIONS", "LOSSES",
+           "LR_SCHEDULES", "ModAddData", "ModAddMLP", "split_indices", "make_data", "make_model", "eval_steps",
+           "learning_rate", "noise_factor", "gradient_estimate", "run_grokking", "EXPERIMENT"]
+
+OPTIMIZERS = ("gd", "sgd", "gd_gaussian", "gd_stable")
+ACTIVATIONS = ("quadratic", "relu", "gelu", "tanh")
+LOSSES = ("mse", "cross_entropy")
+LR_SCHEDULES = ("constant", "linear_warmup")
+EXPERIMENT = "grokking"
+EXPLODE = 1e6  # a loss above EXPLODE × the initial training loss counts as divergence
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class ModAddConfig:
+    """Everything that defines one grokking run (see the module docstring for the maths).
+
+    Validated on construction; every bad value raises a ``ValueError`` naming it and what is valid.
+    """
+
+    p: int = 31                       # modulus; the data are all p² pairs (a, b)
+    train_frac: float = 0.5           # fraction of the p² pairs used for training, in (0, 1)
+    width: int = 256                  # hidden width N
+    activation: str = "quadratic"     # σ: one of ACTIVATIONS
+    init_scale: float = 1.0           # initial weights ~ N(0, init_scale²)
+    loss: str = "mse"                 # "mse" (½‖f - one-hot‖²) or "cross_entropy"
+    optimizer: str = "gd"             # one of OPTIMIZERS
+    lr: float = 100.0                 # η (mean-field scaling: of order N)
+    lr_schedule: str = "constant"     # "constant" or "linear_warmup" (η k/warmup_steps for k < warmup_steps)
+    warmup_steps: int = 0
+    weight_decay: float = 1e-5        # λ in θ ← θ - η (ĝ + λθ)
+    B: int = 32                       # batch size of "sgd", and whose noise "gd_gaussian"/"gd_stable" mimic
+    scheme: str = "with_replacement"  # minibatch sampling scheme of "sgd" (sets c(n, B) for the noisy GDs)
+    alpha: float = 1.5                # tail index of "gd_stable", in (0, 2]
+    steps: int = 10_000
+    seed: int = 0                     # initialisation, minibatches and injected noise
+    data_seed: int | None = None      # train/test split; None: the same as seed
+    evals_per_decade: int = 20        # log-spaced evaluation steps
+    threshold: float = 0.95           # test accuracy that counts as "generalised"
+    stop_at_generalisation: bool = False  # end the run at the first evaluation with test accuracy ≥ threshold
+    device: str = "cpu"               # "cpu", "cuda" or "cuda:<index>"
+
+    def __post_init__(self):
+        if not _is_int(self.p) or self.p < 2:
+            raise ValueError(f"p={self.p!r} must be an int >= 2 (the modulus)")
+        if not _is_real(self.train_frac) or not 0 < self.train_frac < 1:
+            raise ValueError(f"train_frac={self.train_frac!r} must lie in the open interval (0, 1)")
+        n = self.n_train
+        if not 1 <= n <= self.p**2 - 1:
+            raise ValueError(f"train_frac={self.train_frac} gives {n} training pairs out of p²={self.p**2}; need "
+                             f"between 1 and {self.p**2 - 1} so that both the training and the test set are non-empty")
+        if not _is_int(self.width) or self.width < 1:
+            raise ValueError(f"width={self.width!r} must be an int >= 1")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r}; valid activations are {ACTIVATIONS}")
+        if not _is_real(self.init_scale) or self.init_scale <= 0:
+            raise ValueError(f"init_scale={self.init_scale!r} must be a finite number > 0")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r}; valid losses are {LOSSES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}; valid optimizers are {OPTIMIZERS}")
+        check_learning_rate(float(self.lr) if _is_real(self.lr) else self.lr)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid schedules are {LR_SCHEDULES}")
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an int >= 0")
+        if self.lr_schedule == "linear_warmup" and self.warmup_steps < 1:
+            raise ValueError("lr_schedule='linear_warmup' needs warmup_steps >= 1")
+        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme={self.scheme!r}; valid schemes are {SCHEMES}")
+        if not _is_int(self.B) or not 1 <= self.B <= n:
+            raise ValueError(f"batch size B={self.B!r} must be an int with 1 <= B <= n_train={n}")
+        if not _is_real(self.alpha) or not 0 < self.alpha <= 2:
+            raise ValueError(f"alpha={self.alpha!r} must lie in (0, 2]")
+        if not _is_int(self.steps) or self.steps < 0:
+            raise ValueError(f"steps={self.steps!r} must be an int >= 0")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be an int >= 0")
+        if self.data_seed is not None and (not _is_int(self.data_seed) or self.data_seed < 0):
+            raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
+        if not _is_int(self.evals_per_decade) or self.evals_per_decade < 1:
+            raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
+        if not _is_real(self.threshold) or not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold={self.threshold!r} must lie in (0, 1]")
+        if not isinstance(self.stop_at_generalisation, bool):
+            raise ValueError(f"stop_at_generalisation={self.stop_at_generalisation!r} must be a bool")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device={self.device!r} must be a string: 'cpu', 'cuda' or 'cuda:<index>'")
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"device={self.device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'") from err
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device={self.device!r}; valid devices are 'cpu', 'cuda' and 'cuda:<index>'")
+
+    @property
+    def n_train(self) -> int:
+        return int(round(self.train_frac * self.p**2))
+
+    @property
+    def n_test(self) -> int:
+        return self.p**2 - self.n_train
+
+    def replace(self, **changes) -> "ModAddConfig":
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+#: Groks on two CPU cores in seconds: fits in ~10² steps, generalises after ~3·10³ (full-batch GD).
+DEFAULT = ModAddConfig()
+DEFAULT_SEEDS = (0, 1, 2)
+#: The size for the figures with more seeds (meant for a GPU): p = 59, width 512, 40% of the pairs.
+LARGE = ModAddConfig(p=59, train_frac=0.4, width=512, lr=200.0, weight_decay=5e-6, steps=30_000)
+LARGE_SEEDS = tuple(range(10))
+
+
+# ----------------------------------------------------------------------------- data
+def _child_seed(seed: int, stream: int) -> int:
+    """Independent 63-bit seeds for the separate random streams of one run."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]) % 2**63
+
+
+def split_indices(p: int, train_frac: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Sorted indices ``i = a·p + b`` of the training and test pairs: a uniformly random subset of
+    ``round(train_frac·p²)`` of the ``p²`` pairs, and the rest. Deterministic given ``seed``."""
+    cfg = ModAddConfig(p=p, train_frac=train_frac, B=1)  # validates p and train_frac
+    gen = torch.Generator().manual_seed(_child_seed(seed, 0))
+    perm = torch.randperm(p * p, generator=gen)
+    return perm[: cfg.n_train].sort().values, perm[cfg.n_train:].sort().values
+
+
+@dataclass
+class ModAddData:
+    """The split data set on the run's device. ``X_*``: concatenated one-hot inputs ``(m, 2p)``;
+    ``y_*``: labels ``(a + b) mod p``; ``T_*``: the targets the loss takes (one-hot rows for ``"mse"``,
+    the labels for ``"cross_entropy"``); ``*_idx``: pair indices ``a·p + b``."""
+
+    p: int
+    X_train: Tensor
+    y_train: Tensor
+    T_train: Tensor
+    X_test: Tensor
+    y_test: Tensor
+    T_test: Tensor
+    train_idx: Tensor
+    test_idx: Tensor
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+
+    @property
+    def n(self) -> int:
+        return self.X_train.shape[0]
+
+    def problem(self, model: nn.Module) -> Problem:
+        """The training set and ``model`` as a :class:`~sgdnoise.problems.Problem`, for the noise and
+        curvature tools of the package (``Problem.accuracy`` needs ``loss="cross_entropy"`` targets)."""
+        return Problem(name=f"modular addition p={self.p}", X=self.X_train, y=self.T_train, model=model,
+                       loss_fn=self.loss_fn, info={"p": self.p})
+
+
+def make_data(cfg: ModAddConfig) -> ModAddData:
+    """The training and test sets of ``cfg`` on ``cfg.device`` (float32 inputs)."""
+    p = cfg.p
+    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    tr, te = split_indices(p, cfg.train_frac, seed)
+    a, b = torch.arange(p * p) // p, torch.arange(p * p) % p
+    X = torch.cat([nn.functional.one_hot(a, p), nn.functional.one_hot(b, p)], dim=1).float()
+    y = (a + b) % p
+    T = nn.functional.one_hot(y, p).float() if cfg.loss == "mse" else y
+    loss_fn = half_squared_error if cfg.loss == "mse" else cross_entropy
+    dev = torch.device(cfg.device)
+    return ModAddData(p=p, X_train=X[tr].to(dev), y_train=y[tr].to(dev), T_train=T[tr].to(dev), X_test=X[te].to(dev),
+                      y_test=y[te].to(dev), T_test=T[te].to(dev), train_idx=tr, test_idx=te, loss_fn=loss_fn)
+
+
+# ----------------------------------------------------------------------------- model
+class _Square(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x
+
+
+def _activation(name: str) -> nn.Module:
+    return {"quadratic": _Square, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}[name]()
+
+
+class ModAddMLP(nn.Module):
+    """``f(x) = (1/N) W σ(U x)``: ``hidden`` is ``U`` (``2p → N``), ``out`` is ``W`` (``N → p``), no biases."""
+
+    def __init__(self, p: int, width: int, activation: str = "quadratic", *, init_scale: float = 1.0,
+                 generator: torch.Generator):
+        super().__init__()
+        self.hidden = nn.Linear(2 * p, width, bias=False)
+        self.act = _activation(activation)
+        self.out = nn.Linear(width, p, bias=False)
+        self.scale = 1.0 / width
+        with torch.no_grad():
+            for lin in (self.hidden, self.out):
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=generator) * init_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.act(self.hidden(x))) * self.scale
+
+
+def make_model(cfg: ModAddConfig) -> ModAddMLP:
+    """The initial network of ``cfg`` (drawn on the CPU, so it is the same on every device), on ``cfg.device``."""
+    gen = torch.Generator().manual_seed(_child_seed(cfg.seed, 1))
+    model = ModAddMLP(cfg.p, cfg.width, cfg.activation, init_scale=cfg.init_scale, generator=gen)
+    return model.to(cfg.device)
+
+
+# ----------------------------------------------------------------------------- steps
+def eval_steps(steps: int, per_decade: int) -> list[int]:
+    """``0``, ``round(10^(j/per_decade))`` for ``j = 0, 1, …`` up to ``steps``, and ``steps``; sorted, unique."""
+    out = {0, steps}
+    if steps >= 1:
+        top = int(math.floor(per_decade * math.log10(steps) + 1e-9))
+        out.update(min(steps, int(round(10 ** (j / per_decade)))) for j in range(top + 1))
+    return sorted(out)
+
+
+def learning_rate(cfg: ModAddConfig, k: int) -> float:
+    """``η_k``: ``cfg.lr``, ramped linearly as ``lr · (k+1)/warmup_steps`` over the warm-up."""
+    if cfg.lr_schedule == "linear_warmup" and k < cfg.warmup_steps:
+        return cfg.lr * (k + 1) / cfg.warmup_steps
+    return float(cfg.lr)
+
+
+def noise_factor(cfg: ModAddConfig) -> float:
+    """``c(n, B)``: SGD's noise covariance is ``c Σ``; the noisy GDs inject ``√(c/n) G_cᵀ z``."""
+    return noise_covariance_factor(cfg.n_train, cfg.B, cfg.scheme)
+
+
+def _objective(cfg: ModAddConfig, model: nn.Module, data: ModAddData, *, noise_gen: torch.Generator | None,
+               batch: Tensor | None, s: float) -> tuple[Tensor, Tensor]:
+    """``(objective, reported loss)``: the gradient of ``objective`` is the estimate ``ĝ``; the reported
+    loss is the minibatch mean for ``"sgd"`` and the full training mean otherwise."""
+    if cfg.optimizer == "sgd":
+        loss = data.loss_fn(model(data.X_train[batch]), data.T_train[batch]).mean()
+        return loss, loss
+    losses = data.loss_fn(model(data.X_train), data.T_train)
+    mean = losses.mean()
+    if cfg.optimizer == "gd":
+        return mean, mean
+    n = losses.shape[0]
+    if cfg.optimizer == "gd_gaussian":
+        z = torch.randn(n, generator=noise_gen, dtype=losses.dtype, device=noise_gen.device)
+    else:  # gd_stable; drawn in float64 (float32 cos(±π/2) can turn negative), then cast
+        from ..sde import symmetric_stable
+
+        z = symmetric_stable((n,), float(cfg.alpha), noise_gen, dtype=torch.float64, device=noise_gen.device)
+        z = z.to(losses.dtype)
+    z = z.to(losses.device)
+    w = (z - z.mean()) * s + 1.0 / n
+    return (w.detach() * losses).sum(), mean
+
+
+def gradient_estimate(cfg: ModAddConfig, model: nn.Module, data: ModAddData, *, generator: torch.Generator,
+                      batch: Tensor | None = None) -> Tensor:
+    """One draw of the flat gradient estimate ``ĝ`` (without weight decay) that ``cfg.optimizer`` steps
+    along, at the model's current parameters: the code path of :func:`run_grokking`.
+
+    For ``"sgd"`` the minibatch comes from ``batch`` or is drawn with ``generator`` (a CPU generator);
+    for ``"gd_gaussian"`` and ``"gd_stable"`` the noise is drawn with ``generator`` (on its device).
+    """
+    if cfg.optimizer == "sgd" and batch is None:
+        batch = sample_batches(data.n, cfg.B, 1, cfg.scheme, generator)[0].to(data.X_train.device)
+    s = math.sqrt(noise_factor(cfg) / data.n)
+    obj, _ = _objective(cfg, model, data, noise_gen=generator, batch=batch, s=s)
+    params = [q for q in model.parameters() if q.requires_grad]
+    grads = torch.autograd.grad(obj, params)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: ModAddData) -> tuple[float, float, float, float]:
+    out_tr, out_te = model(data.X_train), model(data.X_test)
+    return (float(data.loss_fn(out_tr, data.T_train).mean()), float((out_tr.argmax(1) == data.y_train).double().mean()),
+            float(data.loss_fn(out_te, data.T_test).mean()), float((out_te.argmax(1) == data.y_test).double().mean()))
+
+
+# ----------------------------------------------------------------------------- the run
+def _train(cfg: ModAddConfig, *, progress: bool, callback) -> dict[str, Any]:
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device!r} but no CUDA device is available; use device='cpu'")
+    data = make_data(cfg)
+    model = make_model(cfg)
+    params = [q for q in model.parameters() if q.requires_grad]
+    n = data.n
+    s = math.sqrt(noise_factor(cfg) / n)
+    batch_gen = torch.Generator().manual_seed(_child_seed(cfg.seed, 2))
+    noise_gen = torch.Generator(device=dev).manual_seed(_child_seed(cfg.seed, 3))
+    evals = eval_steps(cfg.steps, cfg.evals_per_decade)
+    eval_set = set(evals)
+    rec: dict[str, list] = {k: [] for k in ("steps", "train_loss", "train_acc", "test_loss", "test_acc",
+                                            "weight_norm", "seconds")}
+    records: list[dict] = []
+    fit = gen = None
+    fit_s = gen_s = None
+    batches = torch.empty((0, cfg.B), dtype=torch.long)
+    pos = 0
+    wd = float(cfg.weight_decay)
+    B_text = f"B={cfg.B}" if cfg.optimizer != "gd" else "B=n (full batch)"
+    loss0 = None
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, disable=not progress, desc=f"{cfg.optimizer} p={cfg.p}", unit="step", leave=False)
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        for k in range(cfg.steps + 1):
+            if k in eval_set:
+                tr_loss, tr_acc, te_loss, te_acc = _evaluate(model, data)
+                if loss0 is None:
+                    loss0 = max(tr_loss, 1e-12)
+                if not math.isfinite(tr_loss) or tr_loss > EXPLODE * loss0:
+                    raise DivergenceError(f"grokking run diverged by step {k}: training loss {tr_loss:.3g} (initial "
+                                          f"{loss0:.3g}) with eta={cfg.lr}, {B_text}, optimizer={cfg.optimizer!r}; lower eta")
+                elapsed = time.perf_counter() - t0
+                for key, v in zip(rec, (k, tr_loss, tr_acc, te_loss, te_acc, float(flat_params(model).norm()), elapsed)):
+                    rec[key].append(v)
+                if fit is None and tr_acc >= 1.0:
+                    fit, fit_s = k, elapsed
+                if gen is None and te_acc >= cfg.threshold:
+                    gen, gen_s = k, elapsed
+                if callback is not None:
+                    out = callback(k, model, data)
+                    if out is not None:
+                        if not isinstance(out, dict):
+                            raise TypeError(f"callback returned a {type(out).__name__}; return a dict or None")
+                        records.append({"step": k, **out})
+                bar.update(k - done)
+                done = k
+                bar.set_postfix(train_acc=f"{tr_acc:.3f}", test_acc=f"{te_acc:.3f}", refresh=False)
+                if cfg.stop_at_generalisation and gen is not None:
+                    break
+            if k == cfg.steps:
+                break
+            batch = None
+            if cfg.optimizer == "sgd":
+                if pos == len(batches):
+                    batches = sample_batches(n, cfg.B, 1024, cfg.scheme, batch_gen).to(dev)
+                    pos = 0
+                batch = batches[pos]
+                pos += 1
+            obj, loss = _objective(cfg, model, data, noise_gen=noise_gen, batch=batch, s=s)
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > EXPLODE * loss0:
+                raise DivergenceError(f"grokking run diverged at step {k}: loss {value:.3g} (initial {loss0:.3g}) with "
+                                      f"eta={learning_rate(cfg, k)}, {B_text}, optimizer={cfg.optimizer!r}; lower eta")
+            grads = torch.autograd.grad(obj, params)
+            eta = learning_rate(cfg, k)
+            with torch.no_grad():
+                for q, g in zip(params, grads):
+                    if wd:
+                        q.mul_(1.0 - eta * wd)
+                    q.sub_(eta * g)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    theta = flat_params(model).cpu().numpy()
+    delay = math.log10(gen / fit) if fit and gen else None
+    return {
+        "config": dataclasses.asdict(cfg),
+        "n_train": n, "n_test": data.X_test.shape[0], "d": int(theta.size),
+        "steps": np.asarray(rec["steps"], dtype=np.int64),
+        "train_loss": np.asarray(rec["train_loss"]), "train_acc": np.asarray(rec["train_acc"]),
+        "test_loss": np.asarray(rec["test_loss"]), "test_acc": np.asarray(rec["test_acc"]),
+        "weight_norm": np.asarray(rec["weight_norm"]), "seconds": np.asarray(rec["seconds"]),
+        "time_to_fit": fit, "time_to_generalise": gen, "seconds_to_fit": fit_s, "seconds_to_generalise": gen_s,
+        "delay_decades": delay, "last_step": int(rec["steps"][-1]), "wall_time_s": wall,
+        "theta": theta, "records": records,
+    }
+
+
+def _callback_source(callback) -> str:
+    for obj in (callback, type(callback)):
+        try:
+            return inspect.getsource(obj)
+        except (OSError, TypeError):
+            continue
+    raise ValueError(f"cannot read the source of callback {callback!r}, which the cache key needs (so that editing "
+                     "the callback invalidates the cached records); define it in a file or a notebook cell, "
+                     "or pass cache=None")
+
+
+def _code_modules() -> tuple:
+    from .. import noise, problems, sampling, sde
+
+    return (sys.modules[__name__], noise, problems, sampling, sde)
+
+
+def run_grokking(cfg: ModAddConfig, *, cache: ResultCache | None = None, progress: bool = True,
+                 callback: Callable[[int, nn.Module, ModAddData], dict | None] | None = None,
+                 threads: int | None = None) -> dict[str, Any]:
+    """Train the network of ``cfg`` on modular addition and record the grokking curves.
+
+    Returns a dict with ``config`` (the fields of ``cfg``), ``n_train``, ``n_test``, ``d`` (number of
+    parameters); at the evaluation steps ``steps`` the arrays ``train_loss``, ``train_acc``, ``test_loss``,
+    ``test_acc``, ``weight_norm`` (``‖θ‖₂``) and ``seconds`` (wall time since the start); ``time_to_fit`` and
+    ``time_to_generalise`` (steps, ``None`` if never), ``seconds_to_fit``, ``seconds_to_generalise``,
+    ``delay_decades`` (``log10`` of their ratio), ``last_step``, ``wall_time_s``, the final flat parameters
+    ``theta`` (float32) and ``records``.
+
+    ``callback(step, model, data)`` is called at every evaluation step (after the metrics are taken,
+    with gradients enabled); a dict it returns is appended to ``records`` with ``"step"`` added, so that
+    statistics measured along training (noise scale, tail index, sharpness: use ``data.problem(model)``)
+    are cached with the run. It must not change the parameters.
+
+    With a :class:`~sgdnoise.experiments.cache.ResultCache` the result is loaded when this configuration
+    has been run by the same code (this module, the package modules it uses, and the callback's source
+    text) and stored otherwise; cached and fresh results look the same. ``progress`` shows a tqdm bar.
+
+    Raises :class:`sgdnoise.sgd.DivergenceError` (naming ``η``, ``B`` and the step) when the loss becomes
+    non-finite or exceeds ``1e6`` times its initial value.
+
+    ``threads`` sets ``torch.set_num_threads`` for the duration of the run (restored afterwards). The
+    default network is so small that one thread is usually fastest, and much faster than two when the
+    cores are shared with other work (intra-op threads then wait on each other).
+    """
+    if not isinstance(cfg, ModAddConfig):
+        raise TypeError(f"cfg must be a ModAddConfig; got a {type(cfg).__name__}")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be None or an int >= 1")
+
+    def compute():
+        saved = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return _train(cfg, progress=progress, callback=callback)
+        finally:
+            torch.set_num_threads(saved)
+
+    if cache is None:
+        return compute()
+    extra = (_callback_source(callback),) if callback is not None else ()
+    return cache.get_or_compute(EXPERIMENT, cfg, compute, modules=_code_modules(), extra=extra)

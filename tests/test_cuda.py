@@ -64,3 +64,34 @@ def test_chains_and_sde_on_cuda_match_cpu():
     s_dev = sgd_sde(gpu, th.repeat(3, 1).cuda(), eta=0.1, B=8, dt=0.05, steps=5,
                     generator=torch.Generator(device="cuda").manual_seed(1))
     assert s_dev.thetas.device.type == "cuda" and torch.isfinite(s_dev.thetas).all()
+
+
+def test_noise_diagnostics_and_hessian_on_cuda_match_cpu():
+    """Chapter 4's tools on the GPU: the same numbers as on the CPU."""
+    from sgdnoise import diagnostics as dg
+    from sgdnoise.curvature import hessian_top_eigs
+    from sgdnoise.tails import stable_alpha
+
+    cpu, gpu = both(n=200)
+    G_cpu = sgdnoise.per_sample_grads(cpu.model, cpu.loss_fn, cpu.X, cpu.y)
+    G_gpu = sgdnoise.per_sample_grads(gpu.model, gpu.loss_fn, gpu.X, gpu.y)
+    assert abs(dg.noise_scale(G_gpu) - dg.noise_scale(G_cpu)) < 1e-9 * dg.noise_scale(G_cpu)
+    lam_c, V_c = dg.noise_top_eigs(G_cpu, 3)
+    lam_g, V_g = dg.noise_top_eigs(G_gpu, 3)
+    torch.testing.assert_close(lam_g.cpu(), lam_c, atol=1e-10, rtol=1e-8)
+    h_c, U_c = hessian_top_eigs(cpu, k=3, generator=torch.Generator().manual_seed(0))
+    h_g, U_g = hessian_top_eigs(gpu, k=3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(h_g.cpu(), h_c, atol=1e-8, rtol=1e-6)
+    assert dg.subspace_overlap(U_g.cpu(), U_c) > 1 - 1e-6
+    small_c = digits_mlp(n=100, hidden=8, dtype=torch.float64)  # d = 682: the exact trace of H is cheap
+    small_g = digits_mlp(n=100, hidden=8, dtype=torch.float64, device="cuda")
+    Gs_c = sgdnoise.per_sample_grads(small_c.model, small_c.loss_fn, small_c.X, small_c.y)
+    Gs_g = sgdnoise.per_sample_grads(small_g.model, small_g.loss_fn, small_g.X, small_g.y)
+    ths = dg.trace_h_sigma(small_g, small_g.theta(), Gs_g, probes=None)
+    ths_c = dg.trace_h_sigma(small_c, small_c.theta(), Gs_c, probes=None)
+    assert abs(ths.ratio - ths_c.ratio) < 1e-6 * ths_c.ratio
+    # stable_alpha accepts CUDA tensors (it computes on the CPU)
+    last_g, last_c = G_gpu[:, -10:].T, G_cpu[:, -10:].T  # the output biases: never exactly zero
+    a_g = stable_alpha(last_g - last_g.mean(1, keepdim=True))
+    a_c = stable_alpha(last_c - last_c.mean(1, keepdim=True))
+    torch.testing.assert_close(torch.as_tensor(a_g).cpu(), torch.as_tensor(a_c), atol=1e-9, rtol=1e-9)

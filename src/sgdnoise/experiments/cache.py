@@ -4,7 +4,7 @@
 
     key = sha256( canonical JSON of {"name": name, "config": config, "code": code_version} ),
 
-where ``config`` is a frozen dataclass (turned into a dict by :func:`dataclasses.asdict`, together
+where ``config`` is a frozen dataclass (turned into a dict by ``dataclasses.asdict``, together
 with its class name) or a plain dict of JSON-able values, and the canonical JSON sorts keys, writes
 tuples as lists and floats by their shortest round-trip ``repr`` (so ``1`` and ``1.0`` differ, as
 their types do). The code version is ``sgdnoise.__version__`` joined with a sha256 of the *source
@@ -26,13 +26,13 @@ version, the payload's byte count and its sha256. Tuples come back as lists and 
 Python numbers.
 
 **Atomicity.** A file is written to a temporary file in the same directory, flushed, ``fsync``-ed
-and moved into place with :func:`os.replace`: a reader sees either no entry or a complete one, and
+and moved into place with ``os.replace``: a reader sees either no entry or a complete one, and
 if the computation raises nothing is written at all.
 
 **Corruption.** Loading checks the magic line, the header, the key, the byte count and the checksum;
-an entry that fails is deleted and recomputed. That is reported through :mod:`logging` (logger
-``sgdnoise.experiments.cache``) and recorded in :attr:`ResultCache.recomputed`, never through
-:mod:`warnings`.
+an entry that fails is deleted and recomputed. That is reported through ``logging`` (logger
+``sgdnoise.experiments.cache``) and recorded in ``ResultCache.recomputed``, never through
+``warnings``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def config_dict(config: Any) -> dict:
-    """A configuration as a dict: a dataclass instance via :func:`dataclasses.asdict` (plus its class
+    """A configuration as a dict: a dataclass instance via ``dataclasses.asdict`` (plus its class
     name under ``"__class__"``), or a dict as it is; values checked to be JSON-able."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         d = {"__class__": type(config).__qualname__, **dataclasses.asdict(config)}

@@ -71,7 +71,7 @@ def batched_hvp(problem: Problem, theta: Tensor, V: Tensor, *, chunk_size: int =
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
     if V.shape[0] == 0:
         return V.new_zeros((0, d))
-    return vmap(hvp_fn(problem, theta), chunk_size=chunk_size)(V.to(theta.dtype))
+    return vmap(hvp_fn(problem, theta), chunk_size=chunk_size)(V.to(theta.device, theta.dtype))
 
 
 def _lanczos(matvec, d: int, k: int, which: str, iters: int, tol: float, gen: torch.Generator):
@@ -138,4 +138,5 @@ def hessian_top_eigs(problem: Problem, theta: Tensor | None = None, k: int = 5, 
         raise ValueError(f"tol={tol}; need a finite tolerance > 0")
     H = hvp_fn(problem, theta)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    return _lanczos(lambda v: H(v.to(theta.dtype)).to(torch.float64).cpu(), d, k, which, iters, tol, gen)
+    # Lanczos runs on the CPU in float64; each product is taken on the device of θ, in its dtype
+    return _lanczos(lambda v: H(v.to(theta.device, theta.dtype)).to(torch.float64).cpu(), d, k, which, iters, tol, gen)

@@ -216,8 +216,8 @@ def noise_top_eigs(G: Tensor, k: int, *, K: Tensor | None = None, method: str = 
     if k > rank:
         raise ValueError(f"k={k}; Σ_emp has numerical rank {rank}, need 1 <= k <= {rank}")
     if V is None:
-        V = (Gc.T @ U[:, :k].to(Gc.dtype)).double().cpu() / torch.sqrt(n * lam[:k])
-    return lam[:k], V[:, :k]
+        V = (Gc.T @ U[:, :k].to(Gc.dtype)).double().cpu() / torch.sqrt(n * lam[:k]).cpu()
+    return lam[:k].cpu(), V[:, :k].cpu()  # on the CPU whatever the device of G, as the Lanczos route returns them
 
 
 def _orthonormal(name: str, U: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ set only serves to evaluate the loss.
 
 **Optimisers.** With ``g_N`` the full-data gradient, ``λ`` the weight decay:
 
-* ``"adamw"``: :class:`torch.optim.AdamW` (``β = (0.9, 0.999)``, ``ε = 1e-8``, decoupled weight decay ``λ``)
+* ``"adamw"``: ``torch.optim.AdamW`` (``β = (0.9, 0.999)``, ``ε = 1e-8``, decoupled weight decay ``λ``)
   on minibatch gradients of size ``B`` (``B = n_samples`` is full batch). The paper's optimiser.
 * ``"sgd"``: ``θ ← θ - η (g_B + λθ)``, minibatches of ``B`` drawn by ``scheme`` (or fresh, online).
 * ``"gd"``: ``θ ← θ - η (g_N + λθ)``.
@@ -75,6 +75,7 @@ from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
 
 __all__ = ["TMSConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "DEFAULT_SPARSITIES", "OPTIMIZERS",
+           "NOISE_BASE", "NOISE_SWEEP", "NOISE_SEEDS",
            "importances", "make_data", "init_params", "forward", "per_sample_loss", "noise_factor",
            "gradient_estimate", "eval_steps", "classify_geometry", "run_tms", "run_tms_batch", "run_tms_seeds",
            "noise_settings", "phase_diagram", "format_phase_table", "EXPERIMENT", "GEOMETRIES"]
@@ -107,14 +108,14 @@ class TMSConfig:
     m: int = 2                        # hidden dimensions (m < n for superposition; m <= n required)
     importance: float = 0.9           # r in I_i = r^i, in (0, 1]
     sparsity: float = 0.0             # S: P(x_i = 0), in [0, 1)
-    n_samples: int = 1024             # N: the fixed training set (the evaluation set when online)
+    n_samples: int = 4096             # N: the fixed training set (the evaluation set when online)
     online: bool = False              # fresh minibatches every step (adamw/sgd only)
     optimizer: str = "adamw"          # one of OPTIMIZERS
     lr: float = 0.01                  # η
     weight_decay: float = 0.0         # λ (decoupled for adamw; θ ← θ - η(ĝ + λθ) otherwise)
     B: int = 128                      # batch size of adamw/sgd, and whose noise gd_gaussian mimics
     scheme: str = "with_replacement"  # minibatch sampling scheme (sets c(N, B) for gd_gaussian)
-    steps: int = 3000
+    steps: int = 5000
     seed: int = 0                     # initialisation, minibatches and injected noise
     data_seed: int | None = None      # the data set; None: the same as seed
     threshold: float = 0.5            # ‖W_i‖ above which feature i counts as represented
@@ -187,12 +188,20 @@ class TMSConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: The reproduction (AdamW, η = 0.01, B = 128 from N = 1024 fixed samples, 3000 steps; r = 0.9).
+#: The reproduction of the phase change with AdamW (η = 0.01, B = 128 from N = 4096 fixed samples, 5000 steps,
+#: r = 0.9).
 DEFAULT = TMSConfig()
 DEFAULT_SEEDS = (0, 1, 2, 3)
 DEFAULT_SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
-#: More data, steps and seeds (meant for a GPU or a long CPU run).
-LARGE = TMSConfig(n_samples=8192, B=512, steps=20_000, lr=0.003)
+#: The base of the noise sweep (N = 2048; the optimiser, η, B and steps come from :data:`NOISE_SWEEP`).
+NOISE_BASE = TMSConfig(n_samples=2048)
+#: Arguments of :func:`noise_settings` for the default sweep: η = 0.3 for η · steps = 900 (3000 steps),
+#: GD, SGD with B = 4 and 32, and GD plus Gaussian noise matched to B = 4.
+NOISE_SWEEP = {"horizon": 900.0, "eta": 0.3, "batch_sizes": (4, 32)}
+NOISE_SEEDS = tuple(range(6))
+#: More data, steps and seeds (meant for a GPU or a long CPU run); for the sweep use
+#: ``noise_settings(LARGE, horizon=3000.0, eta=0.3, batch_sizes=(2, 4, 16, 64))`` with ``LARGE_SEEDS``.
+LARGE = TMSConfig(n_samples=16_384, B=512, steps=20_000, lr=0.003)
 LARGE_SEEDS = tuple(range(32))
 
 
@@ -349,7 +358,7 @@ def _check_batch(cfgs: Sequence[TMSConfig]) -> None:
             raise ValueError(f"configurations of one batch may differ only in {_SHARED}; they differ in {diff}")
 
 
-def _train(cfgs: Sequence[TMSConfig], *, progress: bool) -> dict[str, Any]:
+def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "raise") -> dict[str, Any]:
     cfg = cfgs[0]
     dev = torch.device(cfg.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -388,10 +397,21 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool) -> dict[str, Any]:
     done = 0
     t0 = time.perf_counter()
 
+    alive = torch.ones(R, dtype=torch.bool, device=dev)
+    died_at = [None] * R
+
     def diverged(k: int, loss: Tensor, what: str) -> None:
-        bad = ~torch.isfinite(loss) | (loss > EXPLODE * loss0)
+        bad = (~torch.isfinite(loss) | (loss > EXPLODE * loss0)) & alive
         if bool(bad.any()):
             r = int(bad.nonzero()[0, 0])
+            if on_divergence == "mark":  # freeze the replica at W = 0, b = 0 and go on with the others
+                for i in bad.nonzero()[:, 0].tolist():
+                    died_at[i] = k
+                alive.logical_and_(~bad)
+                with torch.no_grad():
+                    W[bad] = 0.0
+                    b[bad] = 0.0
+                return
             raise DivergenceError(f"toy-model run diverged {what} step {k}: loss {float(loss[r]):.3g} (initial "
                                   f"{float(loss0[r]):.3g}) with eta={cfg.lr}, {B_text}, optimizer={cfg.optimizer!r}, "
                                   f"sparsity={cfgs[r].sparsity}, seed={cfgs[r].seed}; lower eta")
@@ -404,7 +424,7 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool) -> dict[str, Any]:
                 if loss0 is None:
                     loss0 = full.clamp_min(1e-12)
                 diverged(k, full, "by")
-                curve.append(full.cpu().numpy())
+                curve.append(torch.where(alive, full, torch.nan).cpu().numpy())
                 bar.update(k - done)
                 done = k
                 bar.set_postfix(loss=f"{float(full.mean()):.4g}", refresh=False)
@@ -421,16 +441,16 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool) -> dict[str, Any]:
             if minibatch:
                 Xb = buf[pos] if cfg.online else X[rows, buf[pos]]
                 loss = per_sample_loss(W, b, Xb, imp).mean(-1)
-                obj = loss.sum()
+                obj = (loss * alive).sum()
             else:
                 losses = per_sample_loss(W, b, X, imp)
                 loss = losses.mean(-1)
                 if cfg.optimizer == "gd_gaussian":
                     z = buf[pos]
                     w = (z - z.mean(-1, keepdim=True)) * s + 1.0 / N
-                    obj = (w * losses).sum()
+                    obj = ((w * losses).sum(-1) * alive).sum()
                 else:
-                    obj = loss.sum()
+                    obj = (loss * alive).sum()
             pos += 1
             diverged(k, loss.detach(), "at")
             if opt is not None:
@@ -444,11 +464,19 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool) -> dict[str, Any]:
                         if cfg.weight_decay:
                             q.mul_(1.0 - cfg.lr * cfg.weight_decay)
                         q.sub_(cfg.lr * g)
+            if died_at.count(None) < R:  # keep the frozen replicas at 0 (AdamW's momentum would move them)
+                with torch.no_grad():
+                    W[~alive] = 0.0
+                    b[~alive] = 0.0
     finally:
         bar.close()
     wall = time.perf_counter() - t0
     Wf, bf = W.detach().cpu().numpy(), b.detach().cpu().numpy()
     geoms = [classify_geometry(Wf[r], cfg.threshold, cfg.angle_tol) for r in range(R)]
+    for r in range(R):
+        if died_at[r] is not None:
+            geoms[r]["label"] = "diverged"
+            geoms[r]["n_represented"] = 0
     return {
         "config": dataclasses.asdict(cfg),
         "seeds": [c.seed for c in cfgs], "sparsities": [c.sparsity for c in cfgs],
@@ -456,6 +484,7 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool) -> dict[str, Any]:
         "W": Wf, "b": bf,
         "labels": [g["label"] for g in geoms], "n_represented": np.asarray([g["n_represented"] for g in geoms]),
         "norms": np.stack([g["norms"] for g in geoms]),
+        "diverged_at": [-1 if d is None else int(d) for d in died_at],
         "wall_time_s": wall,
     }
 
@@ -479,7 +508,7 @@ def _with_threads(threads, fn):
 
 
 def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None, progress: bool = True,
-                  threads: int | None = 1) -> dict[str, Any]:
+                  threads: int | None = 1, on_divergence: str = "raise") -> dict[str, Any]:
     """Train several runs at once, as replicas of one tensor program (module docstring). The
     configurations may differ only in ``sparsity``, ``seed`` and ``data_seed``.
 
@@ -490,18 +519,22 @@ def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None
     ``norms`` ``(R, n)``; ``wall_time_s``.
 
     Raises :class:`sgdnoise.sgd.DivergenceError` (naming ``η``, ``B``, the step, the sparsity and seed)
-    when a loss is non-finite or exceeds ``1e6`` times its initial value. ``cache`` and ``threads``
+    when a loss is non-finite or exceeds ``1e6`` times its initial value. With ``on_divergence="mark"``
+    such a replica is instead frozen at ``W = 0, b = 0``, labelled ``"diverged"``, its later losses
+    ``nan``, and the step recorded in ``diverged_at`` (``-1`` for replicas that did not diverge). ``cache`` and ``threads``
     as in :func:`~sgdnoise.experiments.grokking.run_grokking` (the model is tiny: one thread is fastest).
     """
     cfgs = list(cfgs)
     _check_batch(cfgs)
+    if on_divergence not in ("raise", "mark"):
+        raise ValueError(f"on_divergence={on_divergence!r}; valid values are 'raise' and 'mark'")
 
     def compute():
-        return _with_threads(threads, lambda: _train(cfgs, progress=progress))
+        return _with_threads(threads, lambda: _train(cfgs, progress=progress, on_divergence=on_divergence))
 
     if cache is None:
         return compute()
-    key = {"runs": [dataclasses.asdict(c) for c in cfgs]}
+    key = {"runs": [dataclasses.asdict(c) for c in cfgs], "on_divergence": on_divergence}
     return cache.get_or_compute(EXPERIMENT, key, compute, modules=_code_modules())
 
 
@@ -542,13 +575,13 @@ def run_tms_seeds(cfg: TMSConfig, seeds: Iterable[int] = DEFAULT_SEEDS, sparsiti
 
 
 # ----------------------------------------------------------------------------- noise sweep
-def noise_settings(base: TMSConfig, *, time: float, eta: float, batch_sizes: Sequence[int] = (8, 64),
+def noise_settings(base: TMSConfig, *, horizon: float, eta: float, batch_sizes: Sequence[int] = (8, 64),
                    gaussian: bool = True) -> dict[str, dict]:
-    """Optimiser settings at the same "time" ``η · steps = time`` for the noise sweep: ``"gd"`` (no noise),
+    """Optimiser settings at the same "time" ``η · steps = horizon`` for the noise sweep: ``"gd"`` (no noise),
     ``"sgd B=<B>"`` for each batch size (noise level ``η/B``), and, with ``gaussian``, ``"gd_gaussian B=<B>"``
     (Gaussian noise with SGD's covariance) for the smallest batch size. Values: changes for
     :meth:`TMSConfig.replace` (``base`` only supplies the defaults that are not changed)."""
-    steps = int(round(time / eta))
+    steps = int(round(horizon / eta))
     out = {"gd": {"optimizer": "gd", "lr": eta, "steps": steps}}
     for B in batch_sizes:
         out[f"sgd B={B}"] = {"optimizer": "sgd", "lr": eta, "steps": steps, "B": int(B)}
@@ -567,27 +600,19 @@ def phase_diagram(base: TMSConfig, settings: Mapping[str, Mapping[str, Any]], sp
 
     ``settings`` maps a name to changes of ``base`` (e.g. :func:`noise_settings`); each setting is one
     :func:`run_tms_seeds` call over all sparsities and seeds. A run that diverges is counted under the
-    label ``"diverged"`` (the whole setting, since its replicas share one loop).
+    label ``"diverged"`` (``on_divergence="mark"``); the others go on.
 
     Returns ``sparsities``, ``settings`` (names), ``seeds``, ``n_seeds``, ``cells``: a list of dicts with
     ``sparsity``, ``setting``, ``n_seeds``, ``counts`` (label → number of seeds), ``fractions``,
-    ``mean_represented``, ``final_loss`` (mean over seeds); ``runs`` (name → the :func:`run_tms_batch`
-    result, or the error text) and ``wall_time_s``.
+    ``mean_represented``, ``final_loss`` (mean over the seeds that did not diverge); ``runs`` (name → the
+    :func:`run_tms_batch` result) and ``wall_time_s``.
     """
     sparsities, seeds = [float(S) for S in sparsities], [int(s) for s in seeds]
     t0 = time.perf_counter()
     cells, runs = [], {}
     for name, changes in settings.items():
         cfg = base.replace(**changes)
-        try:
-            r = run_tms_seeds(cfg, seeds, sparsities, cache=cache, progress=progress, threads=threads)
-        except DivergenceError as err:
-            runs[name] = str(err)
-            for S in sparsities:
-                cells.append({"sparsity": S, "setting": name, "n_seeds": len(seeds), "counts": {"diverged": len(seeds)},
-                              "fractions": {"diverged": 1.0}, "mean_represented": float("nan"),
-                              "final_loss": float("nan")})
-            continue
+        r = run_tms_seeds(cfg, seeds, sparsities, cache=cache, progress=progress, threads=threads, on_divergence="mark")
         runs[name] = r
         K = len(seeds)
         for j, S in enumerate(sparsities):
@@ -598,8 +623,9 @@ def phase_diagram(base: TMSConfig, settings: Mapping[str, Mapping[str, Any]], sp
                 counts[lab] = counts.get(lab, 0) + 1
             cells.append({"sparsity": S, "setting": name, "n_seeds": K, "counts": counts,
                           "fractions": {k: v / K for k, v in counts.items()},
-                          "mean_represented": float(np.mean(r["n_represented"][sl])),
-                          "final_loss": float(np.mean(np.asarray(r["loss"])[sl, -1]))})
+                          "mean_represented": float(np.mean(np.asarray(r["n_represented"])[sl])),
+                          "final_loss": float(np.nanmean(np.asarray(r["loss"])[sl, -1])) if counts.get("diverged", 0) < K
+                          else float("nan")})
     return {"sparsities": sparsities, "settings": list(settings), "seeds": seeds, "n_seeds": len(seeds),
             "cells": cells, "runs": runs, "wall_time_s": time.perf_counter() - t0}
 

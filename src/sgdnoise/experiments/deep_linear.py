@@ -468,7 +468,9 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
     theta = init_params(cfg)
     a0_eff = effective_a0(theta, cfg)
     record = sorted(set(range(0, cfg.steps + 1, cfg.record_every)) | {cfg.steps} | set(cfg.tail_steps))
-    gen = torch.Generator(device=dev).manual_seed(_child_seed(cfg.seed, 2))
+    # SGD draws its minibatch indices on the CPU (sgdnoise.sampling); the SDEs draw their noise on the device
+    gdev = dev if cfg.optimizer.startswith("sde") else "cpu"
+    gen = torch.Generator(device=gdev).manual_seed(_child_seed(cfg.seed, 2))
     B_text = "B=n (full batch)" if cfg.optimizer == "gd" else f"B={cfg.B}"
     seg = max(1, math.ceil(cfg.steps / 20))  # the run in pieces, for the progress bar
 
@@ -513,7 +515,7 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
                 # "drop": redo this piece chain by chain (fresh, reproducible noise) and retire the chains that diverge
                 redrawn.append(start)
                 for c in idx.tolist():
-                    g = torch.Generator(device=dev).manual_seed(_child_seed(cfg.seed, 10_000 + C * piece + c))
+                    g = torch.Generator(device=gdev).manual_seed(_child_seed(cfg.seed, 10_000 + C * piece + c))
                     try:
                         new, out = segment(theta[c:c + 1], end - start, rel, g)
                     except DivergenceError:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sgdnoise import full_gradient, gram_matrix, per_sample_grads
-from sgdnoise.gradients import center_gram, flat_params, num_params, set_flat_params
+from sgdnoise.gradients import center_gram, centred_gram_lower, flat_params, num_params, set_flat_params
 from sgdnoise.problems import cross_entropy, half_squared_error, mlp
 
 TOL = 1e-10
@@ -100,6 +100,30 @@ def test_gram_and_full_gradient(name):
     Gc = ref - ref.mean(dim=0)
     torch.testing.assert_close(gram_matrix(model, loss_fn, X, y, centered=True), Gc @ Gc.T, atol=TOL, rtol=0)
     torch.testing.assert_close(full_gradient(model, loss_fn, X, y), ref.mean(dim=0), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("block_rows", [1, 3, 100])
+def test_centred_gram_lower_matches_loop(name, block_rows):
+    """The lower triangle equals that of G_c G_cᵀ from the loop, for any block size; None off the fast path."""
+    model, loss_fn, X, y = CASES[name]
+    Kl = centred_gram_lower(model, loss_fn, X, y, block_rows=block_rows)
+    if name in ("sequence", "shared-weights", "conv-layernorm"):
+        assert Kl is None
+        return
+    ref = loop_grads(model, loss_fn, X, y)
+    Gc = ref - ref.mean(dim=0)
+    torch.testing.assert_close(torch.tril(Kl), torch.tril(Gc @ Gc.T), atol=TOL, rtol=0)
+    # Above the diagonal blocks nothing is computed; inside a diagonal block the square is full.
+    n = X.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1)
+    outside = (i // block_rows) != (j // block_rows)
+    assert (Kl[i[outside], j[outside]] == 0).all()
+
+
+def test_centred_gram_lower_bad_block_size():
+    with pytest.raises(ValueError, match="block_rows must be a positive integer; got 0"):
+        centred_gram_lower(*CASES["mlp-tanh-ce"], block_rows=0)
 
 
 def test_fast_path_is_taken_for_linear_models():

@@ -83,6 +83,31 @@ def test_spectrum_from_gram(n, d):
     assert via_gram[k:].abs().max() < 1e-10 if n > k else True
 
 
+@pytest.mark.parametrize("case", ["mlp", "conv"])
+def test_sigma_spectrum_matches_dense_route(case):
+    """Straight from the model (lower-triangle fast path, or the general route) = eigenvalues of Σ_emp from G."""
+    from torch import nn
+
+    from sgdnoise import per_sample_grads
+    from sgdnoise.noise import sigma_spectrum
+    from sgdnoise.problems import cross_entropy, mlp
+
+    g = torch.Generator().manual_seed(3)
+    n = 300  # more rows than one 256-row block, so the blocked build is exercised
+    X = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(3, (n,), generator=g)
+    if case == "mlp":
+        model = mlp([5, 16, 3], generator=g, dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.Unflatten(1, (1, 5)), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(6, 3)).double()
+    G = per_sample_grads(model, cross_entropy, X, y)
+    direct = torch.linalg.eigvalsh(empirical_noise_covariance(G)).flip(0).clamp_min(0)
+    lam = sigma_spectrum(model, cross_entropy, X, y)
+    k = min(n, G.shape[1])
+    assert lam.shape == (n,)
+    torch.testing.assert_close(lam[:k], direct[:k], atol=1e-12 * float(direct[0]), rtol=1e-8)
+
+
 def test_effective_rank():
     assert effective_rank(torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(1.0)
     assert effective_rank(torch.tensor([2.0, 2.0, 2.0, 2.0])) == pytest.approx(4.0)

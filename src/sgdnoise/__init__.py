@@ -12,6 +12,7 @@ from .noise import (
     estimate_noise_covariance,
     noise_covariance_factor,
     noise_spectrum,
+    sigma_spectrum,
 )
 from .sampling import SCHEMES, sample_batches
 
@@ -28,5 +29,6 @@ __all__ = [
     "estimate_noise_covariance",
     "noise_covariance_factor",
     "noise_spectrum",
+    "sigma_spectrum",
     "effective_rank",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "num_params",
     "check_data",
     "center_gram",
+    "centred_gram_lower",
 ]
 
 
@@ -313,6 +314,57 @@ def gram_matrix(
         K -= row
         K -= row.T
         K += row.mean()
+    return K
+
+
+def centred_gram_lower(
+    model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, block_rows: int = 256
+) -> Tensor | None:
+    """The lower triangle (diagonal included) of ``G_c G_cᵀ``, on the fast path only; else ``None``.
+
+    A symmetric eigen-solver reads one triangle, so the other half of the ``n²`` products need not be
+    computed: rows are taken in blocks of ``block_rows`` and block ``i`` is multiplied only with the
+    columns ``≤`` its last row. Entries above the diagonal blocks are zero; inside a diagonal block
+    the full square is filled. The centring needs no full matrix either: the row means of
+    ``K = G Gᵀ`` are ``r_i = ⟨g_i, g_n⟩ = Σ_layers a_iᵀ (Aᵀ Δ / n) δ_i`` and their mean is
+    ``‖g_n‖²``, so ``(G_c G_cᵀ)_ij = K_ij − r_i − r_j + ‖g_n‖²`` entry by entry.
+    """
+    n = check_data(X, y)
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be a positive integer; got {block_rows}")
+    cap = _capture_linear(model, loss_fn, X, y)
+    if cap is None or not all(a.ndim == 2 for a in cap.inputs):
+        return None
+    factors = []  # per layer: (A or None, Δ); with a bias the 1 is folded into the A-factor
+    r = cap.grads[0].new_zeros(n)
+    for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
+        w, b = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
+        if w:
+            at = torch.cat([a, a.new_ones(n, 1)], dim=1) if b else a
+            mean_grad = at.T @ delta / n  # (in [+1], out): this layer's block of g_n
+            r += ((at @ mean_grad) * delta).sum(dim=1)
+            factors.append((at, delta))
+        elif b:
+            r += delta @ delta.mean(dim=0)
+            factors.append((None, delta))
+    # The centring -r_i - r_j + m is the rank-2 matrix -(u 1ᵀ + 1 uᵀ) with u = r - m/2: one addmm.
+    u = r - r.mean() / 2
+    left = torch.stack([u, torch.ones_like(u)], dim=1)  # (n, 2)
+    right = -left.flip(1)  # (n, 2): left_i · right_j = -(u_i + u_j)
+    K = cap.grads[0].new_empty((n, n))
+    for r0 in range(0, n, block_rows):
+        r1 = min(n, r0 + block_rows)
+        K[r0:r1, r1:].zero_()
+        blk = K[r0:r1, :r1]
+        torch.mm(left[r0:r1], right[:r1].T, out=blk)
+        for at, delta in factors:
+            dd = delta[r0:r1] @ delta[:r1].T
+            if at is None:
+                blk += dd
+            else:
+                blk.addcmul_(at[r0:r1] @ at[:r1].T, dd)
+    if not torch.isfinite(K).all():
+        _check_finite(_grads_from_capture(cap, model), model)
     return K
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .gradients import center_gram
+from .gradients import center_gram, centred_gram_lower, gram_matrix
 from .sampling import check_batch_size, check_scheme
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "estimate_noise_covariance",
     "estimator_expectation_factor",
     "noise_spectrum",
+    "sigma_spectrum",
     "effective_rank",
     "noise_trace_scan",
     "estimator_trace_draws",
@@ -143,14 +144,31 @@ def noise_spectrum(K: Tensor, *, centered: bool = False) -> Tensor:
     ``Σ_emp = (1/n) G_cᵀ G_c`` and ``(1/n) G_c G_cᵀ`` share their non-zero eigenvalues, so the whole
     non-zero spectrum costs one ``n × n`` symmetric eigen-solve, even when ``d ≫ n``. Pass the
     uncentred ``K = G Gᵀ`` (it is centred here) or ``centered=True`` if ``K`` is already ``G_c G_cᵀ``.
-    Returns ``min(n, d)``-many values at most (``n``), clipped at zero (round-off).
+    Returns ``min(n, d)``-many values at most (``n``), clipped at zero (round-off). Only the lower
+    triangle of ``K`` (after centring) is read.
     """
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n = K.shape[0]
     Kc = K if centered else center_gram(K)
-    # eigvalsh reads one triangle only, so no symmetrised copy is needed.
-    eig = torch.linalg.eigvalsh(Kc) / n
+    eig = torch.linalg.eigvalsh(Kc, UPLO="L") / n
+    return eig.flip(0).clamp_min(0.0)
+
+
+def sigma_spectrum(model, loss_fn, X: Tensor, y: Tensor) -> Tensor:
+    """Eigenvalues of ``Σ_emp(θ)`` in decreasing order, straight from the model and the data.
+
+    The same values as ``noise_spectrum(gram_matrix(model, loss_fn, X, y, centered=True),
+    centered=True)``, with half of the Gram products: on the fast path (every trainable parameter in an
+    ``nn.Linear``) only the lower triangle of ``G_c G_cᵀ`` is built
+    (:func:`sgdnoise.gradients.centred_gram_lower`), the centring needs no pass over a full matrix,
+    and no ``n × d`` array is ever formed. Other models take the general route through the full
+    Gram matrix.
+    """
+    Kl = centred_gram_lower(model, loss_fn, X, y)
+    if Kl is None:
+        return noise_spectrum(gram_matrix(model, loss_fn, X, y, centered=True), centered=True)
+    eig = torch.linalg.eigvalsh(Kl, UPLO="L") / Kl.shape[0]
     return eig.flip(0).clamp_min(0.0)
 
 

@@ -68,6 +68,7 @@ from ..problems import Problem, half_squared_error
 from ..sampling import SCHEMES, check_batch_size, sample_batches
 from ..sgd import DivergenceError, check_bounded, check_learning_rate, flat_grad_fn, run_chains
 from .cache import ResultCache
+from ._common import check_threads, child_seed, is_int, is_real, torch_threads
 
 __all__ = ["LARGE", "DLNConfig", "DEFAULT", "OPTIMIZERS", "INITS", "DLNData", "EXPERIMENT", "teacher", "make_data",
            "make_problem", "init_params", "layer_matrices", "end_to_end", "mode_strengths", "effective_a0",
@@ -79,14 +80,6 @@ INITS = ("random", "aligned")
 DIVERGENCE = ("raise", "drop")
 EXPERIMENT = "deep_linear"
 DTYPE = torch.float64
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -124,56 +117,56 @@ class DLNConfig:
     device: str = "cpu"                          # "cpu", "cuda" or "cuda:<index>"
 
     def __post_init__(self):
-        if not _is_int(self.k) or self.k < 1:
+        if not is_int(self.k) or self.k < 1:
             raise ValueError(f"k={self.k!r} must be an int >= 1 (input and output dimension)")
         sv = self.singular_values
-        if not isinstance(sv, (tuple, list)) or not sv or not all(_is_real(s) and s > 0 for s in sv):
+        if not isinstance(sv, (tuple, list)) or not sv or not all(is_real(s) and s > 0 for s in sv):
             raise ValueError(f"singular_values={sv!r} must be a non-empty tuple of finite numbers > 0")
         if len(sv) > self.k:
             raise ValueError(f"singular_values has {len(sv)} entries; a k={self.k} teacher has at most {self.k}")
-        if not _is_int(self.n) or self.n < 1:
+        if not is_int(self.n) or self.n < 1:
             raise ValueError(f"n={self.n!r} must be an int >= 1 (number of training samples)")
         if not isinstance(self.whiten, bool):
             raise ValueError(f"whiten={self.whiten!r} must be a bool")
         if self.whiten and self.n < self.k:
             raise ValueError(f"whiten=True needs n >= k to make XᵀX/n = I; got n={self.n}, k={self.k}")
-        if not _is_real(self.label_noise) or self.label_noise < 0:
+        if not is_real(self.label_noise) or self.label_noise < 0:
             raise ValueError(f"label_noise={self.label_noise!r} must be a finite number >= 0")
-        if not _is_int(self.depth) or self.depth < 2:
+        if not is_int(self.depth) or self.depth < 2:
             raise ValueError(f"depth={self.depth!r} must be an int >= 2")
-        if self.width is not None and (not _is_int(self.width) or self.width < self.k):
+        if self.width is not None and (not is_int(self.width) or self.width < self.k):
             raise ValueError(f"width={self.width!r} must be None (= k) or an int >= k={self.k}")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r}; valid initialisations are {INITS}")
-        if not _is_real(self.init_scale) or self.init_scale <= 0:
+        if not is_real(self.init_scale) or self.init_scale <= 0:
             raise ValueError(f"init_scale={self.init_scale!r} must be a finite number > 0")
         if not isinstance(self.shared_init, bool):
             raise ValueError(f"shared_init={self.shared_init!r} must be a bool")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r}; valid optimizers are {OPTIMIZERS}")
-        check_learning_rate(float(self.lr) if _is_real(self.lr) else self.lr)
+        check_learning_rate(float(self.lr) if is_real(self.lr) else self.lr)
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme={self.scheme!r}; valid schemes are {SCHEMES}")
-        if not _is_int(self.B) or self.B < 1:
+        if not is_int(self.B) or self.B < 1:
             raise ValueError(f"batch size B={self.B!r} must be an int >= 1")
         if self.scheme != "with_replacement" and self.B > self.n:
             raise ValueError(f"batch size B={self.B} exceeds n={self.n} for scheme={self.scheme!r}; valid: 1 <= B <= {self.n}")
-        if not _is_real(self.alpha) or not 0 < self.alpha <= 2:
+        if not is_real(self.alpha) or not 0 < self.alpha <= 2:
             raise ValueError(f"alpha={self.alpha!r} must lie in (0, 2]")
         for name in ("sde_substeps", "record_every", "chains", "tail_batches", "tail_directions"):
             v = getattr(self, name)
-            if not _is_int(v) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"{name}={v!r} must be an int >= 1")
         if self.tail_batches < 4:
             raise ValueError(f"tail_batches={self.tail_batches} must be >= 4 (stable_alpha needs K >= 4)")
-        if not _is_int(self.steps) or self.steps < 0:
+        if not is_int(self.steps) or self.steps < 0:
             raise ValueError(f"steps={self.steps!r} must be an int >= 0")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        if self.data_seed is not None and (not _is_int(self.data_seed) or self.data_seed < 0):
+        if self.data_seed is not None and (not is_int(self.data_seed) or self.data_seed < 0):
             raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
         ts = self.tail_steps
-        if not isinstance(ts, (tuple, list)) or not all(_is_int(s) and 0 <= s <= self.steps for s in ts):
+        if not isinstance(ts, (tuple, list)) or not all(is_int(s) and 0 <= s <= self.steps for s in ts):
             raise ValueError(f"tail_steps={ts!r} must be a tuple of ints in [0, steps={self.steps}] (may be empty)")
         if self.divergence not in DIVERGENCE:
             raise ValueError(f"divergence={self.divergence!r}; valid values are {DIVERGENCE}")
@@ -224,10 +217,6 @@ LARGE = DEFAULT.replace(chains=256)
 
 
 # ----------------------------------------------------------------------------- data and model
-def _child_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]) % 2**63
-
-
 def _orthogonal(rows: int, cols: int, gen: torch.Generator) -> Tensor:
     """Haar-random matrix with orthonormal columns (rows >= cols) or rows (rows < cols)."""
     big, small = max(rows, cols), min(rows, cols)
@@ -239,7 +228,7 @@ def _orthogonal(rows: int, cols: int, gen: torch.Generator) -> Tensor:
 def teacher(cfg: DLNConfig) -> tuple[Tensor, Tensor, Tensor]:
     """``(U, s, V)`` of the teacher ``M = U diag(s) Vᵀ`` (``U``, ``V``: ``k × k`` orthogonal, ``s`` padded
     with zeros to ``k``), float64 on the CPU, from ``data_seed``."""
-    gen = torch.Generator().manual_seed(_child_seed(0 if cfg.data_seed is None else cfg.data_seed, 0))
+    gen = torch.Generator().manual_seed(child_seed(0 if cfg.data_seed is None else cfg.data_seed, 0))
     U, V = _orthogonal(cfg.k, cfg.k, gen), _orthogonal(cfg.k, cfg.k, gen)
     s = torch.zeros(cfg.k, dtype=DTYPE)
     s[: cfg.modes] = torch.tensor(cfg.singular_values, dtype=DTYPE)
@@ -264,7 +253,7 @@ class DLNData:
 def make_data(cfg: DLNConfig) -> DLNData:
     """Teacher and data of ``cfg`` (drawn on the CPU in float64, then moved to ``cfg.device``)."""
     U, s, V = teacher(cfg)
-    gen = torch.Generator().manual_seed(_child_seed(0 if cfg.data_seed is None else cfg.data_seed, 1))
+    gen = torch.Generator().manual_seed(child_seed(0 if cfg.data_seed is None else cfg.data_seed, 1))
     X = torch.randn(cfg.n, cfg.k, generator=gen, dtype=DTYPE)
     if cfg.whiten:
         evals, evecs = torch.linalg.eigh(X.T @ X / cfg.n)
@@ -303,10 +292,10 @@ def init_params(cfg: DLNConfig) -> Tensor:
     """Initial flat parameters ``(chains, d)`` (float64, on ``cfg.device``): balanced, scale ``init_scale``."""
     U, _, V = teacher(cfg)
     if cfg.shared_init:
-        theta = _init_one(cfg, torch.Generator().manual_seed(_child_seed(cfg.seed, 1)), U, V)
+        theta = _init_one(cfg, torch.Generator().manual_seed(child_seed(cfg.seed, 1)), U, V)
         theta = theta[None].repeat(cfg.chains, 1)
     else:
-        theta = torch.stack([_init_one(cfg, torch.Generator().manual_seed(_child_seed(cfg.seed, 100 + c)), U, V)
+        theta = torch.stack([_init_one(cfg, torch.Generator().manual_seed(child_seed(cfg.seed, 100 + c)), U, V)
                              for c in range(cfg.chains)])
     return theta.to(cfg.device)
 
@@ -470,7 +459,7 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
     record = sorted(set(range(0, cfg.steps + 1, cfg.record_every)) | {cfg.steps} | set(cfg.tail_steps))
     # SGD draws its minibatch indices on the CPU (sgdnoise.sampling); the SDEs draw their noise on the device
     gdev = dev if cfg.optimizer.startswith("sde") else "cpu"
-    gen = torch.Generator(device=gdev).manual_seed(_child_seed(cfg.seed, 2))
+    gen = torch.Generator(device=gdev).manual_seed(child_seed(cfg.seed, 2))
     B_text = "B=n (full batch)" if cfg.optimizer == "gd" else f"B={cfg.B}"
     seg = max(1, math.ceil(cfg.steps / 20))  # the run in pieces, for the progress bar
 
@@ -515,7 +504,7 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
                 # "drop": redo this piece chain by chain (fresh, reproducible noise) and retire the chains that diverge
                 redrawn.append(start)
                 for c in idx.tolist():
-                    g = torch.Generator(device=gdev).manual_seed(_child_seed(cfg.seed, 10_000 + C * piece + c))
+                    g = torch.Generator(device=gdev).manual_seed(child_seed(cfg.seed, 10_000 + C * piece + c))
                     try:
                         new, out = segment(theta[c:c + 1], end - start, rel, g)
                     except DivergenceError:
@@ -539,7 +528,7 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
 
     tail = np.full((len(cfg.tail_steps), cfg.tail_directions), np.nan)
     if cfg.tail_steps and not (cfg.scheme != "with_replacement" and cfg.B == cfg.n):
-        tgen = torch.Generator().manual_seed(_child_seed(cfg.seed, 3))
+        tgen = torch.Generator().manual_seed(child_seed(cfg.seed, 3))
         saved = problem.theta()
         for i, st in enumerate(cfg.tail_steps):
             at = TH[record.index(st)]
@@ -563,9 +552,10 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
 
 
 def _code_modules() -> tuple:
+    from . import _common
     from .. import gradients, noise, problems, sampling, sde, sgd, tails
 
-    return (sys.modules[__name__], gradients, noise, problems, sampling, sde, sgd, tails)
+    return (sys.modules[__name__], _common, gradients, noise, problems, sampling, sde, sgd, tails)
 
 
 def run_dln(cfg: DLNConfig, *, cache: ResultCache | None = None, progress: bool = True,
@@ -600,17 +590,11 @@ def run_dln(cfg: DLNConfig, *, cache: ResultCache | None = None, progress: bool 
     """
     if not isinstance(cfg, DLNConfig):
         raise TypeError(f"cfg must be a DLNConfig; got a {type(cfg).__name__}")
-    if threads is not None and (not _is_int(threads) or threads < 1):
-        raise ValueError(f"threads={threads!r} must be None or an int >= 1")
+    check_threads(threads)
 
     def compute():
-        saved = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return _train(cfg, progress=progress)
-        finally:
-            torch.set_num_threads(saved)
 
     if cache is None:
         return compute()

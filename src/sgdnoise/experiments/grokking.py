@@ -75,6 +75,7 @@ from ..problems import Problem, cross_entropy, half_squared_error
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
+from ._common import check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["ModAddConfig", "DEFAULT", "DEFAULT_RELU", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "OPTIMIZERS", "ACTIVATIONS", "LOSSES",
            "LR_SCHEDULES", "ModAddData", "ModAddMLP", "split_indices", "make_data", "make_model", "eval_steps",
@@ -86,14 +87,6 @@ LOSSES = ("mse", "cross_entropy")
 LR_SCHEDULES = ("constant", "linear_warmup")
 EXPERIMENT = "grokking"
 EXPLODE = 1e6  # a loss above EXPLODE × the initial training loss counts as divergence
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -126,48 +119,48 @@ class ModAddConfig:
     device: str = "cpu"               # "cpu", "cuda" or "cuda:<index>"
 
     def __post_init__(self):
-        if not _is_int(self.p) or self.p < 2:
+        if not is_int(self.p) or self.p < 2:
             raise ValueError(f"p={self.p!r} must be an int >= 2 (the modulus)")
-        if not _is_real(self.train_frac) or not 0 < self.train_frac < 1:
+        if not is_real(self.train_frac) or not 0 < self.train_frac < 1:
             raise ValueError(f"train_frac={self.train_frac!r} must lie in the open interval (0, 1)")
         n = self.n_train
         if not 1 <= n <= self.p**2 - 1:
             raise ValueError(f"train_frac={self.train_frac} gives {n} training pairs out of p²={self.p**2}; need "
                              f"between 1 and {self.p**2 - 1} so that both the training and the test set are non-empty")
-        if not _is_int(self.width) or self.width < 1:
+        if not is_int(self.width) or self.width < 1:
             raise ValueError(f"width={self.width!r} must be an int >= 1")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}; valid activations are {ACTIVATIONS}")
-        if not _is_real(self.init_scale) or self.init_scale <= 0:
+        if not is_real(self.init_scale) or self.init_scale <= 0:
             raise ValueError(f"init_scale={self.init_scale!r} must be a finite number > 0")
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r}; valid losses are {LOSSES}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r}; valid optimizers are {OPTIMIZERS}")
-        check_learning_rate(float(self.lr) if _is_real(self.lr) else self.lr)
+        check_learning_rate(float(self.lr) if is_real(self.lr) else self.lr)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; valid schedules are {LR_SCHEDULES}")
-        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an int >= 0")
         if self.lr_schedule == "linear_warmup" and self.warmup_steps < 1:
             raise ValueError("lr_schedule='linear_warmup' needs warmup_steps >= 1")
-        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme={self.scheme!r}; valid schemes are {SCHEMES}")
-        if not _is_int(self.B) or not 1 <= self.B <= n:
+        if not is_int(self.B) or not 1 <= self.B <= n:
             raise ValueError(f"batch size B={self.B!r} must be an int with 1 <= B <= n_train={n}")
-        if not _is_real(self.alpha) or not 0 < self.alpha <= 2:
+        if not is_real(self.alpha) or not 0 < self.alpha <= 2:
             raise ValueError(f"alpha={self.alpha!r} must lie in (0, 2]")
-        if not _is_int(self.steps) or self.steps < 0:
+        if not is_int(self.steps) or self.steps < 0:
             raise ValueError(f"steps={self.steps!r} must be an int >= 0")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        if self.data_seed is not None and (not _is_int(self.data_seed) or self.data_seed < 0):
+        if self.data_seed is not None and (not is_int(self.data_seed) or self.data_seed < 0):
             raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
-        if not _is_int(self.evals_per_decade) or self.evals_per_decade < 1:
+        if not is_int(self.evals_per_decade) or self.evals_per_decade < 1:
             raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
-        if not _is_real(self.threshold) or not 0 < self.threshold <= 1:
+        if not is_real(self.threshold) or not 0 < self.threshold <= 1:
             raise ValueError(f"threshold={self.threshold!r} must lie in (0, 1]")
         if not isinstance(self.stop_at_generalisation, bool):
             raise ValueError(f"stop_at_generalisation={self.stop_at_generalisation!r} must be a bool")
@@ -212,16 +205,11 @@ LARGE_SEEDS = tuple(range(10))
 
 
 # ----------------------------------------------------------------------------- data
-def _child_seed(seed: int, stream: int) -> int:
-    """Independent 63-bit seeds for the separate random streams of one run."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]) % 2**63
-
-
 def split_indices(p: int, train_frac: float, seed: int) -> tuple[Tensor, Tensor]:
     """Sorted indices ``i = a·p + b`` of the training and test pairs: a uniformly random subset of
     ``round(train_frac·p²)`` of the ``p²`` pairs, and the rest. Deterministic given ``seed``."""
     cfg = ModAddConfig(p=p, train_frac=train_frac, B=1)  # validates p and train_frac
-    gen = torch.Generator().manual_seed(_child_seed(seed, 0))
+    gen = torch.Generator().manual_seed(child_seed(seed, 0))
     perm = torch.randperm(p * p, generator=gen)
     return perm[: cfg.n_train].sort().values, perm[cfg.n_train:].sort().values
 
@@ -300,21 +288,12 @@ class ModAddMLP(nn.Module):
 
 def make_model(cfg: ModAddConfig) -> ModAddMLP:
     """The initial network of ``cfg`` (drawn on the CPU, so it is the same on every device), on ``cfg.device``."""
-    gen = torch.Generator().manual_seed(_child_seed(cfg.seed, 1))
+    gen = torch.Generator().manual_seed(child_seed(cfg.seed, 1))
     model = ModAddMLP(cfg.p, cfg.width, cfg.activation, init_scale=cfg.init_scale, generator=gen)
     return model.to(cfg.device)
 
 
 # ----------------------------------------------------------------------------- steps
-def eval_steps(steps: int, per_decade: int) -> list[int]:
-    """``0``, ``round(10^(j/per_decade))`` for ``j = 0, 1, …`` up to ``steps``, and ``steps``; sorted, unique."""
-    out = {0, steps}
-    if steps >= 1:
-        top = int(math.floor(per_decade * math.log10(steps) + 1e-9))
-        out.update(min(steps, int(round(10 ** (j / per_decade)))) for j in range(top + 1))
-    return sorted(out)
-
-
 def learning_rate(cfg: ModAddConfig, k: int) -> float:
     """``η_k``: ``cfg.lr``, ramped linearly as ``lr · (k+1)/warmup_steps`` over the warm-up."""
     if cfg.lr_schedule == "linear_warmup" and k < cfg.warmup_steps:
@@ -385,8 +364,8 @@ def _train(cfg: ModAddConfig, *, progress: bool, callback) -> dict[str, Any]:
     params = [q for q in model.parameters() if q.requires_grad]
     n = data.n
     s = math.sqrt(noise_factor(cfg) / n)
-    batch_gen = torch.Generator().manual_seed(_child_seed(cfg.seed, 2))
-    noise_gen = torch.Generator(device=dev).manual_seed(_child_seed(cfg.seed, 3))
+    batch_gen = torch.Generator().manual_seed(child_seed(cfg.seed, 2))
+    noise_gen = torch.Generator(device=dev).manual_seed(child_seed(cfg.seed, 3))
     evals = eval_steps(cfg.steps, cfg.evals_per_decade)
     eval_set = set(evals)
     rec: dict[str, list] = {k: [] for k in ("steps", "train_loss", "train_acc", "test_loss", "test_acc",
@@ -484,9 +463,10 @@ def _callback_source(callback) -> str:
 
 
 def _code_modules() -> tuple:
+    from . import _common
     from .. import noise, problems, sampling, sde
 
-    return (sys.modules[__name__], noise, problems, sampling, sde)
+    return (sys.modules[__name__], _common, noise, problems, sampling, sde)
 
 
 def run_grokking(cfg: ModAddConfig, *, cache: ResultCache | None = None, progress: bool = True,
@@ -521,17 +501,11 @@ def run_grokking(cfg: ModAddConfig, *, cache: ResultCache | None = None, progres
     """
     if not isinstance(cfg, ModAddConfig):
         raise TypeError(f"cfg must be a ModAddConfig; got a {type(cfg).__name__}")
-    if threads is not None and (not _is_int(threads) or threads < 1):
-        raise ValueError(f"threads={threads!r} must be None or an int >= 1")
+    check_threads(threads)
 
     def compute():
-        saved = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return _train(cfg, progress=progress, callback=callback)
-        finally:
-            torch.set_num_threads(saved)
 
     if cache is None:
         return compute()

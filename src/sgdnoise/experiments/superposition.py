@@ -73,6 +73,7 @@ from ..noise import noise_covariance_factor
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
+from ._common import check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["TMSConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "DEFAULT_SPARSITIES", "OPTIMIZERS",
            "NOISE_BASE", "NOISE_SWEEP", "NOISE_SEEDS",
@@ -87,14 +88,6 @@ GEOMETRIES = ("none", "1 feature", "2 orthogonal", "antipodal pair", "triangle",
               "2 antipodal pairs", "pentagon", "other")  # the m = 2 labels (plus "<k>-gon" for k ≥ 6)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -124,15 +117,15 @@ class TMSConfig:
     device: str = "cpu"               # "cpu", "cuda" or "cuda:<index>"
 
     def __post_init__(self):
-        if not _is_int(self.n) or self.n < 1:
+        if not is_int(self.n) or self.n < 1:
             raise ValueError(f"n={self.n!r} must be an int >= 1 (number of features)")
-        if not _is_int(self.m) or not 1 <= self.m <= self.n:
+        if not is_int(self.m) or not 1 <= self.m <= self.n:
             raise ValueError(f"m={self.m!r} must be an int with 1 <= m <= n={self.n} (hidden dimensions)")
-        if not _is_real(self.importance) or not 0 < self.importance <= 1:
+        if not is_real(self.importance) or not 0 < self.importance <= 1:
             raise ValueError(f"importance={self.importance!r} must lie in (0, 1] (I_i = importance**i)")
-        if not _is_real(self.sparsity) or not 0 <= self.sparsity < 1:
+        if not is_real(self.sparsity) or not 0 <= self.sparsity < 1:
             raise ValueError(f"sparsity={self.sparsity!r} must lie in [0, 1) (the probability that a feature is 0)")
-        if not _is_int(self.n_samples) or self.n_samples < 2:
+        if not is_int(self.n_samples) or self.n_samples < 2:
             raise ValueError(f"n_samples={self.n_samples!r} must be an int >= 2")
         if not isinstance(self.online, bool):
             raise ValueError(f"online={self.online!r} must be a bool")
@@ -141,25 +134,25 @@ class TMSConfig:
         if self.online and self.optimizer in ("gd", "gd_gaussian"):
             raise ValueError(f"online=True needs a minibatch optimizer ('adamw' or 'sgd'); "
                              f"optimizer={self.optimizer!r} uses the fixed data set")
-        check_learning_rate(float(self.lr) if _is_real(self.lr) else self.lr)
-        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+        check_learning_rate(float(self.lr) if is_real(self.lr) else self.lr)
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme={self.scheme!r}; valid schemes are {SCHEMES}")
-        if not _is_int(self.B) or self.B < 1 or (not self.online and self.B > self.n_samples):
+        if not is_int(self.B) or self.B < 1 or (not self.online and self.B > self.n_samples):
             raise ValueError(f"batch size B={self.B!r} must be an int with 1 <= B <= n_samples={self.n_samples}"
                              + (" (any B >= 1 online)" if self.online else ""))
-        if not _is_int(self.steps) or self.steps < 0:
+        if not is_int(self.steps) or self.steps < 0:
             raise ValueError(f"steps={self.steps!r} must be an int >= 0")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        if self.data_seed is not None and (not _is_int(self.data_seed) or self.data_seed < 0):
+        if self.data_seed is not None and (not is_int(self.data_seed) or self.data_seed < 0):
             raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
-        if not _is_real(self.threshold) or self.threshold <= 0:
+        if not is_real(self.threshold) or self.threshold <= 0:
             raise ValueError(f"threshold={self.threshold!r} must be a finite number > 0")
-        if not _is_real(self.angle_tol) or not 0 < self.angle_tol < 45:
+        if not is_real(self.angle_tol) or not 0 < self.angle_tol < 45:
             raise ValueError(f"angle_tol={self.angle_tol!r} must lie in (0, 45) degrees")
-        if not _is_int(self.evals_per_decade) or self.evals_per_decade < 1:
+        if not is_int(self.evals_per_decade) or self.evals_per_decade < 1:
             raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
         if not isinstance(self.device, str):
             raise ValueError(f"device={self.device!r} must be a string: 'cpu', 'cuda' or 'cuda:<index>'")
@@ -206,11 +199,6 @@ LARGE_SEEDS = tuple(range(32))
 
 
 # ----------------------------------------------------------------------------- data and model
-def _child_seed(seed: int, stream: int) -> int:
-    """Independent 63-bit seeds for the separate random streams of one run."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]) % 2**63
-
-
 def importances(cfg: TMSConfig) -> Tensor:
     """``I_i = r^i``, ``i = 0, …, n-1`` (float32, on the CPU)."""
     return cfg.importance ** torch.arange(cfg.n, dtype=torch.float32)
@@ -225,12 +213,12 @@ def make_data(cfg: TMSConfig) -> Tensor:
     """The fixed data set of ``cfg``, shape ``(n_samples, n)`` float32 on the CPU: each entry 0 with
     probability ``sparsity``, else ``Uniform[0, 1]``. Deterministic given ``data_seed`` (or ``seed``)."""
     seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    return _draw((cfg.n_samples, cfg.n), cfg.sparsity, torch.Generator().manual_seed(_child_seed(seed, 0)))
+    return _draw((cfg.n_samples, cfg.n), cfg.sparsity, torch.Generator().manual_seed(child_seed(seed, 0)))
 
 
 def init_params(cfg: TMSConfig) -> tuple[Tensor, Tensor]:
     """Xavier-normal ``W`` ``(m, n)`` and ``b = 0`` ``(n,)``, float32 on the CPU, from ``seed``."""
-    gen = torch.Generator().manual_seed(_child_seed(cfg.seed, 1))
+    gen = torch.Generator().manual_seed(child_seed(cfg.seed, 1))
     W = torch.randn((cfg.m, cfg.n), generator=gen) * math.sqrt(2.0 / (cfg.m + cfg.n))
     return W, torch.zeros(cfg.n)
 
@@ -272,15 +260,6 @@ def gradient_estimate(cfg: TMSConfig, W: Tensor, b: Tensor, X: Tensor, *, genera
             obj = (((z - z.mean()) * s + 1.0 / X.shape[0]) * losses).sum()
     gW, gb = torch.autograd.grad(obj, (W, b))
     return torch.cat([gW.reshape(-1), gb])
-
-
-def eval_steps(steps: int, per_decade: int) -> list[int]:
-    """``0``, ``round(10^(j/per_decade))`` for ``j = 0, 1, …`` up to ``steps``, and ``steps``; sorted, unique."""
-    out = {0, steps}
-    if steps >= 1:
-        top = int(math.floor(per_decade * math.log10(steps) + 1e-9))
-        out.update(min(steps, int(round(10 ** (j / per_decade)))) for j in range(top + 1))
-    return sorted(out)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -369,7 +348,7 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
     W = torch.stack([w for w, _ in inits]).to(dev).requires_grad_(True)          # (R, m, n)
     b = torch.stack([v for _, v in inits]).to(dev).requires_grad_(True)          # (R, n)
     imp = importances(cfg).to(dev)
-    gens = [torch.Generator().manual_seed(_child_seed(c.seed, 2)) for c in cfgs]  # minibatches / fresh data / noise
+    gens = [torch.Generator().manual_seed(child_seed(c.seed, 2)) for c in cfgs]  # minibatches / fresh data / noise
     rows = torch.arange(R, device=dev).unsqueeze(1)
     opt = None
     if cfg.optimizer == "adamw":
@@ -490,21 +469,10 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
 
 
 def _code_modules() -> tuple:
+    from . import _common
     from .. import noise, sampling
 
-    return (sys.modules[__name__], noise, sampling)
-
-
-def _with_threads(threads, fn):
-    if threads is not None and (not _is_int(threads) or threads < 1):
-        raise ValueError(f"threads={threads!r} must be None or an int >= 1")
-    saved = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(saved)
+    return (sys.modules[__name__], _common, noise, sampling)
 
 
 def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None, progress: bool = True,
@@ -528,9 +496,11 @@ def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None
     _check_batch(cfgs)
     if on_divergence not in ("raise", "mark"):
         raise ValueError(f"on_divergence={on_divergence!r}; valid values are 'raise' and 'mark'")
+    check_threads(threads)
 
     def compute():
-        return _with_threads(threads, lambda: _train(cfgs, progress=progress, on_divergence=on_divergence))
+        with torch_threads(threads):
+            return _train(cfgs, progress=progress, on_divergence=on_divergence)
 
     if cache is None:
         return compute()
@@ -550,9 +520,11 @@ def run_tms(cfg: TMSConfig, *, cache: ResultCache | None = None, progress: bool 
     """
     if not isinstance(cfg, TMSConfig):
         raise TypeError(f"cfg must be a TMSConfig; got a {type(cfg).__name__}")
+    check_threads(threads)
 
     def compute():
-        r = _with_threads(threads, lambda: _train([cfg], progress=progress))
+        with torch_threads(threads):
+            r = _train([cfg], progress=progress)
         geom = classify_geometry(r["W"][0], cfg.threshold, cfg.angle_tol)
         return {"config": r["config"], "steps": r["steps"], "loss": r["loss"][0], "W": r["W"][0], "b": r["b"][0],
                 "geometry": geom, "label": geom["label"], "wall_time_s": r["wall_time_s"]}

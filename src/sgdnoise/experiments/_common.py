@@ -1,0 +1,52 @@
+"""What the experiment drivers share: argument checks, seed streams, evaluation steps, torch threads."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+
+def is_int(v) -> bool:
+    """An integer (Python or numpy), and not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def is_real(v) -> bool:
+    """A finite real number (Python or numpy), and not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def child_seed(seed: int, stream: int) -> int:
+    """Independent 63-bit seeds for the separate random streams of one run."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]) % 2**63
+
+
+def eval_steps(steps: int, per_decade: int) -> list[int]:
+    """``0``, ``round(10^(j/per_decade))`` for ``j = 0, 1, …`` up to ``steps``, and ``steps``; sorted, unique."""
+    out = {0, steps}
+    if steps >= 1:
+        top = int(math.floor(per_decade * math.log10(steps) + 1e-9))
+        out.update(min(steps, int(round(10 ** (j / per_decade)))) for j in range(top + 1))
+    return sorted(out)
+
+
+def check_threads(threads) -> None:
+    """``threads`` must be ``None`` (leave torch's setting alone) or an int ``>= 1``."""
+    if threads is not None and (not is_int(threads) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be None or an int >= 1")
+
+
+@contextlib.contextmanager
+def torch_threads(threads):
+    """Run the block with ``torch.set_num_threads(threads)``, restored afterwards (``None``: unchanged)."""
+    check_threads(threads)
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

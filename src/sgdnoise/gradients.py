@@ -347,7 +347,7 @@ def centred_gram_lower(
         elif b:
             r += delta @ delta.mean(dim=0)
             factors.append((None, delta))
-    # The centring -r_i - r_j + m is the rank-2 matrix -(u 1ᵀ + 1 uᵀ) with u = r - m/2: one addmm.
+    # The centring -r_i - r_j + m is the rank-2 matrix -(u 1ᵀ + 1 uᵀ) with u = r - m/2: one product.
     u = r - r.mean() / 2
     left = torch.stack([u, torch.ones_like(u)], dim=1)  # (n, 2)
     right = -left.flip(1)  # (n, 2): left_i · right_j = -(u_i + u_j)

@@ -159,6 +159,32 @@ def test_subspace_overlap_extremes_and_random_baseline():
         subspace_overlap(2 * U, U)
     with pytest.raises(ValueError, match="different spaces"):
         subspace_overlap(U, random_orthonormal(5, 2, 0))
+    with pytest.raises(ValueError, match=r"V has 24 non-finite value\(s\)"):
+        subspace_overlap(U, torch.full((d, 2), float("nan"), dtype=F64))
+    with pytest.raises(ValueError, match=r"U has 1 non-finite value\(s\)"):
+        bad = U.clone()
+        bad[0, 0] = float("inf")
+        subspace_overlap(bad, U)
+
+
+@pytest.mark.parametrize("method", ["eigh", "lanczos", "auto"])
+def test_non_finite_gradients_are_rejected(method):
+    G = torch.randn(20, 5, generator=torch.Generator().manual_seed(0), dtype=F64)
+    bad = G.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"G has 1 non-finite value\(s\)"):
+        noise_top_eigs(bad, 1, method=method)
+    with pytest.raises(ValueError, match=r"G has 100 non-finite value\(s\)"):
+        noise_scale(G * float("nan"))
+    bad[3, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"G has 1 non-finite value\(s\)"):
+        noise_scale(bad)
+    with pytest.raises(ValueError, match=r"K has 400 non-finite value\(s\)"):
+        noise_scale_from_gram((G @ G.T) * float("nan"))
+    with pytest.raises(ValueError, match=r"K has 1 non-finite value\(s\)"):
+        K = G @ G.T
+        K[0, 0] = float("nan")
+        noise_top_eigs(G, 1, K=K)
 
 
 # ----------------------------------------------------------------------------- tr(HΣ)

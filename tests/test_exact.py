@@ -84,3 +84,80 @@ def test_stationary_moments_are_the_limit_of_the_recursion_and_divergence_is_det
     far = sgd_moments(p.X, p.y, p.theta_star(), eta=0.2, B=2, steps=3000)[-1]
     torch.testing.assert_close(Zs, far, atol=1e-10, rtol=1e-8)
     assert sgd_stationary_moments(p.X, p.y, eta=2.5, B=1) is None
+
+
+# --- bad input: each error names the argument, the value and what is valid -------------------------
+def small():
+    p = linear_regression(8, 2, seed=0)
+    return p.X, p.y
+
+
+@pytest.mark.parametrize("l", [-1, 0, 2.5, True])
+def test_bad_svag_l(l):
+    X, y = small()
+    with pytest.raises(ValueError, match=rf"svag_l={l!r} must be an int >= 1"):
+        sgd_moments(X, y, torch.zeros(2), eta=0.1, B=2, steps=2, svag_l=l)
+
+
+@pytest.mark.parametrize("dt", [-1.0, 0.0, float("nan"), float("inf"), "0.1"])
+def test_bad_dt(dt):
+    X, y = small()
+    with pytest.raises(ValueError, match=r"time step dt=.* must be a finite number > 0"):
+        sde_em_moments(X, y, torch.zeros(2), eta=0.1, B=2, dt=dt, steps=2)
+
+
+@pytest.mark.parametrize("steps", [-1, 2.0, True])
+def test_bad_steps(steps):
+    X, y = small()
+    with pytest.raises(ValueError, match=rf"steps={steps!r} must be a non-negative int"):
+        sde_em_moments(X, y, torch.zeros(2), eta=0.1, B=2, dt=0.1, steps=steps)
+    with pytest.raises(ValueError, match=rf"steps={steps!r} must be a non-negative int"):
+        sgd_moments(X, y, torch.zeros(2), eta=0.1, B=2, steps=steps)
+
+
+def test_bad_times():
+    X, y = small()
+    with pytest.raises(ValueError, match=r"time t=-1\.0 in times must be a finite number >= 0"):
+        sde_moments(X, y, torch.zeros(2), eta=0.1, B=2, times=[1.0, -1.0])
+    with pytest.raises(ValueError, match=r"time t=nan in times"):
+        gradient_flow_moments(X, y, torch.zeros(2), times=[float("nan")])
+    with pytest.raises(ValueError, match=r"times is empty"):
+        sde_moments(X, y, torch.zeros(2), eta=0.1, B=2, times=[])
+    with pytest.raises(ValueError, match=r"times=1\.0 must be a sequence"):
+        sde_moments(X, y, torch.zeros(2), eta=0.1, B=2, times=1.0)
+    # any order is fine: each time is computed from t = 0
+    Z = sde_moments(X, y, torch.zeros(2), eta=0.1, B=2, times=[2.0, 0.0])
+    torch.testing.assert_close(Z[1], sde_moments(X, y, torch.zeros(2), eta=0.1, B=2, times=[0.0])[0])
+
+
+def test_growth_is_returned_but_overflow_raises():
+    X, y = small()
+    Z = sgd_moments(X, y, torch.zeros(2), eta=1.5, B=1, steps=40)
+    assert torch.isfinite(Z).all() and float(Z[-1].abs().max()) > 1e30  # exact, unstable: not an error
+    with pytest.raises(FloatingPointError, match=r"eta=1\.5, B=1.*non-finite value at step \d+"):
+        sgd_moments(X, y, torch.zeros(2), eta=1.5, B=1, steps=1000)
+    with pytest.raises(FloatingPointError, match=r"eta=1\.5, B=1, dt=50.*non-finite value at step \d+"):
+        sde_em_moments(X, y, torch.zeros(2), eta=1.5, B=1, dt=50.0, steps=1000)
+
+
+def test_mismatched_shapes():
+    X, y = small()
+    Z0 = sgd_moments(X, y, torch.zeros(2), eta=0.1, B=2, steps=0)[0]
+    with pytest.raises(ValueError, match=r"X has n=8 samples but y has n=5"):
+        sgd_moments(X, y[:5], torch.zeros(2), eta=0.1, B=2, steps=2)
+    with pytest.raises(ValueError, match=r"X has n=8 samples but y has n=5"):
+        expected_loss(X, y[:5], Z0)
+    with pytest.raises(ValueError, match=r"X has n=8 samples but y has n=5"):
+        sde_moments(X, y[:5], torch.zeros(2), eta=0.1, B=2, times=[1.0])
+    with pytest.raises(ValueError, match=r"y has shape \(8, 1\); need the \(8,\) vector"):
+        sgd_moments(X, y[:, None], torch.zeros(2), eta=0.1, B=2, steps=2)
+    with pytest.raises(ValueError, match=r"theta0 has shape \(3,\); need \(2,\).*d=2"):
+        sgd_moments(X, y, torch.zeros(3), eta=0.1, B=2, steps=2)
+    with pytest.raises(ValueError, match=r"theta0 has shape \(3,\); need \(2,\)"):
+        sde_em_moments(X, y, torch.zeros(3), eta=0.1, B=2, dt=0.1, steps=2)
+    with pytest.raises(ValueError, match=r"theta0 has shape \(1, 2\); need \(2,\)"):
+        gradient_flow_moments(X, y, torch.zeros(1, 2), times=[1.0])
+    with pytest.raises(ValueError, match=r"Z has shape \(4, 4\); need \(\.\.\., 3, 3\)"):
+        expected_loss(X, y, torch.eye(4))
+    with pytest.raises(ValueError, match=r"X and y must be finite"):
+        sgd_moments(X * float("nan"), y, torch.zeros(2), eta=0.1, B=2, steps=2)

@@ -83,3 +83,57 @@ def test_bad_grid():
         stationary_1d(lambda x: -x, lambda x: x * 0 + 1, -1.0, 1.0, 4)
     with pytest.raises(ValueError, match="positive"):
         stationary_1d(lambda x: -x, lambda x: x, -1.0, 1.0, 20)
+
+
+BOX = ((-2.0, 2.0), (-2.0, 2.0))
+
+
+def ou_drift(X, Y):
+    return (-X, -Y)
+
+
+@pytest.mark.parametrize("D, match", [
+    ((1.0, 5.0, 1.0), r"positive definite.*D_xx=1, D_xy=5, D_yy=1"),
+    ((-1.0, 0.0, 1.0), r"positive definite.*D_xx=-1"),
+    ((1.0, 0.0, 0.0), r"positive definite.*D_yy=0"),
+    ((float("nan"), 0.0, 1.0), r"D_xx has 256 non-finite value"),
+    ((1.0, float("inf"), 1.0), r"D_xy has 256 non-finite value"),
+    ((1.0, 0.0), r"diffusion\(X, Y\) must return 3 components; got a tuple of 2"),
+    ((1.0, np.ones(3), 1.0), r"D_xy must be a number or an array of shape \(16, 16\)"),
+])
+def test_2d_rejects_bad_diffusion(D, match):
+    with pytest.raises(ValueError, match=match):
+        stationary_2d(ou_drift, lambda X, Y: D, BOX, (16, 16))
+
+
+@pytest.mark.parametrize("drift, match", [
+    (lambda X, Y: 0.0, r"drift\(X, Y\) must return 2 components; got 0\.0"),
+    (lambda X, Y: (-X,), r"drift\(X, Y\) must return 2 components; got a tuple of 1"),
+    (lambda X, Y: (-X * np.nan, -Y), r"a_x has \d+ non-finite value"),
+    (lambda X, Y: (-X, -Y[:, :1] * np.inf), r"a_y has \d+ non-finite value"),
+])
+def test_2d_rejects_bad_drift(drift, match):
+    with pytest.raises(ValueError, match=match):
+        stationary_2d(drift, lambda X, Y: (1.0, 0.0, 1.0), BOX, (16, 16))
+
+
+def test_2d_rejects_bad_box_and_cells():
+    with pytest.raises(ValueError, match=r"cells=\(8,\) must be a pair \(mx, my\)"):
+        stationary_2d(ou_drift, lambda X, Y: (1.0, 0.0, 1.0), BOX, (8,))
+    with pytest.raises(ValueError, match=r"cells=16 must be a pair"):
+        stationary_2d(ou_drift, lambda X, Y: (1.0, 0.0, 1.0), BOX, 16)
+    with pytest.raises(ValueError, match=r"box=\(-2\.0, 2\.0\) must be \(\(x_lo, x_hi\), \(y_lo, y_hi\)\)"):
+        stationary_2d(ou_drift, lambda X, Y: (1.0, 0.0, 1.0), (-2.0, 2.0), (16, 16))
+
+
+def test_1d_rejects_non_finite_and_misshapen_coefficients():
+    with pytest.raises(ValueError, match=r"diffusion must be finite and positive on the grid; got D=nan"):
+        stationary_1d(lambda x: -x, lambda x: x * np.nan, -1.0, 1.0, 20)
+    with pytest.raises(ValueError, match=r"diffusion has non-finite"):
+        stationary_1d(lambda x: -x, lambda x: x * 0 + np.inf, -1.0, 1.0, 20)
+    with pytest.raises(ValueError, match=r"drift has 19 non-finite"):
+        stationary_1d(lambda x: x * np.nan, lambda x: x * 0 + 1, -1.0, 1.0, 20)
+    with pytest.raises(ValueError, match=r"drift\(x\) must return an array of the shape of x, \(19,\); got shape \(\)"):
+        stationary_1d(lambda x: 0.0, lambda x: x * 0 + 1, -1.0, 1.0, 20)
+    with pytest.raises(ValueError, match=r"diffusion\(x\) must return an array of the shape of x, \(20,\)"):
+        stationary_1d(lambda x: -x, lambda x: 0.5, -1.0, 1.0, 20)

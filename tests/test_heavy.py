@@ -105,11 +105,22 @@ def test_heavy_data_escape_faster_than_their_gaussian_model():
         (lambda: heavy.double_well_escape([0.0, float("nan")], eta=0.1, B=1, chains=2, max_steps=2,
                                           generator=torch.Generator()), r"finite"),
         (lambda: heavy.stable_scale_from_median([1.0, 2.0], 2.5), r"alpha=2.5"),
+        (lambda: heavy.sgd_stationary_variance(0.5, 2, 1.0, -1.0), r"noise_var=-1.0 must be a finite positive number"),
+        (lambda: heavy.sgd_stationary_variance(0.5, 2, 0.0), r"sigma2=0.0 must be a finite positive number"),
+        (lambda: heavy.sgd_stationary_variance(0.5, 2, float("nan")), r"sigma2=nan must be a finite positive"),
+        (lambda: heavy.sgd_stationary_variance(0.5, 0), r"B=0 must be a positive integer"),
+        (lambda: heavy.sde_stationary_variance(0.5, 2, -1.0), r"sigma2=-1.0 must be a finite positive number"),
+        (lambda: heavy.sde_stationary_variance(0.5, 2, noise_var=0.0), r"noise_var=0.0 must be a finite positive"),
     ],
 )
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_streaming_needs_a_generator():
+    with pytest.raises(TypeError, match=r"rng=None must be a seeded numpy random generator"):
+        heavy.streaming_lr_1d(0.1, 1, chains=2, steps=2, rng=None)
 
 
 def test_divergence_is_reported():

@@ -210,6 +210,18 @@ def test_clear_errors():
         target_index("moment", "gaussian", None)
     with pytest.raises(ValueError, match=r"must have 1 or 2 dimension"):
         stable_alpha(torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match=r"x has only 0 nonzero value\(s\) among n=10; .* at least 2 nonzero"):
+        hill(torch.zeros(10), 1)
+    with pytest.raises(ValueError, match=r"x has only 1 nonzero value\(s\) among n=100"):
+        hill_auto(torch.cat([torch.ones(1), torch.zeros(99)]))
+
+
+def test_stable_alpha_rejects_zero_block_sums():
+    signs = torch.randint(2, (1000,), generator=gen(0)) * 2 - 1.0  # K1 = 32 (even): sums of ±1 can be 0
+    with pytest.raises(ValueError, match=r"\d+ of the block sums Y \(K1=32 samples each\) are exactly zero"):
+        stable_alpha(signs)
+    with pytest.raises(ValueError, match=r"block sums Y \(K1=2 samples each\)"):
+        stable_alpha(torch.tensor([[1.0, -1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]]), K1=2)
 
 
 # --- validation table -----------------------------------------------------------------------------

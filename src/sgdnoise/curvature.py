@@ -31,6 +31,12 @@ def hvp_fn(problem: Problem, theta: Tensor):
     """``v ↦ ∇²L_n(θ) v`` at a fixed ``θ`` (flat vectors of length ``d``)."""
     from torch.func import grad
 
+    d = problem.d
+    if not isinstance(theta, Tensor) or theta.shape != (d,):
+        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
+        raise ValueError(f"theta must be a flat parameter vector of shape ({d},); got {shape}")
+    if not torch.isfinite(theta).all():
+        raise ValueError("theta has non-finite entries; the Hessian is defined only at a finite θ")
     f = flat_loss_fn(problem)
     w = torch.full((problem.n,), 1.0 / problem.n, dtype=theta.dtype, device=theta.device)
     g = grad(lambda th: f(th, problem.X, problem.y, w))
@@ -90,6 +96,9 @@ def _lanczos(matvec, d: int, k: int, which: str, iters: int, tol: float, gen: to
         Q[j] = fresh() if b == 0.0 else q  # (re)start after breakdown: T gets a zero off-diagonal
         w = matvec(Q[j])
         alpha.append(float(Q[j] @ w))
+        if not math.isfinite(alpha[-1]):
+            raise FloatingPointError("the matrix-vector product returned non-finite values; check θ and the data "
+                                     "(or G) for nan/inf")
         for _ in range(2):  # full reorthogonalisation (twice is enough)
             w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
         b = float(w.norm())

@@ -52,6 +52,14 @@ def _pos_int(name: str, value, low: int = 1) -> int:
     return value
 
 
+def _check_finite_G(G: Tensor) -> None:
+    # min and max propagate NaN and ±inf: one reduction, no n × d boolean temporary on the good path.
+    lo, hi = torch.aminmax(G)
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        bad = int((~torch.isfinite(G)).sum())
+        raise ValueError(f"G has {bad} non-finite value(s) (NaN or ±inf); per-sample gradients must be finite")
+
+
 def _centred(G: Tensor) -> Tensor:
     _check_G(G)
     return G - G.mean(dim=0, keepdim=True)
@@ -63,7 +71,11 @@ def noise_scale(G: Tensor) -> float:
     n = _check_G(G)
     gn = G.mean(dim=0)
     g2 = float((gn.double() ** 2).sum())
-    return float(((G - gn) ** 2).sum(dtype=torch.float64)) / n / g2 if g2 > 0 else math.inf
+    s = float(((G - gn) ** 2).sum(dtype=torch.float64))
+    if not (math.isfinite(g2) and math.isfinite(s)):  # NaN/inf in G propagate to both sums: no extra pass
+        _check_finite_G(G)
+        raise ValueError(f"G is finite but its sums overflowed (n·tr Σ = {s:.3g}, ‖g_n‖² = {g2:.3g}); rescale G")
+    return s / n / g2 if g2 > 0 else math.inf
 
 
 def noise_scale_from_gram(K: Tensor) -> float:
@@ -72,6 +84,10 @@ def noise_scale_from_gram(K: Tensor) -> float:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n, K = K.shape[0], K.double()
     g2 = float(K.sum()) / n**2
+    if not math.isfinite(g2):  # NaN/inf anywhere in K propagate to its sum
+        bad = int((~torch.isfinite(K)).sum())
+        raise ValueError(f"K has {bad} non-finite value(s) (NaN or ±inf); the Gram matrix must be finite" if bad else
+                         f"K is finite but its sum overflowed ({g2 * n**2:.3g}); rescale K")
     return float(torch.trace(center_gram(K))) / n / g2 if g2 > 0 else math.inf
 
 
@@ -201,6 +217,10 @@ def noise_top_eigs(G: Tensor, k: int, *, K: Tensor | None = None, method: str = 
         raise ValueError(f"K has shape {tuple(K.shape)}; need the ({n}, {n}) Gram matrix G Gᵀ")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(n - 1, d):
         raise ValueError(f"k={k!r}; Σ_emp has rank at most min(n-1, d)={min(n - 1, d)}, need an int 1 <= k <= that")
+    _check_finite_G(G)
+    if K is not None and not bool(torch.isfinite(K).all()):
+        raise ValueError(f"K has {int((~torch.isfinite(K)).sum())} non-finite value(s) (NaN or ±inf); "
+                         "the Gram matrix must be finite")
     Gc = _centred(G)
     V = None
     if method == "lanczos" or (method == "auto" and K is None and min(n, d) > 1000):
@@ -226,6 +246,9 @@ def _orthonormal(name: str, U: Tensor) -> Tensor:
         raise ValueError(f"{name} must be a (d, k) matrix with 1 <= k <= d; got {got}")
     U = U.double()
     err = float((U.T @ U - torch.eye(U.shape[1], dtype=torch.float64, device=U.device)).abs().max())
+    if not math.isfinite(err):  # NaN/inf in U propagate to UᵀU (NaN compares False below)
+        bad = int((~torch.isfinite(U)).sum())
+        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or ±inf); need finite orthonormal columns")
     if err > 1e-4:
         raise ValueError(f"the columns of {name} are not orthonormal (max |{name}ᵀ{name} - I| = {err:.2g} > 1e-4)")
     return U

@@ -19,19 +19,89 @@ gradient flow are computed to machine precision. ``Z`` is ``(d+1) × (d+1)``.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
+from .gradients import check_data
 from .noise import noise_covariance_factor
 from .sgd import check_learning_rate, svag_coefficients
 
 __all__ = ["LinearMoments", "sgd_moment_operator", "sgd_moments", "sgd_stationary_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
 
 
+def _check_linear_data(X: Tensor, y: Tensor) -> tuple[int, int]:
+    """Check that ``X`` is ``(n, d)`` and ``y`` is ``(n,)``, both finite; return ``(n, d)``."""
+    n = check_data(X, y)
+    if X.ndim != 2:
+        raise ValueError(f"X has shape {tuple(X.shape)}; need the (n, d) design matrix")
+    if y.ndim != 1:
+        raise ValueError(f"y has shape {tuple(y.shape)}; need the ({n},) vector of targets")
+    if X.shape[1] < 1:
+        raise ValueError(f"X has d={X.shape[1]} columns; need d >= 1")
+    if not (bool(torch.isfinite(X).all()) and bool(torch.isfinite(y).all())):
+        raise ValueError("X and y must be finite; they hold NaN or ±inf values")
+    return n, X.shape[1]
+
+
+def _check_theta0(theta0: Tensor, d: int) -> None:
+    if not isinstance(theta0, Tensor) or tuple(theta0.shape) != (d,):
+        got = tuple(theta0.shape) if isinstance(theta0, Tensor) else type(theta0).__name__
+        raise ValueError(f"theta0 has shape {got}; need ({d},), one entry per column of X (d={d})")
+    if not bool(torch.isfinite(theta0).all()):
+        raise ValueError(f"theta0={theta0.tolist()} must be finite")
+
+
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative int")
+    return int(steps)
+
+
+def _check_dt(dt) -> None:
+    try:
+        ok = (isinstance(dt, (numbers.Real, Tensor)) and not isinstance(dt, bool)
+              and math.isfinite(float(dt)) and float(dt) > 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"time step dt={dt!r} must be a finite number > 0")
+
+
+def _check_times(times) -> list:
+    """``times`` as a list (it may be a generator), each a finite number ``>= 0``; any order."""
+    try:
+        times = list(times)
+    except TypeError:
+        raise ValueError(f"times={times!r} must be a sequence of times t >= 0, e.g. [1.0]") from None
+    if not times:
+        raise ValueError("times is empty; pass at least one time t >= 0, e.g. times=[1.0]")
+    for t in times:
+        try:
+            ok = not isinstance(t, bool) and math.isfinite(float(t)) and float(t) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"time t={t!r} in times must be a finite number >= 0 (the moments run forward from t=0)")
+    return times
+
+
+def _check_finite_moments(Z: Tensor, what: str, where: str) -> None:
+    """Raise ``FloatingPointError`` if ``Z`` (``(K, D, D)``) is not finite, naming the first bad index."""
+    if bool(torch.isfinite(Z).all()):
+        return
+    first = int((~torch.isfinite(Z).flatten(1).all(1)).nonzero()[0])
+    raise FloatingPointError(f"{what} overflowed to a non-finite value at {where.format(first)}; "
+                             "the second moments grow without bound there: lower eta or raise B")
+
+
 class LinearMoments:
     """Per-sample pieces of a linear-regression data set, lifted to ``z = (θ, 1)``."""
 
     def __init__(self, X: Tensor, y: Tensor):
+        _check_linear_data(X, y)
         X = X.to(torch.float64)
         y = y.to(torch.float64)
         self.n, self.d = X.shape
@@ -68,12 +138,14 @@ def sgd_moment_operator(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: str
     """The matrix ``T`` with ``vec(Z_{k+1}) = T vec(Z_k)`` for one unit of η (``l`` SVAG steps), ``(D², D²)``.
 
     ``T`` always has the eigenvalue 1 (the constant coordinate of ``z``); SGD's second moments converge iff
-    every other eigenvalue has modulus < 1.
+    every other eigenvalue has modulus < 1. ``svag_l`` is an int ``>= 1`` (1 is plain SGD).
     """
     eta = check_learning_rate(eta)
     if scheme not in ("with_replacement", "without_replacement"):
         raise ValueError(f"scheme={scheme!r}: exact moments exist for independent batches only "
                          "('with_replacement', 'without_replacement')")
+    if isinstance(svag_l, bool) or not isinstance(svag_l, numbers.Integral) or svag_l < 1:
+        raise ValueError(f"svag_l={svag_l!r} must be an int >= 1 (1 is plain SGD)")
     lm = LinearMoments(X, y)
     n = lm.n
     c = noise_covariance_factor(n, B, scheme)  # weight of the per-sample term in E[U_B Z U_Bᵀ]
@@ -102,15 +174,23 @@ def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, ste
 
     ``scheme`` is ``"with_replacement"`` or ``"without_replacement"`` (independent batches); random
     reshuffling has no such closed recursion. SVAG uses two independent with-replacement batches.
+
+    When ``η`` is too large for ``B`` the second moments of the chain grow geometrically: that growth is
+    the exact answer, not an error, and large finite values are returned as they are. Only a result that
+    overflows to ``inf``/NaN raises ``FloatingPointError`` (naming ``eta``, ``B`` and the step).
     """
     T = sgd_moment_operator(X, y, eta=eta, B=B, scheme=scheme, svag_l=svag_l)
     D = X.shape[1] + 1
+    _check_theta0(theta0, D - 1)
+    steps = _check_steps(steps)
     v = initial_moments(theta0).reshape(-1)
     out = [v]
     for _ in range(steps):
         v = T @ v
         out.append(v)
-    return torch.stack(out).view(steps + 1, D, D)
+    Z = torch.stack(out).view(steps + 1, D, D)
+    _check_finite_moments(Z, f"sgd_moments with eta={eta}, B={B}, scheme={scheme!r}, svag_l={svag_l}", "step {}")
+    return Z
 
 
 def sgd_stationary_moments(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: str = "with_replacement") -> Tensor | None:
@@ -142,9 +222,17 @@ def _sde_generator(lm: LinearMoments, eta: float, c: float) -> Tensor:
 
 def sde_em_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, dt: float, steps: int,
                    scheme: str = "with_replacement") -> Tensor:
-    """``Z_k`` of the Euler–Maruyama chain of the SDE with step ``dt`` (what :func:`sgdnoise.sde.sgd_sde` simulates)."""
+    """``Z_k`` of the Euler–Maruyama chain of the SDE with step ``dt`` (what :func:`sgdnoise.sde.sgd_sde` simulates).
+
+    ``dt`` is a finite number ``> 0`` and ``steps`` an int ``>= 0``; the result has ``steps + 1`` entries,
+    ``Z_0 … Z_steps``. Large finite moments are returned as they are; a non-finite result raises
+    ``FloatingPointError``.
+    """
     eta = check_learning_rate(eta)
+    _check_dt(dt)
+    steps = _check_steps(steps)
     lm = LinearMoments(X, y)
+    _check_theta0(theta0, lm.d)
     c = noise_covariance_factor(lm.n, B, scheme)
     A = torch.eye(lm.d + 1, dtype=torch.float64) + dt * lm.drift_matrix()
     Z = initial_moments(theta0)
@@ -154,19 +242,30 @@ def sde_em_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, 
         Zn[: lm.d, : lm.d] += dt * eta * c * lm.noise(Z)
         Z = Zn
         out.append(Z)
-    return torch.stack(out)
+    Z = torch.stack(out)
+    _check_finite_moments(Z, f"sde_em_moments with eta={eta}, B={B}, dt={dt}", "step {}")
+    return Z
 
 
 def sde_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, times,
                 scheme: str = "with_replacement", noise: bool = True) -> Tensor:
-    """``Z(t)`` of the SDE (``noise=False``: gradient flow) at each time in ``times``, exactly (matrix exponential)."""
+    """``Z(t)`` of the SDE (``noise=False``: gradient flow) at each time in ``times``, exactly (matrix exponential).
+
+    ``times`` is a non-empty sequence of finite times ``t >= 0``, in any order (each is computed from
+    ``t = 0`` independently). A non-finite result raises ``FloatingPointError``.
+    """
     eta = check_learning_rate(eta)
+    times = _check_times(times)
     lm = LinearMoments(X, y)
+    _check_theta0(theta0, lm.d)
     c = noise_covariance_factor(lm.n, B, scheme) if noise else 0.0
     M = _sde_generator(lm, eta, c)
     z0 = initial_moments(theta0).reshape(-1)
     D = lm.d + 1
-    return torch.stack([(torch.linalg.matrix_exp(M * float(t)) @ z0).view(D, D) for t in times])
+    Z = torch.stack([(torch.linalg.matrix_exp(M * float(t)) @ z0).view(D, D) for t in times])
+    what = f"sde_moments with eta={eta}, B={B}" if noise else "gradient_flow_moments"
+    _check_finite_moments(Z, what, "times[{}]")
+    return Z
 
 
 def gradient_flow_moments(X: Tensor, y: Tensor, theta0: Tensor, *, times) -> Tensor:
@@ -176,5 +275,9 @@ def gradient_flow_moments(X: Tensor, y: Tensor, theta0: Tensor, *, times) -> Ten
 
 def expected_loss(X: Tensor, y: Tensor, Z: Tensor) -> Tensor:
     """``E[L_n(θ)]`` for second moments ``Z`` (any leading shape)."""
+    _, d = _check_linear_data(X, y)
+    if not isinstance(Z, Tensor) or Z.ndim < 2 or tuple(Z.shape[-2:]) != (d + 1, d + 1):
+        got = tuple(Z.shape) if isinstance(Z, Tensor) else type(Z).__name__
+        raise ValueError(f"Z has shape {got}; need (..., {d + 1}, {d + 1}) (d + 1 with d={d} columns of X)")
     r = torch.cat([X.to(torch.float64), -y.to(torch.float64)[:, None]], dim=1)
     return 0.5 * torch.einsum("ia,...ab,ib->...", r, Z, r) / X.shape[0]

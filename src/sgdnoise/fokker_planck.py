@@ -29,6 +29,40 @@ def _check_grid(lo: float, hi: float, m: int, name: str) -> None:
         raise ValueError(f"{name}: need an int number of cells >= 8; got {m!r}")
 
 
+def _field(values, name: str, shape: tuple, where: str) -> np.ndarray:
+    """``values`` as a float array broadcast to ``shape`` (as the solvers use it), checked finite."""
+    try:
+        v = np.asarray(values, dtype=float) * np.ones(shape)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {name} must be a number or an array of shape {shape}; "
+                         f"got {_describe(values)} ({e})") from None
+    if v.shape != shape:
+        raise ValueError(f"{where}: {name} must be a number or an array of shape {shape}; got {_describe(values)}")
+    bad = int((~np.isfinite(v)).sum())
+    if bad:
+        raise ValueError(f"{where}: {name} has {bad} non-finite value(s) (NaN or ±inf) on the grid; it must be finite")
+    return v
+
+
+def _describe(values) -> str:
+    if isinstance(values, np.ndarray):
+        return f"an array of shape {values.shape}"
+    if isinstance(values, (list, tuple)):
+        return f"a {type(values).__name__} of {len(values)} item(s)"
+    return repr(values)[:80]
+
+
+def _components(out, count: int, name: str, signature: str, where: str):
+    """The ``count`` components returned by the user's ``drift``/``diffusion``, or a clear error."""
+    try:
+        k = len(out)
+    except TypeError:
+        k = None
+    if k != count:
+        raise ValueError(f"{where}: {name}{signature} must return {count} components; got {_describe(out)}")
+    return out
+
+
 def _null_vector(L: sps.spmatrix, weights: np.ndarray) -> np.ndarray:
     """Solve ``L p = 0`` with ``Σ weights · p = 1`` (one equation replaced by the normalisation)."""
     L = L.tolil()
@@ -58,8 +92,22 @@ def stationary_1d(drift: Callable, diffusion: Callable, lo: float, hi: float, m:
     xf = lo + h * np.arange(1, m)  # interior faces
     a = np.asarray(drift(xf), dtype=float)
     Dc = np.asarray(diffusion(x), dtype=float)
-    if (Dc <= 0).any():
-        raise ValueError("diffusion must be positive on the grid")
+    if a.shape != xf.shape:
+        raise ValueError(f"stationary_1d: drift(x) must return an array of the shape of x, {xf.shape}; "
+                         f"got shape {a.shape}")
+    if Dc.shape != x.shape:
+        raise ValueError(f"stationary_1d: diffusion(x) must return an array of the shape of x, {x.shape} "
+                         f"(e.g. 0.5 * np.ones_like(x)); got shape {Dc.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"stationary_1d: drift has {int((~np.isfinite(a)).sum())} non-finite value(s) on the grid; "
+                         "it must be finite")
+    if not (Dc > 0).all():  # also catches NaN
+        i = int(np.argmin(Dc > 0))
+        raise ValueError(f"stationary_1d: diffusion must be finite and positive on the grid; "
+                         f"got D={Dc[i]} at x={x[i]:.4g}")
+    if not np.isfinite(Dc).all():
+        raise ValueError("stationary_1d: diffusion has non-finite values (±inf) on the grid; "
+                         "it must be finite and positive")
     # J_{i+1/2} = a_f (p_i + p_{i+1}) / 2 - (D_{i+1} p_{i+1} - D_i p_i) / (2h)
     rows, cols, vals = [], [], []
     for f in range(m - 1):
@@ -89,17 +137,32 @@ def stationary_2d(drift: Callable, diffusion: Callable, box, cells) -> Stationar
     """Stationary density and current of a 2D Itô SDE with a state-dependent diffusion matrix.
 
     ``drift(X, Y)`` returns ``(a_x, a_y)`` and ``diffusion(X, Y)`` returns ``(D_xx, D_xy, D_yy)`` on arrays
-    of points; ``box = ((x_lo, x_hi), (y_lo, y_hi))``, ``cells = (mx, my)``. No flux through the walls.
+    of points (numbers or arrays of the points' shape, finite, with ``D`` positive definite on the grid);
+    ``box = ((x_lo, x_hi), (y_lo, y_hi))``, ``cells = (mx, my)``. No flux through the walls.
     """
-    (x0, x1), (y0, y1) = box
-    mx, my = cells
+    try:
+        (x0, x1), (y0, y1) = box
+    except (TypeError, ValueError):
+        raise ValueError(f"stationary_2d: box={box!r} must be ((x_lo, x_hi), (y_lo, y_hi))") from None
+    try:
+        mx, my = cells
+    except (TypeError, ValueError):
+        raise ValueError(f"stationary_2d: cells={cells!r} must be a pair (mx, my) of ints >= 8") from None
     _check_grid(x0, x1, mx, "stationary_2d (x)")
     _check_grid(y0, y1, my, "stationary_2d (y)")
     hx, hy = (x1 - x0) / mx, (y1 - y0) / my
     x = x0 + hx * (np.arange(mx) + 0.5)
     y = y0 + hy * (np.arange(my) + 0.5)
     X, Y = np.meshgrid(x, y, indexing="ij")
-    Dxx, Dxy, Dyy = (np.asarray(v, dtype=float) * np.ones_like(X) for v in diffusion(X, Y))
+    where = "stationary_2d"
+    Dxx, Dxy, Dyy = (_field(v, n, X.shape, where) for v, n in
+                     zip(_components(diffusion(X, Y), 3, "diffusion", "(X, Y)", where), ("D_xx", "D_xy", "D_yy")))
+    posdef = (Dxx > 0) & (Dyy > 0) & (Dxx * Dyy - Dxy**2 > 0)
+    if not posdef.all():
+        i, j = np.unravel_index(int(np.argmin(posdef)), posdef.shape)
+        raise ValueError(f"{where}: the diffusion matrix must be positive definite on the grid (D_xx > 0, D_yy > 0, "
+                         f"D_xx·D_yy > D_xy²); at (x, y) = ({x[i]:.4g}, {y[j]:.4g}) got D_xx={Dxx[i, j]:.4g}, "
+                         f"D_xy={Dxy[i, j]:.4g}, D_yy={Dyy[i, j]:.4g}")
     idx = np.arange(mx * my).reshape(mx, my)
     N = mx * my
     Dd = {0: Dxx, 1: Dyy}
@@ -118,7 +181,8 @@ def stationary_2d(drift: Callable, diffusion: Callable, box, cells) -> Stationar
         fx = x0 + hx * np.arange(1, mx) if axis == 0 else x
         fy = y if axis == 0 else y0 + hy * np.arange(1, my)
         XF, YF = np.meshgrid(fx, fy, indexing="ij")
-        a = np.asarray(drift(XF, YF)[axis], dtype=float) * np.ones_like(XF)
+        a = _field(_components(drift(XF, YF), 2, "drift", "(X, Y)", where)[axis], "a_x" if axis == 0 else "a_y",
+                   XF.shape, where)
         Daa = Dd[axis]
         rows, cols, vals = [], [], []
         for r, (L_, R_, af) in enumerate(zip(left.ravel(), right.ravel(), a.ravel())):

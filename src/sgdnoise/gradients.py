@@ -370,6 +370,9 @@ def centred_gram_lower(
 
 def center_gram(K: Tensor) -> Tensor:
     """``C K C`` with ``C = I - 11ᵀ/n``: the Gram matrix of the centred rows (one new n × n array)."""
+    if not isinstance(K, Tensor) or K.ndim != 2 or K.shape[0] != K.shape[1]:
+        shape = tuple(K.shape) if isinstance(K, Tensor) else type(K).__name__
+        raise ValueError(f"K must be a square (n, n) Gram matrix; got {shape}")
     row = K.mean(dim=1, keepdim=True)
     Kc = K - row
     Kc -= row.T

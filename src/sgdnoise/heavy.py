@@ -106,15 +106,23 @@ def sde_tail_index(eta: float, B: int, sigma2: float = 1.0) -> float:
 
 
 def sgd_stationary_variance(eta: float, B: int, sigma2: float = 1.0, noise_var: float = 1.0) -> float:
-    """``E u²`` under SGD's stationary law: ``E q² / (1 - E M²)``, or ``inf`` when ``E M² ≥ 1``."""
+    """``E u²`` under SGD's stationary law: ``E q² / (1 - E M²)``, or ``inf`` when ``E M² ≥ 1``.
+
+    ``sigma2 = σ²`` (the variance of the data ``a_i``) and ``noise_var = σ_ε²`` are finite numbers ``> 0``.
+    """
     eta, B = check_learning_rate(eta), _check_B(B)
+    sigma2, noise_var = _check_positive("sigma2", sigma2), _check_positive("noise_var", noise_var)
     m2 = 1 - 2 * eta * sigma2 + eta**2 * sigma2**2 * (B + 2) / B
     return math.inf if m2 >= 1 else eta**2 * sigma2 * noise_var / B / (1 - m2)
 
 
 def sde_stationary_variance(eta: float, B: int, sigma2: float = 1.0, noise_var: float = 1.0) -> float:
-    """``E u²`` under the SDE's stationary law (from ``dE u²/dt = 0``), or ``inf`` when ``ησ² ≥ B``."""
+    """``E u²`` under the SDE's stationary law (from ``dE u²/dt = 0``), or ``inf`` when ``ησ² ≥ B``.
+
+    ``sigma2 = σ²`` and ``noise_var = σ_ε²`` are finite numbers ``> 0``, as for :func:`sgd_stationary_variance`.
+    """
     eta, B = check_learning_rate(eta), _check_B(B)
+    sigma2, noise_var = _check_positive("sigma2", sigma2), _check_positive("noise_var", noise_var)
     rate = 2 * sigma2 - 2 * eta * sigma2**2 / B
     return math.inf if rate <= 0 else eta * sigma2 * noise_var / B / rate
 
@@ -130,6 +138,8 @@ def streaming_lr_1d(eta: float, B: int, *, chains: int, steps: int, rng: np.rand
     sigma2, noise_var = _check_positive("sigma2", sigma2), _check_positive("noise_var", noise_var)
     if chains < 1 or steps < 1:
         raise ValueError(f"chains={chains} and steps={steps} must both be >= 1")
+    if not isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        raise TypeError(f"rng={rng!r} must be a seeded numpy random generator, e.g. np.random.default_rng(0)")
     u = np.zeros(chains)
     for k in range(steps):
         s = sigma2 * rng.chisquare(B, chains)

@@ -69,8 +69,8 @@ def empirical_noise_covariance(G: Tensor) -> Tensor:
 
 def batch_weights(batches: Tensor, n: int, dtype=torch.float64) -> Tensor:
     """Row ``k`` holds the weights ``w_k`` with ``g_{B_k} = w_kᵀ G``: ``counts / B``. Shape ``(m, n)``."""
-    if batches.ndim != 2:
-        raise ValueError(f"batches must have shape (m, B); got {tuple(batches.shape)}")
+    if batches.ndim != 2 or batches.shape[1] < 1:
+        raise ValueError(f"batches must have shape (m, B) with B >= 1; got {tuple(batches.shape)}")
     m, B = batches.shape
     if batches.numel() and (batches.min() < 0 or batches.max() >= n):
         raise ValueError(f"batch indices must lie in [0, {n - 1}]; got range [{int(batches.min())}, {int(batches.max())}]")
@@ -129,6 +129,8 @@ def estimator_expectation_factor(n: int, B: int, scheme: str) -> float:
     """
     check_scheme(scheme)
     check_batch_size(B, n, scheme)
+    if n < 2:
+        raise ValueError(f"the estimator's expectation needs n >= 2 samples; got n={n}")
     if scheme == "with_replacement":
         return 1.0
     if scheme == "without_replacement":
@@ -201,11 +203,12 @@ def noise_trace_scan(K: Tensor, batch_sizes, scheme: str, num_batches: int, gene
     """
     from .sampling import sample_batches
 
-    n = K.shape[0]
+    n = _check_K(K)
     means, ses = [], []
     Kd = K.double()
     for B in batch_sizes:
-        W = batch_weights(sample_batches(n, int(B), num_batches, scheme, generator), n).to(K.device)
+        B = check_batch_size(B, n, scheme)  # a non-integer batch size is an error, never truncated
+        W = batch_weights(sample_batches(n, B, num_batches, scheme, generator), n).to(K.device)
         q = _centred_quadratic_forms(Kd, W)
         means.append(q.mean())
         ses.append(q.std() / num_batches**0.5 if num_batches > 1 else torch.tensor(float("nan")))
@@ -220,9 +223,12 @@ def estimator_trace_draws(K: Tensor, B: int, m: int, scheme: str, reps: int, gen
     """
     from .sampling import batches_per_epoch, sample_batches
 
-    n = K.shape[0]
-    if m < 2:
-        raise ValueError(f"the estimator needs m >= 2 batches; got m={m}")
+    n = _check_K(K)
+    check_batch_size(B, n, scheme)
+    if isinstance(m, bool) or not isinstance(m, int) or m < 2:
+        raise ValueError(f"the estimator needs m >= 2 batches (an int); got m={m!r}")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"reps={reps!r} must be an int >= 1")
     if scheme == "reshuffling":
         per = batches_per_epoch(n, B)
         if m > per:
@@ -236,6 +242,23 @@ def estimator_trace_draws(K: Tensor, B: int, m: int, scheme: str, reps: int, gen
     return (B * q / (m - 1)).cpu()
 
 
+def _check_loglog(x: Tensor, y: Tensor) -> None:
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must be 1-d of the same length; got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.numel() < 3:
+        raise ValueError(f"need at least 3 points to fit a slope with an error bar; got {x.numel()}")
+    for name, v in (("x", x), ("y", y)):
+        if not (torch.isfinite(v).all() and (v > 0).all()):
+            raise ValueError(f"all {name} must be finite and positive for a log-log fit; got {v.tolist()}")
+
+
+def _check_K(K: Tensor) -> int:
+    if not isinstance(K, Tensor) or K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
+        shape = tuple(K.shape) if isinstance(K, Tensor) else type(K).__name__
+        raise ValueError(f"K must be a square (n, n) Gram matrix with n >= 1; got {shape}")
+    return K.shape[0]
+
+
 def loglog_slope(x, y) -> tuple[float, float]:
     """Least-squares slope of ``log y`` on ``log x`` and its standard error."""
     import numpy as np
@@ -245,9 +268,9 @@ def loglog_slope(x, y) -> tuple[float, float]:
             return v.detach().to("cpu", torch.float64)
         return torch.tensor(np.array(v, dtype=np.float64))
 
-    lx, ly = torch.log(as_f64(x)), torch.log(as_f64(y))
-    if lx.numel() < 3:
-        raise ValueError("need at least 3 points to fit a slope with an error bar")
+    xs, ys = as_f64(x), as_f64(y)
+    _check_loglog(xs, ys)
+    lx, ly = torch.log(xs), torch.log(ys)
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)
     coef = torch.linalg.lstsq(A, ly[:, None]).solution[:, 0]
     resid = ly - A @ coef
@@ -266,9 +289,14 @@ def loglog_slope_ci(x, y, yerr, *, level: float = 0.95, draws: int = 2000, gener
 
     y = np.asarray(y, dtype=np.float64)
     e = np.asarray(yerr, dtype=np.float64)
+    _check_loglog(torch.tensor(np.asarray(x, dtype=np.float64)), torch.tensor(y))
+    if e.shape != y.shape or not np.isfinite(e).all() or (e < 0).any():
+        raise ValueError(f"yerr must hold {len(y)} finite, non-negative errors; got {e!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must lie in (0, 1)")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+        raise ValueError(f"draws={draws!r} must be an int >= 2")
     lx = np.log(np.asarray(x, dtype=np.float64))
-    if (y <= 0).any():
-        raise ValueError("all y must be positive for a log-log fit")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     z = torch.randn((draws, len(y)), generator=gen, dtype=torch.float64).numpy()
     ys = np.maximum(y + z * e, y * 1e-3)

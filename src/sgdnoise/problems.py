@@ -13,6 +13,7 @@ per sample, and the empirical risk is their **mean**, ``L_n(θ) = (1/n) Σ_i ℓ
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,8 +27,13 @@ __all__ = ["Problem", "LinearRegressionProblem", "lr_draw", "lr_per_sample_grads
 
 def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
     """Per-sample ``½‖f(x) - y‖²``; ``output`` of shape ``(n,)`` or ``(n, k)``."""
-    diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
-    return 0.5 * (diff**2).sum(dim=1)
+    out2, tgt2 = output.reshape(output.shape[0], -1), target.reshape(target.shape[0], -1)
+    if out2.shape != tgt2.shape:
+        raise ValueError(
+            f"half_squared_error: output of shape {tuple(output.shape)} and target of shape {tuple(target.shape)} "
+            "do not match; they need the same number of samples and of outputs per sample (no broadcasting)"
+        )
+    return 0.5 * ((out2 - tgt2) ** 2).sum(dim=1)
 
 
 def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
@@ -111,14 +117,17 @@ def lr_sigma_pop(theta: Tensor, theta_true: Tensor, S: Tensor, sigma: float) -> 
 def lr_draw(R: int, n: int, d: int, *, sigma: float, S: Tensor | None = None, theta_true: Tensor | None = None,
             generator: torch.Generator, dtype=torch.float64) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``R`` independent data sets at once: returns ``X (R, n, d)``, ``y (R, n)``, ``θ_true``, ``S``."""
-    if n < 1 or d < 1 or R < 1:
-        raise ValueError(f"need R, n, d >= 1; got R={R}, n={n}, d={d}")
+    for name, v in (("R", R), ("n", n), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name}={v!r} must be an int >= 1")
     if sigma < 0 or not math.isfinite(sigma):
         raise ValueError(f"label-noise sigma={sigma} must be finite and >= 0")
     S = torch.eye(d, dtype=dtype) if S is None else S.to(dtype)
     if S.shape != (d, d):
         raise ValueError(f"S has shape {tuple(S.shape)}; need ({d}, {d})")
     theta_true = torch.ones(d, dtype=dtype) if theta_true is None else theta_true.to(dtype)
+    if theta_true.shape != (d,):
+        raise ValueError(f"theta_true has shape {tuple(theta_true.shape)}; need ({d},)")
     L = torch.linalg.cholesky(S)
     X = torch.randn((R, n, d), generator=generator, dtype=dtype) @ L.T
     y = X @ theta_true + sigma * torch.randn((R, n), generator=generator, dtype=dtype)
@@ -194,6 +203,9 @@ def linear_regression(
 
 def mlp(widths: list[int], *, activation: type[nn.Module] = nn.Tanh, generator: torch.Generator, dtype=torch.float32) -> nn.Sequential:
     """A fully connected network; weights and biases ``U(-1/√fan_in, 1/√fan_in)`` from ``generator``."""
+    widths = list(widths)
+    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths):
+        raise ValueError(f"widths={widths!r} must list at least two layer widths, each an int >= 1")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         lin = nn.Linear(a, b).to(dtype)

@@ -17,6 +17,8 @@ Three schemes, named as everywhere in the package:
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -34,10 +36,11 @@ def check_scheme(scheme: str) -> str:
 def check_batch_size(B: int, n: int, scheme: str) -> int:
     """Validate a batch size for ``n`` samples under ``scheme`` and return it as an ``int``."""
     check_scheme(scheme)
-    if isinstance(B, bool) or not isinstance(B, int):
+    if isinstance(B, bool) or not isinstance(B, numbers.Integral):
         raise TypeError(f"batch size B={B!r} must be an int")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"number of samples n={n!r} must be a positive int")
+    B, n = int(B), int(n)
     if B < 1:
         raise ValueError(f"batch size B={B} must be at least 1")
     if scheme != "with_replacement" and B > n:
@@ -47,7 +50,8 @@ def check_batch_size(B: int, n: int, scheme: str) -> int:
 
 def batches_per_epoch(n: int, B: int) -> int:
     """Number of disjoint batches random reshuffling draws from one permutation."""
-    return n // B
+    B = check_batch_size(B, n, "reshuffling")
+    return int(n) // B
 
 
 def sample_batches(n: int, B: int, num_batches: int, scheme: str, generator: torch.Generator) -> Tensor:

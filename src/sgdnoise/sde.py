@@ -21,6 +21,7 @@ Drivers: ``"gaussian"`` (Brownian motion) or ``"alpha_stable"``, whose increment
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,6 +53,8 @@ def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torc
     """
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a seeded torch.Generator; got {type(generator).__name__}")
     V = (torch.rand(shape, generator=generator, dtype=dtype, device=generator.device) - 0.5) * math.pi
     W = -torch.log1p(-torch.rand(shape, generator=generator, dtype=dtype, device=generator.device))  # Exp(1)
     if alpha == 1.0:
@@ -76,12 +79,18 @@ def _check_driver(driver: str, alpha: float) -> None:
         raise ValueError(f"alpha={alpha} must lie in (0, 2]")
 
 
+def _shape(v) -> str:
+    return f"shape {tuple(v.shape)}" if isinstance(v, Tensor) else f"a {type(v).__name__}"
+
+
 def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
     if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
         raise ValueError(f"time step dt={dt!r} must be a finite number > 0")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative int")
-    record = sorted(set(record_steps if record_steps is not None else [steps]))
+    if record_steps is not None and any(isinstance(r, bool) or not isinstance(r, numbers.Integral) for r in record_steps):
+        raise ValueError(f"record_steps={list(record_steps)!r} must be ints in [0, {steps}]")
+    record = sorted(set(int(r) for r in record_steps) if record_steps is not None else [steps])
     if not record:
         raise ValueError("record_steps is empty; record at least one step (the default records the last)")
     if record[0] < 0 or record[-1] > steps:
@@ -108,10 +117,14 @@ def euler_maruyama(
     ``diffusion(x, v)`` applies the diffusion matrix at ``x`` (``d × noise_dim`` per path) to the
     driver increments ``v`` of shape ``(P, noise_dim)``. Pass ``increments`` of shape
     ``(steps, P, noise_dim)`` to drive several step sizes with one path (strong-order tests);
-    otherwise they are drawn from ``generator``.
+    otherwise they are drawn from ``generator``. Paths that become non-finite raise
+    ``FloatingPointError`` (checked at the recorded steps and at the end), so no state with an
+    ``inf`` or ``nan`` is ever returned.
     """
     record = _check_steps(dt, steps, record_steps)
     _check_driver(driver, alpha)
+    if not isinstance(x0, Tensor) or x0.ndim != 2:
+        raise ValueError(f"x0 must be a (P, d) tensor of starting points; got {_shape(x0)}")
     x = x0.clone()
     P = x.shape[0]
     if increments is not None and tuple(increments.shape) != (steps, P, noise_dim):
@@ -122,6 +135,11 @@ def euler_maruyama(
     rec = iter(record)
     nxt = next(rec, None)
     for k in range(steps + 1):
+        if (k == nxt or k == steps) and not torch.isfinite(x).all():
+            raise FloatingPointError(
+                f"euler_maruyama: the paths became non-finite by step {k} (t = {k * dt:.4g}) with dt={dt}; "
+                "lower dt, or check the drift and the diffusion"
+            )
         if k == nxt:
             out.append(x.clone())
             times.append(k * dt)
@@ -163,6 +181,8 @@ def sgd_sde(
     n = problem.n
     check_batch_size(B, n, scheme)
     record = _check_steps(dt, steps, record_steps)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a seeded torch.Generator; got {type(generator).__name__}")
     _check_driver(driver, alpha)
     if covariance not in ("state", "constant"):
         raise ValueError(f"covariance={covariance!r}; valid values are 'state' and 'constant'")
@@ -177,8 +197,10 @@ def sgd_sde(
         ref = (theta[0] if theta_ref is None else theta_ref.to(theta)).clone()
         saved = problem.theta()
         problem.set_theta(ref)
-        G = per_sample_grads(problem.model, problem.loss_fn, X, y)
-        problem.set_theta(saved)
+        try:
+            G = per_sample_grads(problem.model, problem.loss_fn, X, y)
+        finally:  # the model keeps its parameters even when the reference point is bad
+            problem.set_theta(saved)
         Gc_ref = G - G.mean(dim=0, keepdim=True)
 
     out, times = [], []

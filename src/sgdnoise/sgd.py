@@ -10,13 +10,14 @@ no partial result is returned as if it were complete.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from .gradients import flat_params
+from .gradients import check_data, flat_params, set_flat_params
 from .problems import Problem
 from .sampling import batches_per_epoch, check_batch_size, sample_batches
 
@@ -62,18 +63,27 @@ def train_sgd(
 
     ``snapshot_at`` lists steps ``k`` (``0 ≤ k ≤ steps``) at which ``θ_k`` is stored. The run stops
     with :class:`DivergenceError` when the minibatch loss becomes non-finite or exceeds
-    ``explode_factor`` times its initial full-data value.
+    ``explode_factor`` times its initial full-data value; the model's parameters are then restored to
+    their values before the run, so a diverged run leaves nothing half-trained behind.
     """
     eta = check_learning_rate(eta)
     n = problem.n
     check_batch_size(B, n, scheme)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative int")
+    steps = check_steps("steps", steps)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
-    snaps = sorted(set(snapshot_at or []))
-    if snaps and (snaps[0] < 0 or snaps[-1] > steps):
-        raise ValueError(f"snapshot steps must lie in [0, {steps}]; got {snaps[0]}..{snaps[-1]}")
+    snaps = _check_step_list("snapshot_at", snapshot_at or [], steps)
+    explode_factor = check_threshold("explode_factor", explode_factor)
+    theta_start = flat_params(problem.model)
+    try:
+        return _train_sgd(problem, eta, B, steps, scheme, generator, momentum, snaps, explode_factor, callback)
+    except DivergenceError:
+        set_flat_params(problem.model, theta_start)  # a diverged run leaves the model as it found it
+        raise
+
+
+def _train_sgd(problem, eta, B, steps, scheme, generator, momentum, snaps, explode_factor, callback) -> SGDRun:
+    n = problem.n
     run = SGDRun(eta=eta, B=B, scheme=scheme)
     params = [p for p in problem.model.parameters() if p.requires_grad]
     velocity = [torch.zeros_like(p) for p in params]
@@ -175,8 +185,30 @@ def parameter_batch(problem: Problem, theta0: Tensor, letter: str = "C") -> Tens
     return theta
 
 
+def check_threshold(name: str, value) -> float:
+    """A divergence threshold must be a positive number (``inf``: stop only on non-finite values)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name}={value!r} must be a positive number (inf stops only on non-finite values)")
+    return float(value)
+
+
+def check_steps(name: str, value) -> int:
+    """A step count must be a non-negative int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a non-negative int")
+    return int(value)
+
+
+def _check_step_list(name: str, values, steps: int) -> list[int]:
+    values = list(values)
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v <= steps for v in values):
+        raise ValueError(f"{name}={values!r} must hold ints in [0, {steps}]")
+    return sorted(set(int(v) for v in values))
+
+
 def check_bounded(theta: Tensor, explode: float, what: str) -> None:
     """Raise :class:`DivergenceError` (message ``what``) if ``theta`` is non-finite or exceeds ``explode``."""
+    check_threshold("explode", explode)
     lo, hi = torch.aminmax(theta)
     size = max(-float(lo), float(hi))
     if not math.isfinite(size) or size > explode:
@@ -186,6 +218,8 @@ def check_bounded(theta: Tensor, explode: float, what: str) -> None:
 def svag_coefficients(l: int) -> tuple[float, float]:
     """SVAG's weights ``((1+√(2l-1))/2, (1-√(2l-1))/2)``: they sum to 1 and their squares to ``l``,
     so ``c₁ g_{B_1} + c₂ g_{B_2}`` (independent batches) is unbiased with ``l`` times the noise covariance."""
+    if isinstance(l, bool) or not isinstance(l, numbers.Real) or not 1 <= l < math.inf:
+        raise ValueError(f"l={l!r} must be a finite number >= 1 (1 is plain SGD)")
     r = math.sqrt(2 * l - 1)
     return (1 + r) / 2, (1 - r) / 2
 
@@ -248,11 +282,13 @@ def run_chains(
         raise ValueError("SVAG is defined for plain SGD; use momentum=0 with svag_l > 1")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
+    steps = check_steps("steps", steps)
+    explode, explode_loss = check_threshold("explode", explode), check_threshold("explode_loss", explode_loss)
     theta = parameter_batch(problem, theta0, "C")
     C = theta.shape[0]
-    record = sorted(set(record_steps if record_steps is not None else [steps]))
-    if record and (record[0] < 0 or record[-1] > steps):
-        raise ValueError(f"record_steps must lie in [0, {steps}]")
+    record = _check_step_list("record_steps", record_steps if record_steps is not None else [steps], steps)
+    if not record:
+        raise ValueError("record_steps is empty; record at least one step (the default records the last)")
 
     w = torch.full((B,), 1.0 / B, dtype=theta.dtype, device=theta.device)
     grad_chains = flat_grad_fn(problem)
@@ -331,10 +367,18 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
     :class:`DivergenceError` if a chain becomes non-finite or exceeds 1e8 in absolute value.
     """
     eta = check_learning_rate(eta)
-    n, d = X.shape
+    n = check_data(X, y)
+    if X.ndim != 2 or y.ndim != 1:
+        raise ValueError(f"X must be (n, d) and y (n,); got shapes {tuple(X.shape)} and {tuple(y.shape)}")
+    d = X.shape[1]
     check_batch_size(B, n, "with_replacement")
     if theta0.ndim != 2 or theta0.shape[1] != d:
         raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (C, {d})")
+    steps, record_from = check_steps("steps", steps), check_steps("record_from", record_from)
+    if record_from > steps:
+        raise ValueError(f"record_from={record_from} must not exceed steps={steps}")
+    if isinstance(record_every, bool) or not isinstance(record_every, numbers.Integral) or record_every < 1:
+        raise ValueError(f"record_every={record_every!r} must be an int >= 1")
     theta = theta0.clone().to(X.dtype)
     C = theta.shape[0]
     out = []
@@ -349,5 +393,5 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
         theta = theta - eta * (Xb * resid[..., None]).mean(1)
         if k % 100 == 99:
             check_bounded(theta, 1e8, f"SGD chains diverged by step {k} with eta={eta}, B={B}; lower eta or raise B")
-    check_bounded(theta, 1e8, f"SGD chains diverged with eta={eta}, B={B}; lower eta or raise B")
+    check_bounded(theta, 1e8, f"SGD chains diverged by step {steps} with eta={eta}, B={B}; lower eta or raise B")
     return torch.stack(out)

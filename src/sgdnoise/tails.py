@@ -66,7 +66,11 @@ def _sorted_logs(x) -> np.ndarray:
     if a.size < 2:
         raise ValueError(f"too few samples: n={a.size}; the Hill estimator needs n >= 2")
     with np.errstate(divide="ignore"):
-        return np.log(np.sort(np.abs(a))[::-1])
+        L = np.log(np.sort(np.abs(a))[::-1])
+    if not np.isfinite(L[1]):  # sorted decreasing: fewer than 2 nonzero values
+        raise ValueError(f"x has only {int(np.isfinite(L[0]))} nonzero value(s) among n={a.size}; "
+                         "the Hill estimator needs at least 2 nonzero values of |x|")
+    return L
 
 
 def _check_ks(k, L: np.ndarray) -> np.ndarray:
@@ -172,7 +176,7 @@ def stable_alpha(x, K1: int | None = None):
     ``K - K1·K2 < K1`` samples are dropped. Not clipped to ``(0, 2]``: for any finite-variance law the
     target is 2 (the Gaussian domain of attraction), so values above 2 are estimation error: sampling
     noise, plus, for non-Gaussian laws, that slow bias (about +0.2 for the symmetric Pareto with index
-    2.5 at ``K = 10^5``). Exact zeros (``log 0``) are rejected.
+    2.5 at ``K = 10^5``). Exact zeros (``log 0``), in ``x`` or in a block sum ``Y``, are rejected.
     """
     X = _as_f64(x, ndims=(1, 2))
     K = X.shape[-1]
@@ -188,6 +192,10 @@ def stable_alpha(x, K1: int | None = None):
     if zeros:
         raise ValueError(f"x has {zeros} exact zero(s); log|x| would be -inf (drop them or add jitter)")
     Y = Xr.reshape(*Xr.shape[:-1], K2, K1).sum(-1)
+    zeros = int((Y == 0).sum())
+    if zeros:
+        raise ValueError(f"{zeros} of the block sums Y (K1={K1} samples each) are exactly zero; log|Y| would be "
+                         "-inf: the data have atoms (e.g. values ±1); add jitter or pick another K1")
     with np.errstate(divide="ignore"):
         a = math.log(K1) / (np.log(np.abs(Y)).mean(-1) - np.log(np.abs(Xr)).mean(-1))
     return float(a) if X.ndim == 1 else torch.from_numpy(a)

@@ -39,6 +39,14 @@ def check_threads(threads) -> None:
         raise ValueError(f"threads={threads!r} must be None or an int >= 1")
 
 
+def check_cache(cache) -> None:
+    """``cache`` must be ``None`` (no caching) or a :class:`~sgdnoise.experiments.cache.ResultCache`."""
+    from .cache import ResultCache
+
+    if cache is not None and not isinstance(cache, ResultCache):
+        raise TypeError(f"cache must be None or a ResultCache (e.g. ResultCache('results/')); got a {type(cache).__name__}")
+
+
 @contextlib.contextmanager
 def torch_threads(threads):
     """Run the block with ``torch.set_num_threads(threads)``, restored afterwards (``None``: unchanged)."""

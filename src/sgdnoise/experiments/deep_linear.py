@@ -68,7 +68,7 @@ from ..problems import Problem, half_squared_error
 from ..sampling import SCHEMES, check_batch_size, sample_batches
 from ..sgd import DivergenceError, check_bounded, check_learning_rate, flat_grad_fn, run_chains
 from .cache import ResultCache
-from ._common import check_threads, child_seed, is_int, is_real, torch_threads
+from ._common import check_cache, check_threads, child_seed, is_int, is_real, torch_threads
 
 __all__ = ["LARGE", "DLNConfig", "DEFAULT", "OPTIMIZERS", "INITS", "DLNData", "EXPERIMENT", "teacher", "make_data",
            "make_problem", "init_params", "layer_matrices", "end_to_end", "mode_strengths", "effective_a0",
@@ -591,6 +591,7 @@ def run_dln(cfg: DLNConfig, *, cache: ResultCache | None = None, progress: bool 
     if not isinstance(cfg, DLNConfig):
         raise TypeError(f"cfg must be a DLNConfig; got a {type(cfg).__name__}")
     check_threads(threads)
+    check_cache(cache)
 
     def compute():
         with torch_threads(threads):

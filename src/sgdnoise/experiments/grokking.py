@@ -75,7 +75,7 @@ from ..problems import Problem, cross_entropy, half_squared_error
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
-from ._common import check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
+from ._common import check_cache, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["ModAddConfig", "DEFAULT", "DEFAULT_RELU", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "OPTIMIZERS", "ACTIVATIONS", "LOSSES",
            "LR_SCHEDULES", "ModAddData", "ModAddMLP", "split_indices", "make_data", "make_model", "eval_steps",
@@ -502,6 +502,7 @@ def run_grokking(cfg: ModAddConfig, *, cache: ResultCache | None = None, progres
     if not isinstance(cfg, ModAddConfig):
         raise TypeError(f"cfg must be a ModAddConfig; got a {type(cfg).__name__}")
     check_threads(threads)
+    check_cache(cache)
 
     def compute():
         with torch_threads(threads):

@@ -73,7 +73,7 @@ from ..noise import noise_covariance_factor
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
-from ._common import check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
+from ._common import check_cache, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["TMSConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "DEFAULT_SPARSITIES", "OPTIMIZERS",
            "NOISE_BASE", "NOISE_SWEEP", "NOISE_SEEDS",
@@ -492,8 +492,11 @@ def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None
     ``nan``, and the step recorded in ``diverged_at`` (``-1`` for replicas that did not diverge). ``cache`` and ``threads``
     as in :func:`~sgdnoise.experiments.grokking.run_grokking` (the model is tiny: one thread is fastest).
     """
+    if isinstance(cfgs, TMSConfig):
+        raise TypeError("cfgs must be a sequence of TMSConfig; for one configuration call run_tms, or pass [cfg]")
     cfgs = list(cfgs)
     _check_batch(cfgs)
+    check_cache(cache)
     if on_divergence not in ("raise", "mark"):
         raise ValueError(f"on_divergence={on_divergence!r}; valid values are 'raise' and 'mark'")
     check_threads(threads)
@@ -521,6 +524,7 @@ def run_tms(cfg: TMSConfig, *, cache: ResultCache | None = None, progress: bool 
     if not isinstance(cfg, TMSConfig):
         raise TypeError(f"cfg must be a TMSConfig; got a {type(cfg).__name__}")
     check_threads(threads)
+    check_cache(cache)
 
     def compute():
         with torch_threads(threads):
@@ -553,7 +557,14 @@ def noise_settings(base: TMSConfig, *, horizon: float, eta: float, batch_sizes: 
     ``"sgd B=<B>"`` for each batch size (noise level ``η/B``), and, with ``gaussian``, ``"gd_gaussian B=<B>"``
     (Gaussian noise with SGD's covariance) for the smallest batch size. Values: changes for
     :meth:`TMSConfig.replace` (``base`` only supplies the defaults that are not changed)."""
+    for name, v in (("horizon", horizon), ("eta", eta)):
+        if not (is_real(v) and v > 0):
+            raise ValueError(f"{name}={v!r} must be a positive finite number")
+    if any(not is_int(B) or B < 1 for B in batch_sizes):
+        raise ValueError(f"batch_sizes={list(batch_sizes)!r} must be ints >= 1")
     steps = int(round(horizon / eta))
+    if steps < 1:
+        raise ValueError(f"horizon={horizon!r} / eta={eta!r} rounds to {steps} steps; need horizon >= eta / 2")
     out = {"gd": {"optimizer": "gd", "lr": eta, "steps": steps}}
     for B in batch_sizes:
         out[f"sgd B={B}"] = {"optimizer": "sgd", "lr": eta, "steps": steps, "B": int(B)}

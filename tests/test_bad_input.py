@@ -181,3 +181,16 @@ def test_experiment_entry_points_check_cache_and_batches():
         superposition.noise_settings(superposition.DEFAULT, horizon=-10.0, eta=0.3)
     with pytest.raises(ValueError, match=r"batch_sizes=\[2.5\] must be ints >= 1"):
         superposition.noise_settings(superposition.DEFAULT, horizon=10.0, eta=0.3, batch_sizes=(2.5,))
+
+
+def test_linear_regression_helpers_check_shapes(lr):
+    from sgdnoise.problems import lr_per_sample_grads, lr_theta_star
+
+    with pytest.raises(ValueError, match=r"X of shape \(8, 2\) and y of shape \(5,\) do not match"):
+        lr_per_sample_grads(lr.X, lr.y[:5], torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"theta has shape \(3,\); need \(\.\.\., 2\)"):
+        lr_per_sample_grads(lr.X, lr.y, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"do not match"):
+        lr_theta_star(lr.X, lr.y[:5])
+    G = lr_per_sample_grads(lr.X, lr.y, torch.zeros(4, 2, dtype=torch.float64))  # a batch of θ is fine
+    assert G.shape == (4, 8, 2)

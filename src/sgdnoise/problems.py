@@ -86,13 +86,23 @@ class Problem:
 # X has shape (..., n, d), y (..., n), theta (..., d).
 
 
+def _check_lr_shapes(X: Tensor, y: Tensor, theta: Tensor | None = None) -> None:
+    if X.ndim < 2 or tuple(y.shape) != tuple(X.shape[:-1]):
+        raise ValueError(f"X of shape {tuple(X.shape)} and y of shape {tuple(y.shape)} do not match; "
+                         "need X (..., n, d) and y (..., n) with the same n")
+    if theta is not None and (theta.ndim < 1 or theta.shape[-1] != X.shape[-1]):
+        raise ValueError(f"theta has shape {tuple(theta.shape)}; need (..., {X.shape[-1]}), one entry per column of X")
+
+
 def lr_per_sample_grads(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
     """``g_i = x_i (x_iᵀθ - y_i)``, shape ``(..., n, d)``."""
+    _check_lr_shapes(X, y, theta)
     return X * ((X @ theta[..., :, None])[..., 0] - y)[..., None]
 
 
 def lr_theta_star(X: Tensor, y: Tensor) -> Tensor:
     """Least-squares optimum ``(XᵀX)⁻¹ Xᵀy``, shape ``(..., d)``."""
+    _check_lr_shapes(X, y)
     Xt = X.transpose(-1, -2)
     return torch.linalg.solve(Xt @ X, (Xt @ y[..., None]))[..., 0]
 

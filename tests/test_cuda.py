@@ -27,6 +27,17 @@ def test_per_sample_grads_and_gram_on_cuda():
     torch.testing.assert_close(sgdnoise.noise_spectrum(K_gpu).cpu(), sgdnoise.noise_spectrum(G_cpu @ G_cpu.T), atol=1e-9, rtol=1e-7)
 
 
+def test_sigma_spectrum_on_cuda_matches_cpu():
+    """The lower-triangle route (blocked products into views of one n × n array) on the GPU."""
+    cpu, gpu = both()
+    K_l = sgdnoise.gradients.centred_gram_lower(gpu.model, gpu.loss_fn, gpu.X, gpu.y, block_rows=64)
+    assert K_l.device.type == "cuda"
+    K_c = sgdnoise.gram_matrix(cpu.model, cpu.loss_fn, cpu.X, cpu.y, centered=True)
+    torch.testing.assert_close(torch.tril(K_l).cpu(), torch.tril(K_c), atol=1e-9, rtol=1e-9)
+    lam_gpu = sgdnoise.sigma_spectrum(gpu.model, gpu.loss_fn, gpu.X, gpu.y)
+    torch.testing.assert_close(lam_gpu.cpu(), sgdnoise.noise_spectrum(K_c, centered=True), atol=1e-9, rtol=1e-7)
+
+
 def test_noise_scan_on_cuda_matches_cpu():
     cpu, gpu = both()
     K_cpu = sgdnoise.gram_matrix(cpu.model, cpu.loss_fn, cpu.X, cpu.y)

@@ -153,7 +153,7 @@ def test_loglog_fits_check_their_data():
         loglog_slope_ci([1, 2, 3], [1, 2, 3], [0.1, 0.1, 0.1], level=1.5)
     with pytest.raises(ValueError, match=r"draws=0 must be an int >= 2"):
         loglog_slope_ci([1, 2, 3], [1, 2, 3], [0.1, 0.1, 0.1], draws=0)
-    with pytest.raises(ValueError, match=r"yerr must hold 3 finite, non-negative errors"):
+    with pytest.raises(ValueError, match=r"yerr must be one finite, non-negative error or 3 of them"):
         loglog_slope_ci([1, 2, 3], [1, 2, 3], [0.1, math.nan, 0.1])
 
 
@@ -194,3 +194,25 @@ def test_linear_regression_helpers_check_shapes(lr):
         lr_theta_star(lr.X, lr.y[:5])
     G = lr_per_sample_grads(lr.X, lr.y, torch.zeros(4, 2, dtype=torch.float64))  # a batch of θ is fine
     assert G.shape == (4, 8, 2)
+
+
+def test_valid_inputs_the_checks_must_keep_accepting():
+    """Found by a review of the checks: inputs that worked before them and must keep working."""
+    p = linear_regression(n=10, d=2, seed=0)
+    th = torch.zeros(3, 2, dtype=torch.float64)
+    # with replacement a batch may be larger than the data set
+    run = run_chains(p, th, eta=0.1, B=16, steps=3, generator=gen())
+    assert run.thetas.shape == (1, 3, 2)
+    assert batches_per_epoch(10, 16) == 0
+    # step lists given as an iterator, as a tensor, as numpy ints
+    for steps_given in (iter([0, 3]), torch.tensor([0, 3]), np.array([0, 3])):
+        paths = euler_maruyama(lambda x: -x, lambda x, v: v, torch.ones(2, 1, dtype=torch.float64), dt=0.1,
+                               steps=3, noise_dim=1, generator=gen(), record_steps=steps_given)
+        assert paths.times == pytest.approx([0.0, 0.3])
+    assert run_chains(p, th, eta=0.1, B=2, steps=3, generator=gen(), record_steps=torch.tensor([1, 3])).thetas.shape[0] == 2
+    # batch sizes as a tensor; one error bar for every point
+    K = torch.eye(6, dtype=torch.float64)
+    mean, _ = noise_trace_scan(K, torch.tensor([1, 2]), "with_replacement", 10, gen())
+    assert mean.shape == (2,)
+    slope, lo, hi = loglog_slope_ci([1, 2, 4, 8], [1, 0.5, 0.26, 0.12], 0.01, draws=np.int64(100))
+    assert lo <= slope <= hi

@@ -88,13 +88,13 @@ def _check_times(times) -> list:
     return times
 
 
-def _check_finite_moments(Z: Tensor, what: str, where: str) -> None:
+def _check_finite_moments(Z: Tensor, what: str, where: str, remedy: str = "lower eta or raise B") -> None:
     """Raise ``FloatingPointError`` if ``Z`` (``(K, D, D)``) is not finite, naming the first bad index."""
     if bool(torch.isfinite(Z).all()):
         return
     first = int((~torch.isfinite(Z).flatten(1).all(1)).nonzero()[0])
     raise FloatingPointError(f"{what} overflowed to a non-finite value at {where.format(first)}; "
-                             "the second moments grow without bound there: lower eta or raise B")
+                             f"the second moments grow without bound there: {remedy}")
 
 
 class LinearMoments:
@@ -243,7 +243,7 @@ def sde_em_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, 
         Z = Zn
         out.append(Z)
     Z = torch.stack(out)
-    _check_finite_moments(Z, f"sde_em_moments with eta={eta}, B={B}, dt={dt}", "step {}")
+    _check_finite_moments(Z, f"sde_em_moments with eta={eta}, B={B}, dt={dt}", "step {}", "lower dt (or eta)")
     return Z
 
 
@@ -264,7 +264,7 @@ def sde_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, tim
     D = lm.d + 1
     Z = torch.stack([(torch.linalg.matrix_exp(M * float(t)) @ z0).view(D, D) for t in times])
     what = f"sde_moments with eta={eta}, B={B}" if noise else "gradient_flow_moments"
-    _check_finite_moments(Z, what, "times[{}]")
+    _check_finite_moments(Z, what, "times[{}]", "use earlier times" if not noise else "lower eta, raise B or use earlier times")
     return Z
 
 

@@ -11,6 +11,8 @@ with the 1/n normalisation of the notes' §1.8.1 (not 1/(n-1)).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -290,11 +292,13 @@ def loglog_slope_ci(x, y, yerr, *, level: float = 0.95, draws: int = 2000, gener
     y = np.asarray(y, dtype=np.float64)
     e = np.asarray(yerr, dtype=np.float64)
     _check_loglog(torch.tensor(np.asarray(x, dtype=np.float64)), torch.tensor(y))
+    if e.ndim == 0:
+        e = np.full_like(y, float(e))  # one error for every point
     if e.shape != y.shape or not np.isfinite(e).all() or (e < 0).any():
-        raise ValueError(f"yerr must hold {len(y)} finite, non-negative errors; got {e!r}")
+        raise ValueError(f"yerr must be one finite, non-negative error or {len(y)} of them; got {e!r}")
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must lie in (0, 1)")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+    if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 2:
         raise ValueError(f"draws={draws!r} must be an int >= 2")
     lx = np.log(np.asarray(x, dtype=np.float64))
     gen = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -17,7 +17,7 @@ Three schemes, named as everywhere in the package:
 
 from __future__ import annotations
 
-import numbers
+import operator
 
 import torch
 from torch import Tensor
@@ -33,14 +33,25 @@ def check_scheme(scheme: str) -> str:
     return scheme
 
 
+def _as_int(v) -> int | None:
+    """``v`` as an ``int`` if it is an integer (Python, numpy, or a 0-d integer tensor) and not a bool; else None."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
 def check_batch_size(B: int, n: int, scheme: str) -> int:
     """Validate a batch size for ``n`` samples under ``scheme`` and return it as an ``int``."""
     check_scheme(scheme)
-    if isinstance(B, bool) or not isinstance(B, numbers.Integral):
+    B_int, n_int = _as_int(B), _as_int(n)
+    if B_int is None:
         raise TypeError(f"batch size B={B!r} must be an int")
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+    if n_int is None or n_int < 1:
         raise ValueError(f"number of samples n={n!r} must be a positive int")
-    B, n = int(B), int(n)
+    B, n = B_int, n_int
     if B < 1:
         raise ValueError(f"batch size B={B} must be at least 1")
     if scheme != "with_replacement" and B > n:
@@ -49,8 +60,8 @@ def check_batch_size(B: int, n: int, scheme: str) -> int:
 
 
 def batches_per_epoch(n: int, B: int) -> int:
-    """Number of disjoint batches random reshuffling draws from one permutation."""
-    B = check_batch_size(B, n, "reshuffling")
+    """Number of disjoint batches random reshuffling draws from one permutation (0 when ``B > n``)."""
+    B = check_batch_size(B, n, "with_replacement")  # an int B >= 1; B > n is allowed and gives 0
     return int(n) // B
 
 

@@ -21,7 +21,6 @@ Drivers: ``"gaussian"`` (Brownian motion) or ``"alpha_stable"``, whose increment
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from .gradients import per_sample_grads
 from .problems import Problem
-from .sampling import check_batch_size
+from .sampling import _as_int, check_batch_size
 from .sgd import check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
 
 __all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
@@ -88,9 +87,12 @@ def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
         raise ValueError(f"time step dt={dt!r} must be a finite number > 0")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative int")
-    if record_steps is not None and any(isinstance(r, bool) or not isinstance(r, numbers.Integral) for r in record_steps):
-        raise ValueError(f"record_steps={list(record_steps)!r} must be ints in [0, {steps}]")
-    record = sorted(set(int(r) for r in record_steps) if record_steps is not None else [steps])
+    if record_steps is not None:
+        record_steps = list(record_steps)  # an iterator is read once
+        ints = [_as_int(r) for r in record_steps]
+        if any(k is None for k in ints):
+            raise ValueError(f"record_steps={record_steps!r} must be ints in [0, {steps}]")
+    record = sorted(set(ints) if record_steps is not None else [steps])
     if not record:
         raise ValueError("record_steps is empty; record at least one step (the default records the last)")
     if record[0] < 0 or record[-1] > steps:
@@ -135,11 +137,6 @@ def euler_maruyama(
     rec = iter(record)
     nxt = next(rec, None)
     for k in range(steps + 1):
-        if (k == nxt or k == steps) and not torch.isfinite(x).all():
-            raise FloatingPointError(
-                f"euler_maruyama: the paths became non-finite by step {k} (t = {k * dt:.4g}) with dt={dt}; "
-                "lower dt, or check the drift and the diffusion"
-            )
         if k == nxt:
             out.append(x.clone())
             times.append(k * dt)
@@ -148,7 +145,14 @@ def euler_maruyama(
             break
         dW = increments[k] if increments is not None else _increments(P, noise_dim, dt, driver, alpha, generator, x.dtype, x.device)
         x = x + drift(x) * dt + diffusion(x, dW)
-    return SDEPaths(times, torch.stack(out))
+    thetas = torch.stack(out)
+    # checked once at the end (no device sync per step): the final state and every recorded one
+    if not (torch.isfinite(x).all() and torch.isfinite(thetas).all()):
+        bad = (~torch.isfinite(thetas).flatten(1).all(1)).nonzero()
+        where = f"by step {record[int(bad[0])]} (t = {times[int(bad[0])]:.4g})" if len(bad) else f"by step {steps}"
+        raise FloatingPointError(f"euler_maruyama: the paths became non-finite {where} with dt={dt}; "
+                                 "lower dt, or check the drift and the diffusion")
+    return SDEPaths(times, thetas)
 
 
 def sgd_sde(

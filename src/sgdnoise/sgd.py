@@ -200,10 +200,14 @@ def check_steps(name: str, value) -> int:
 
 
 def _check_step_list(name: str, values, steps: int) -> list[int]:
+    """Steps as sorted unique ints in ``[0, steps]``; integer numpy scalars and 0-d tensors count as ints."""
+    from .sampling import _as_int
+
     values = list(values)
-    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v <= steps for v in values):
+    ints = [_as_int(v) for v in values]
+    if any(k is None or not 0 <= k <= steps for k in ints):
         raise ValueError(f"{name}={values!r} must hold ints in [0, {steps}]")
-    return sorted(set(int(v) for v in values))
+    return sorted(set(ints))
 
 
 def check_bounded(theta: Tensor, explode: float, what: str) -> None:

@@ -564,7 +564,8 @@ def noise_settings(base: TMSConfig, *, horizon: float, eta: float, batch_sizes: 
         raise ValueError(f"batch_sizes={list(batch_sizes)!r} must be ints >= 1")
     steps = int(round(horizon / eta))
     if steps < 1:
-        raise ValueError(f"horizon={horizon!r} / eta={eta!r} rounds to {steps} steps; need horizon >= eta / 2")
+        raise ValueError(f"horizon={horizon!r} / eta={eta!r} rounds to {steps} steps; need horizon / eta to round "
+                         "to at least 1 step")
     out = {"gd": {"optimizer": "gd", "lr": eta, "steps": steps}}
     for B in batch_sizes:
         out[f"sgd B={B}"] = {"optimizer": "sgd", "lr": eta, "steps": steps, "B": int(B)}

@@ -216,3 +216,13 @@ def test_valid_inputs_the_checks_must_keep_accepting():
     assert mean.shape == (2,)
     slope, lo, hi = loglog_slope_ci([1, 2, 4, 8], [1, 0.5, 0.26, 0.12], 0.01, draws=np.int64(100))
     assert lo <= slope <= hi
+
+
+def test_cache_config_with_nan_names_the_key():
+    from sgdnoise.experiments.cache import config_dict
+
+    with pytest.raises(ValueError, match=r"config\.lr=nan: a configuration must hold finite numbers"):
+        config_dict({"lr": math.nan, "B": 2})
+    with pytest.raises(ValueError, match=r"config\.sizes\[1\]=inf"):
+        config_dict({"sizes": (1.0, np.float64(np.inf))})
+    assert config_dict({"lr": np.float32(0.5), "B": np.int64(2)}) == {"lr": 0.5, "B": 2}

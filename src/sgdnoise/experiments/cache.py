@@ -42,6 +42,7 @@ import hashlib
 import inspect
 import io
 import json
+import math
 import logging
 import os
 import re
@@ -75,10 +76,13 @@ def _plain(value: Any, where: str) -> Any:
     """``value`` as JSON-able data: tuples → lists, numpy scalars → Python numbers; else TypeError."""
     if value is None or isinstance(value, (bool, str)):
         return value
-    if isinstance(value, (int, float)):
-        return value
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}={value!r}: a configuration must hold finite numbers (NaN and ±inf have no "
+                             "JSON form, so they cannot key a cached result)")
+        return value
     if isinstance(value, (list, tuple)):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):

@@ -39,6 +39,42 @@ def check_threads(threads) -> None:
         raise ValueError(f"threads={threads!r} must be None or an int >= 1")
 
 
+def check_steps_and_seeds(steps, seed, data_seed) -> None:
+    """The fields every experiment configuration has: ``steps`` and ``seed`` ints ``>= 0``, ``data_seed``
+    ``None`` or an int ``>= 0``."""
+    if not is_int(steps) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be an int >= 0")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be an int >= 0")
+    if data_seed is not None and (not is_int(data_seed) or data_seed < 0):
+        raise ValueError(f"data_seed={data_seed!r} must be None or an int >= 0")
+
+
+def check_device(device) -> None:
+    """``device`` must name a CPU or CUDA device: ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``."""
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r} must be a string: 'cpu', 'cuda' or 'cuda:<index>'")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'") from err
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}; valid devices are 'cpu', 'cuda' and 'cuda:<index>'")
+
+
+def set_canonical_types(cfg, floats, ints, optional_ints=("data_seed",)) -> None:
+    """Store the fields of a frozen dataclass as plain ``float``/``int`` (``None`` kept for
+    ``optional_ints``), so that equal configurations (``lr=100`` and ``lr=100.0``, numpy scalars) make
+    the same cache key."""
+    for name in floats:
+        object.__setattr__(cfg, name, float(getattr(cfg, name)))
+    for name in ints:
+        object.__setattr__(cfg, name, int(getattr(cfg, name)))
+    for name in optional_ints:
+        if getattr(cfg, name) is not None:
+            object.__setattr__(cfg, name, int(getattr(cfg, name)))
+
+
 def check_cache(cache) -> None:
     """``cache`` must be ``None`` (no caching) or a :class:`~sgdnoise.experiments.cache.ResultCache`."""
     from .cache import ResultCache

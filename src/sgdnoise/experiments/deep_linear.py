@@ -68,7 +68,7 @@ from ..problems import Problem, half_squared_error
 from ..sampling import SCHEMES, check_batch_size, sample_batches
 from ..sgd import DivergenceError, check_bounded, check_learning_rate, flat_grad_fn, run_chains
 from .cache import ResultCache
-from ._common import check_cache, check_threads, child_seed, is_int, is_real, torch_threads
+from ._common import check_cache, check_device, check_steps_and_seeds, set_canonical_types, check_threads, child_seed, is_int, is_real, torch_threads
 
 __all__ = ["LARGE", "DLNConfig", "DEFAULT", "OPTIMIZERS", "INITS", "DLNData", "EXPERIMENT", "teacher", "make_data",
            "make_problem", "init_params", "layer_matrices", "end_to_end", "mode_strengths", "effective_a0",
@@ -159,36 +159,19 @@ class DLNConfig:
                 raise ValueError(f"{name}={v!r} must be an int >= 1")
         if self.tail_batches < 4:
             raise ValueError(f"tail_batches={self.tail_batches} must be >= 4 (stable_alpha needs K >= 4)")
-        if not is_int(self.steps) or self.steps < 0:
-            raise ValueError(f"steps={self.steps!r} must be an int >= 0")
-        if not is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        if self.data_seed is not None and (not is_int(self.data_seed) or self.data_seed < 0):
-            raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
+        check_steps_and_seeds(self.steps, self.seed, self.data_seed)
         ts = self.tail_steps
         if not isinstance(ts, (tuple, list)) or not all(is_int(s) and 0 <= s <= self.steps for s in ts):
             raise ValueError(f"tail_steps={ts!r} must be a tuple of ints in [0, steps={self.steps}] (may be empty)")
         if self.divergence not in DIVERGENCE:
             raise ValueError(f"divergence={self.divergence!r}; valid values are {DIVERGENCE}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device={self.device!r} must be a string: 'cpu', 'cuda' or 'cuda:<index>'")
-        try:
-            dev = torch.device(self.device)
-        except RuntimeError as err:
-            raise ValueError(f"device={self.device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'") from err
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"device={self.device!r}; valid devices are 'cpu', 'cuda' and 'cuda:<index>'")
+        check_device(self.device)
         # canonical types, so that equal configurations make the same cache key
         object.__setattr__(self, "singular_values", tuple(float(s) for s in sv))
         object.__setattr__(self, "tail_steps", tuple(sorted({int(s) for s in ts})))
-        for name in ("label_noise", "init_scale", "lr", "alpha"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("k", "n", "depth", "B", "sde_substeps", "steps", "record_every", "chains", "seed",
-                     "tail_batches", "tail_directions"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        for name in ("width", "data_seed"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, int(getattr(self, name)))
+        set_canonical_types(self, ("label_noise", "init_scale", "lr", "alpha"),
+                            ("k", "n", "depth", "B", "sde_substeps", "steps", "record_every", "chains", "seed",
+                             "tail_batches", "tail_directions"), optional_ints=("width", "data_seed"))
 
     @property
     def hidden(self) -> int:

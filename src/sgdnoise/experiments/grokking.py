@@ -75,7 +75,7 @@ from ..problems import Problem, cross_entropy, half_squared_error
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
-from ._common import check_cache, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
+from ._common import check_cache, check_device, check_steps_and_seeds, set_canonical_types, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["ModAddConfig", "DEFAULT", "DEFAULT_RELU", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "OPTIMIZERS", "ACTIVATIONS", "LOSSES",
            "LR_SCHEDULES", "ModAddData", "ModAddMLP", "split_indices", "make_data", "make_model", "eval_steps",
@@ -152,33 +152,17 @@ class ModAddConfig:
             raise ValueError(f"batch size B={self.B!r} must be an int with 1 <= B <= n_train={n}")
         if not is_real(self.alpha) or not 0 < self.alpha <= 2:
             raise ValueError(f"alpha={self.alpha!r} must lie in (0, 2]")
-        if not is_int(self.steps) or self.steps < 0:
-            raise ValueError(f"steps={self.steps!r} must be an int >= 0")
-        if not is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        if self.data_seed is not None and (not is_int(self.data_seed) or self.data_seed < 0):
-            raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
+        check_steps_and_seeds(self.steps, self.seed, self.data_seed)
         if not is_int(self.evals_per_decade) or self.evals_per_decade < 1:
             raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
         if not is_real(self.threshold) or not 0 < self.threshold <= 1:
             raise ValueError(f"threshold={self.threshold!r} must lie in (0, 1]")
         if not isinstance(self.stop_at_generalisation, bool):
             raise ValueError(f"stop_at_generalisation={self.stop_at_generalisation!r} must be a bool")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device={self.device!r} must be a string: 'cpu', 'cuda' or 'cuda:<index>'")
-        try:
-            dev = torch.device(self.device)
-        except RuntimeError as err:
-            raise ValueError(f"device={self.device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'") from err
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"device={self.device!r}; valid devices are 'cpu', 'cuda' and 'cuda:<index>'")
+        check_device(self.device)
         # canonical types, so that lr=100 and lr=100.0 (or numpy scalars) make the same cache key
-        for name in ("train_frac", "init_scale", "lr", "weight_decay", "alpha", "threshold"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("p", "width", "warmup_steps", "B", "steps", "seed", "evals_per_decade"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        if self.data_seed is not None:
-            object.__setattr__(self, "data_seed", int(self.data_seed))
+        set_canonical_types(self, ("train_frac", "init_scale", "lr", "weight_decay", "alpha", "threshold"),
+                            ("p", "width", "warmup_steps", "B", "steps", "seed", "evals_per_decade"))
 
     @property
     def n_train(self) -> int:

@@ -73,7 +73,7 @@ from ..noise import noise_covariance_factor
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
 from .cache import ResultCache
-from ._common import check_cache, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
+from ._common import check_cache, check_device, check_steps_and_seeds, set_canonical_types, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["TMSConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "DEFAULT_SPARSITIES", "OPTIMIZERS",
            "NOISE_BASE", "NOISE_SWEEP", "NOISE_SEEDS",
@@ -142,32 +142,16 @@ class TMSConfig:
         if not is_int(self.B) or self.B < 1 or (not self.online and self.B > self.n_samples):
             raise ValueError(f"batch size B={self.B!r} must be an int with 1 <= B <= n_samples={self.n_samples}"
                              + (" (any B >= 1 online)" if self.online else ""))
-        if not is_int(self.steps) or self.steps < 0:
-            raise ValueError(f"steps={self.steps!r} must be an int >= 0")
-        if not is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        if self.data_seed is not None and (not is_int(self.data_seed) or self.data_seed < 0):
-            raise ValueError(f"data_seed={self.data_seed!r} must be None or an int >= 0")
+        check_steps_and_seeds(self.steps, self.seed, self.data_seed)
         if not is_real(self.threshold) or self.threshold <= 0:
             raise ValueError(f"threshold={self.threshold!r} must be a finite number > 0")
         if not is_real(self.angle_tol) or not 0 < self.angle_tol < 45:
             raise ValueError(f"angle_tol={self.angle_tol!r} must lie in (0, 45) degrees")
         if not is_int(self.evals_per_decade) or self.evals_per_decade < 1:
             raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device={self.device!r} must be a string: 'cpu', 'cuda' or 'cuda:<index>'")
-        try:
-            dev = torch.device(self.device)
-        except RuntimeError as err:
-            raise ValueError(f"device={self.device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'") from err
-        if dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"device={self.device!r}; valid devices are 'cpu', 'cuda' and 'cuda:<index>'")
-        for name in ("importance", "sparsity", "lr", "weight_decay", "threshold", "angle_tol"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("n", "m", "n_samples", "B", "steps", "seed", "evals_per_decade"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        if self.data_seed is not None:
-            object.__setattr__(self, "data_seed", int(self.data_seed))
+        check_device(self.device)
+        set_canonical_types(self, ("importance", "sparsity", "lr", "weight_decay", "threshold", "angle_tol"),
+                            ("n", "m", "n_samples", "B", "steps", "seed", "evals_per_decade"))
 
     @property
     def noise_level(self) -> float:

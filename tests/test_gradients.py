@@ -174,6 +174,18 @@ def test_non_finite_gradient_names_the_parameter():
         per_sample_grads(model, loss_fn, X, y)
     with pytest.raises(FloatingPointError, match="non-finite"):
         gram_matrix(model, loss_fn, X, y)
+    with pytest.raises(FloatingPointError, match=r"parameter '0.weight' \(first at sample 3\)"):
+        centred_gram_lower(model, loss_fn, X, y)
+
+
+def test_gram_overflow_with_finite_gradients_is_an_error():
+    """Finite per-sample gradients whose products overflow: an error, never a matrix holding inf."""
+    _, _, X, y = CASES["mlp-nobias-mse"]
+    model = nn.Linear(5, 2, bias=False).double()
+    X = X * 1e100  # δ and a are about 1e100, g = δ aᵀ about 1e200, ‖g‖² overflows float64
+    assert torch.isfinite(per_sample_grads(model, half_squared_error, X, y)).all()
+    with pytest.raises(FloatingPointError, match=r"G_c G_cᵀ overflows torch.float64 although every per-sample"):
+        centred_gram_lower(model, half_squared_error, X, y)
 
 
 def test_bad_method():

@@ -318,7 +318,7 @@ def gram_matrix(
 
 
 def centred_gram_lower(
-    model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, block_rows: int = 256
+    model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, block_rows: int = 128
 ) -> Tensor | None:
     """The lower triangle (diagonal included) of ``G_c G_cᵀ``, on the fast path only; else ``None``.
 
@@ -328,6 +328,10 @@ def centred_gram_lower(
     the full square is filled. The centring needs no full matrix either: the row means of
     ``K = G Gᵀ`` are ``r_i = ⟨g_i, g_n⟩ = Σ_layers a_iᵀ (Aᵀ Δ / n) δ_i`` and their mean is
     ``‖g_n‖²``, so ``(G_c G_cᵀ)_ij = K_ij − r_i − r_j + ‖g_n‖²`` entry by entry.
+
+    The result is row-major; its transpose ``K.mT`` is column-major with the same entries in its
+    upper triangle, which is the layout LAPACK reads without a transposing copy
+    (``torch.linalg.eigvalsh(K.mT, UPLO="U")``).
     """
     n = check_data(X, y)
     if block_rows < 1:
@@ -337,34 +341,53 @@ def centred_gram_lower(
         return None
     factors = []  # per layer: (A or None, Δ); with a bias the 1 is folded into the A-factor
     r = cap.grads[0].new_zeros(n)
+    # |(G Gᵀ)_ij| ≤ bound = Σ_layers max‖a‖² max‖δ‖² (Cauchy-Schwarz), and |r_i| ≤ bound too, so
+    # every entry below, partial sums included, is at most 4·bound: a finite bound well under the
+    # dtype's largest number proves the result finite without a pass over the n × n array.
+    bound = cap.grads[0].new_zeros(())
     for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
         w, b = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
+        delta_sq = delta.square().sum(dim=1).max()
         if w:
             at = torch.cat([a, a.new_ones(n, 1)], dim=1) if b else a
             mean_grad = at.T @ delta / n  # (in [+1], out): this layer's block of g_n
             r += ((at @ mean_grad) * delta).sum(dim=1)
             factors.append((at, delta))
+            bound = bound + at.square().sum(dim=1).max() * delta_sq
         elif b:
             r += delta @ delta.mean(dim=0)
             factors.append((None, delta))
+            bound = bound + delta_sq
     # The centring -r_i - r_j + m is the rank-2 matrix -(u 1ᵀ + 1 uᵀ) with u = r - m/2: one product.
     u = r - r.mean() / 2
     left = torch.stack([u, torch.ones_like(u)], dim=1)  # (n, 2)
     right = -left.flip(1)  # (n, 2): left_i · right_j = -(u_i + u_j)
     K = cap.grads[0].new_empty((n, n))
-    for r0 in range(0, n, block_rows):
-        r1 = min(n, r0 + block_rows)
+    # Two scratch arrays reused by every block (fresh temporaries per block cost as much as the
+    # products with ~100 columns that fill them).
+    rows = min(block_rows, n)
+    scratch_a, scratch_d = K.new_empty(rows * n), K.new_empty(rows * n)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
         K[r0:r1, r1:].zero_()
         blk = K[r0:r1, :r1]
+        aa = scratch_a[: (r1 - r0) * r1].view(r1 - r0, r1)
+        dd = scratch_d[: (r1 - r0) * r1].view(r1 - r0, r1)
         torch.mm(left[r0:r1], right[:r1].T, out=blk)
         for at, delta in factors:
-            dd = delta[r0:r1] @ delta[:r1].T
+            torch.mm(delta[r0:r1], delta[:r1].T, out=dd)
             if at is None:
                 blk += dd
             else:
-                blk.addcmul_(at[r0:r1] @ at[:r1].T, dd)
-    if not torch.isfinite(K).all():
-        _check_finite(_grads_from_capture(cap, model), model)
+                torch.mm(at[r0:r1], at[:r1].T, out=aa)
+                blk.addcmul_(aa, dd)
+    if not bool(bound < torch.finfo(K.dtype).max / 8):  # False for a NaN or infinite bound too
+        if not torch.isfinite(K).all():
+            _check_finite(_grads_from_capture(cap, model), model)  # names the parameter, if one
+            raise FloatingPointError(
+                f"G_c G_cᵀ overflows {K.dtype} although every per-sample gradient is finite "
+                f"(largest |entry| bound {float(bound):.3g}); rescale the loss or use float64"
+            )
     return K
 
 

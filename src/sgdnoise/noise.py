@@ -155,7 +155,7 @@ def noise_spectrum(K: Tensor, *, centered: bool = False) -> Tensor:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n = K.shape[0]
     Kc = K if centered else center_gram(K)
-    eig = torch.linalg.eigvalsh(Kc, UPLO="L") / n
+    eig = torch.linalg.eigvalsh(Kc.mT, UPLO="U") / n  # Kc's lower triangle, in LAPACK's layout
     return eig.flip(0).clamp_min(0.0)
 
 
@@ -172,7 +172,8 @@ def sigma_spectrum(model, loss_fn, X: Tensor, y: Tensor) -> Tensor:
     Kl = centred_gram_lower(model, loss_fn, X, y)
     if Kl is None:
         return noise_spectrum(gram_matrix(model, loss_fn, X, y, centered=True), centered=True)
-    eig = torch.linalg.eigvalsh(Kl, UPLO="L") / Kl.shape[0]
+    # Kl.mT is column-major with the entries in its upper triangle: LAPACK's layout, no transpose.
+    eig = torch.linalg.eigvalsh(Kl.mT, UPLO="U") / Kl.shape[0]
     return eig.flip(0).clamp_min(0.0)
 
 

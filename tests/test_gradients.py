@@ -186,6 +186,19 @@ def test_gram_overflow_with_finite_gradients_is_an_error():
     assert torch.isfinite(per_sample_grads(model, half_squared_error, X, y)).all()
     with pytest.raises(FloatingPointError, match=r"G_c G_cᵀ overflows torch.float64 although every per-sample"):
         centred_gram_lower(model, half_squared_error, X, y)
+    with pytest.raises(FloatingPointError, match=r"G Gᵀ overflows torch.float64 although every per-sample"):
+        gram_matrix(model, half_squared_error, X, y)
+
+    class Raw(nn.Module):  # not an nn.Linear: the general route
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(model.weight.detach().T.clone())
+
+        def forward(self, x):
+            return x @ self.w
+
+    with pytest.raises(FloatingPointError, match=r"G Gᵀ overflows torch.float64 although every per-sample"):
+        gram_matrix(Raw(), half_squared_error, X, y)
 
 
 def test_bad_method():

@@ -280,6 +280,16 @@ def full_gradient(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> Te
     return g
 
 
+def _gram_not_finite(what: str, dtype: torch.dtype, cap: _LinearCapture | None = None, model=None) -> None:
+    """Raise for a non-finite Gram matrix: naming the parameter if a gradient is not finite, else overflow."""
+    if cap is not None:
+        _check_finite(_grads_from_capture(cap, model), model)
+    raise FloatingPointError(
+        f"{what} overflows {dtype} although every per-sample gradient is finite; rescale the loss or the data"
+        + (" or use float64" if dtype != torch.float64 else "")
+    )
+
+
 def gram_matrix(
     model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, centered: bool = False
 ) -> Tensor:
@@ -305,10 +315,12 @@ def gram_matrix(
             elif b:
                 K += dd
         if not torch.isfinite(K).all():
-            _check_finite(_grads_from_capture(cap, model), model)
+            _gram_not_finite("G Gᵀ", K.dtype, cap, model)
     else:
-        G = per_sample_grads(model, loss_fn, X, y)
+        G = per_sample_grads(model, loss_fn, X, y)  # raises on a non-finite gradient
         K = G @ G.T
+        if not torch.isfinite(K).all():
+            _gram_not_finite("G Gᵀ", K.dtype)
     if centered:
         row = K.mean(dim=1, keepdim=True)
         K -= row
@@ -383,11 +395,7 @@ def centred_gram_lower(
                 blk.addcmul_(aa, dd)
     if not bool(bound < torch.finfo(K.dtype).max / 8):  # False for a NaN or infinite bound too
         if not torch.isfinite(K).all():
-            _check_finite(_grads_from_capture(cap, model), model)  # names the parameter, if one
-            raise FloatingPointError(
-                f"G_c G_cᵀ overflows {K.dtype} although every per-sample gradient is finite "
-                f"(largest |entry| bound {float(bound):.3g}); rescale the loss or use float64"
-            )
+            _gram_not_finite("G_c G_cᵀ", K.dtype, cap, model)
     return K
 
 

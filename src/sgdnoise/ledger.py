@@ -116,6 +116,7 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
 
 
 def verdict_counts(chapter: str | None = None) -> dict[str, int]:
+    """How many registered claims (of one chapter, or all) carry each verdict; the checks are not run."""
     counts = {v: 0 for v in VERDICTS}
     for c in claims(chapter):
         counts[c.verdict] += 1

@@ -28,6 +28,7 @@ __all__ = ["SCHEMES", "check_scheme", "check_batch_size", "sample_batches", "bat
 
 
 def check_scheme(scheme: str) -> str:
+    """``scheme`` if it names a sampling scheme (one of ``SCHEMES``); else a ``ValueError`` listing them."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}; valid schemes are {', '.join(map(repr, SCHEMES))}")
     return scheme

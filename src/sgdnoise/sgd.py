@@ -29,6 +29,7 @@ class DivergenceError(FloatingPointError):
 
 
 def check_learning_rate(eta) -> float:
+    """``eta`` as a ``float`` if it is a finite number ``> 0``; else a ``ValueError`` naming it."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta <= 0:
         raise ValueError(f"learning rate eta={eta!r} must be a finite number > 0")
     return float(eta)

@@ -105,12 +105,12 @@ def solve(K: torch.Tensor) -> torch.Tensor:
 def float32_check(prob64, ref: torch.Tensor, repeats: int) -> dict:
     """Times and accuracy of routes (a) and (b) in float32 against the float64 spectrum ``ref``."""
     prob = as_float32(prob64)
-    eig = {"gram": ROUTES["gram"](prob).double()}
+    eig = ROUTES["gram"](prob).double()
     Kl = centred_gram_lower(prob.model, prob.loss_fn, prob.X, prob.y)
     times = best_times({"gram": lambda: ROUTES["gram"](prob), "dense": lambda: ROUTES["dense"](prob),
                         "eigvalsh": lambda: solve(Kl)}, repeats)
     mask = ref > 1e-10 * ref[0]
-    rel = ((eig["gram"] - ref).abs() / ref)[mask]
+    rel = ((eig - ref).abs() / ref)[mask]
     bad = rel > 1e-4
     # The smallest eigenvalue (relative to the largest) down to which every one agrees to 1e-4; ref
     # is in decreasing order. 1.0 would mean that not even the largest agrees.
@@ -125,8 +125,6 @@ def float32_check(prob64, ref: torch.Tensor, repeats: int) -> dict:
         "agree_down_to_relative_eigenvalue": lowest_agreeing,
         "max_relative_diff_to_float64": float(rel.max()),
     }
-
-
 
 
 def peak_memory_child(route: str) -> None:

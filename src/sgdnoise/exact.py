@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .gradients import check_data
 from .noise import noise_covariance_factor
-from .sgd import check_learning_rate, svag_coefficients
+from .sgd import check_learning_rate, check_steps, svag_coefficients
 
 __all__ = ["LinearMoments", "sgd_moment_operator", "sgd_moments", "sgd_stationary_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
 
@@ -52,12 +52,6 @@ def _check_theta0(theta0: Tensor, d: int) -> None:
         raise ValueError(f"theta0 has shape {got}; need ({d},), one entry per column of X (d={d})")
     if not bool(torch.isfinite(theta0).all()):
         raise ValueError(f"theta0={theta0.tolist()} must be finite")
-
-
-def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative int")
-    return int(steps)
 
 
 def _check_dt(dt) -> None:
@@ -182,7 +176,7 @@ def sgd_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, ste
     T = sgd_moment_operator(X, y, eta=eta, B=B, scheme=scheme, svag_l=svag_l)
     D = X.shape[1] + 1
     _check_theta0(theta0, D - 1)
-    steps = _check_steps(steps)
+    steps = check_steps("steps", steps)
     v = initial_moments(theta0).reshape(-1)
     out = [v]
     for _ in range(steps):
@@ -230,7 +224,7 @@ def sde_em_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, 
     """
     eta = check_learning_rate(eta)
     _check_dt(dt)
-    steps = _check_steps(steps)
+    steps = check_steps("steps", steps)
     lm = LinearMoments(X, y)
     _check_theta0(theta0, lm.d)
     c = noise_covariance_factor(lm.n, B, scheme)

@@ -25,6 +25,9 @@ epsilon, 1.2e-7 in float32, times the largest eigenvalue). The
 script checks this and measures float32 too (the same θ, rounded): it prints down to which
 eigenvalue the float32 spectrum agrees with float64 to 1e-4, and the float32 times and ratio.
 
+SciPy's LAPACK, with its own BLAS, is timed for the same eigen-solve too, together with what it costs
+the torch work that follows it (``other_lapack_check``).
+
 Time: best of ``--repeats`` interleaved rounds after one warm-up, ``time.perf_counter``. Peak memory:
 each route runs once in a fresh subprocess (``--route NAME``), which reports ``ru_maxrss`` at the end
 minus ``ru_maxrss`` right after the imports and the data loading. The spectra must agree to 1e-4
@@ -43,6 +46,7 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -56,6 +60,8 @@ from sgdnoise.problems import digits_mlp
 THREADS = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "noise_spectrum.json"
 MiB = 2**20
+SETTLE = 0.5  # seconds of pause before each solve in the other-LAPACK check
+IDLE = 0.1  # seconds of sleep after a solve, during which the process's CPU time is read
 
 
 def centred_gram_gram(prob) -> torch.Tensor:
@@ -124,6 +130,58 @@ def float32_check(prob64, ref: torch.Tensor, repeats: int) -> dict:
         "eigenvalues_compared": int(mask.sum()),
         "agree_down_to_relative_eigenvalue": lowest_agreeing,
         "max_relative_diff_to_float64": float(rel.max()),
+    }
+
+
+def other_lapack_check(prob, Kl: torch.Tensor, ref: torch.Tensor, repeats: int) -> dict:
+    """SciPy's LAPACK for the same eigen-solve, and what it costs the torch work that follows it.
+
+    Each round, for each solver after a pause of ``SETTLE`` seconds: the solve, then at once the
+    lower-triangle Gram build that route (a) starts with; both are timed. SciPy's LAPACK comes with
+    its own BLAS and thread pool, whose threads may stay busy after a call returns; the build timed
+    right after the solve shows what that costs the torch work that comes next, and the CPU time the
+    process uses while this thread sleeps ``IDLE`` seconds after a solve shows the busy threads.
+    """
+    import scipy.linalg
+    import threadpoolctl
+
+    A = Kl.numpy().T  # column-major, with Kl's lower triangle as its upper one: no copy here
+    solvers = {
+        "torch": lambda: solve(Kl),
+        "scipy": lambda: scipy.linalg.eigh(A, lower=False, eigvals_only=True, check_finite=False, driver="evd"),
+    }
+    eig = torch.from_numpy(solvers["scipy"]()).flip(0) / prob.n
+    mask = ref > 1e-10 * ref[0]
+    build = lambda: centred_gram_lower(prob.model, prob.loss_fn, prob.X, prob.y)  # noqa: E731
+    times = {name: {"solve": [], "build_after": []} for name in solvers}
+    for _ in range(repeats):
+        for name, fn in solvers.items():
+            time.sleep(SETTLE)
+            start = time.perf_counter()
+            fn()
+            mid = time.perf_counter()
+            build()
+            times[name]["solve"].append(mid - start)
+            times[name]["build_after"].append(time.perf_counter() - mid)
+    # How busy the process stays once a solve has returned: CPU seconds used while this thread sleeps.
+    busy = {name: [] for name in solvers}
+    for _ in range(repeats):
+        for name, fn in solvers.items():
+            time.sleep(SETTLE)
+            fn()
+            cpu = time.process_time()
+            time.sleep(IDLE)
+            busy[name].append(time.process_time() - cpu)
+    blas = [f"{i['internal_api']} {i['version']}" for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas" and Path(i["filepath"]).parent.name == "scipy.libs"]  # its wheel's own
+    return {
+        "scipy": scipy.__version__,
+        "scipy_blas": blas[0] if blas else "unknown",
+        "settle_seconds": SETTLE,
+        "seconds": {name: {k: min(v) for k, v in t.items()} for name, t in times.items()},
+        "idle_seconds": IDLE,
+        "cpu_seconds_while_idle_after_solve": {name: min(v) for name, v in busy.items()},
+        "max_relative_diff": float(((eig - ref).abs() / ref)[mask].max()),
     }
 
 
@@ -217,6 +275,13 @@ def main(argv=None) -> dict | None:
           f"only the {f32['largest_eigenvalues_agreeing_to_1e-4_with_float64']} largest of {f32['eigenvalues_compared']} "
           f"eigenvalues agree with float64 to 1e-4, down to {f32['agree_down_to_relative_eigenvalue']:.1e} "
           f"x the largest (max relative difference {f32['max_relative_diff_to_float64']:.1e})")
+    other = other_lapack_check(prob, Kl, a, args.repeats)
+    ts, ss = other["seconds"]["torch"], other["seconds"]["scipy"]
+    print(f"SciPy {other['scipy']} ({other['scipy_blas']}) for the same eigen-solve: {ss['solve']:.3f} s against "
+          f"{ts['solve']:.3f} s for torch's; the Gram build right after it takes {ss['build_after']:.3f} s "
+          f"against {ts['build_after']:.3f} s after torch's (eigenvalues agree to {other['max_relative_diff']:.1e}); "
+          f"CPU seconds used while idle for {IDLE} s after the solve: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in other["cpu_seconds_while_idle_after_solve"].items()))
 
     result = {
         "benchmark": "full spectrum of Sigma_emp on the digits MLP: Gram route vs forming G",
@@ -247,6 +312,7 @@ def main(argv=None) -> dict | None:
         "spectra_agree": agree,
         "largest_eigenvalue": float(a[0]),
         "float32": f32,
+        "other_lapack": other,
     }
     write_results(RESULTS, result)
     return result

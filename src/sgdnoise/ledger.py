@@ -1,6 +1,6 @@
 """The ledger: every claim of the research notes, registered once, with a verdict and a check.
 
-A :class:`Claim` records where the claim sits in the notes (``"(6)–(7)"``, ``"Prop. 1.3"``,
+A :class:`Claim` records where the claim sits in the notes (``"(6)–(7)"``, ``"Prop. 1 (item 3)"``,
 ``"§1.8.5"``), the claim in words, the verdict (``"holds"``, ``"holds only if"`` with the conditions,
 or ``"wrong"`` with the corrected statement), the chapter that checks it, and a ``check`` that
 returns :class:`Evidence`. ``Evidence.ok`` is true when the computation confirms the *verdict*

@@ -29,9 +29,10 @@ def _1d():
     chapter=CH,
     claim="SGD's SDE has the Fokker–Planck equation ∂p/∂t = ∇·(∇L p + ½(η/B) Σ ∇p), current j = ∇L p + ½(η/B) Σ ∇p.",
     verdict="holds only if",
-    statement="Σ is constant. For the Itô SDE (23) the current is -(∇L p + ½(η/B) ∇·(Σ p)), which adds ½(η/B)(∇·Σ) p; "
-    "(24) is the Fokker–Planck equation of the anti-Itô (Hänggi–Klimontovich) reading of the SDE. The sign of j in (25) "
-    "is also reversed with respect to ∂p/∂t = -∇·j",
+    statement="∇·Σ = 0, (∇·Σ)_i = Σ_j ∂_j Σ_ij (in one dimension: Σ constant). For the Itô SDE (23) the current is "
+    "-(∇L p + ½(η/B) ∇·(Σ p)), which adds ½(η/B)(∇·Σ) p; (24) is the Fokker–Planck equation of the Itô SDE with the "
+    "extra drift +½(η/B) ∇·Σ, and in one dimension of the anti-Itô (Hänggi–Klimontovich) reading of (23). The sign of "
+    "j in (25) is also reversed with respect to ∂p/∂t = -∇·j",
     mutant={"holds_for_varying_sigma": True},
 )
 def _eq24(holds_for_varying_sigma: bool = False):
@@ -41,8 +42,18 @@ def _eq24(holds_for_varying_sigma: bool = False):
     diff = sp.simplify(ito - notes)
     missing = sp.simplify(diff - c / 2 * sp.diff(sp.diff(S, x) * p, x))
     const = sp.simplify(diff.subs(S, sp.Symbol("s", positive=True)).doit())
-    ok = missing == 0 and const == 0 and ((diff == 0) == holds_for_varying_sigma)
-    return Evidence(ok, f"Itô minus (24) = {sp.simplify(diff)} (exact, 1D, generic L, Σ, p); zero for constant Σ: {const == 0}")
+    # Two dimensions, generic symmetric Σ(θ): Itô minus (24) is exactly ½c ∇·((∇·Σ) p).
+    X = sp.symbols("x1:3", real=True)
+    p2, L2 = sp.Function("p")(*X), sp.Function("L")(*X)
+    S2 = sp.Matrix(2, 2, lambda i, j: sp.Function(f"S{min(i, j)}{max(i, j)}")(*X))
+    ito2 = sy.fokker_planck_rhs(p2, [-sp.diff(L2, xi) for xi in X], c * S2, list(X))
+    notes2 = sum(sp.diff(sp.diff(L2, X[i]) * p2 + c / 2 * sum(S2[i, j] * sp.diff(p2, X[j]) for j in range(2)), X[i])
+                 for i in range(2))
+    div_S = [sum(sp.diff(S2[i, j], X[j]) for j in range(2)) for i in range(2)]
+    missing2 = sp.simplify(sp.expand(ito2 - notes2 - c / 2 * sum(sp.diff(div_S[i] * p2, X[i]) for i in range(2))))
+    ok = missing == 0 and missing2 == 0 and const == 0 and ((diff == 0) == holds_for_varying_sigma)
+    return Evidence(ok, f"Itô minus (24) = {sp.simplify(diff)} (exact, 1D, generic L, Σ, p); zero for constant Σ: "
+                    f"{const == 0}; in 2D with a generic symmetric Σ(θ) it is ½c ∇·((∇·Σ) p): {missing2 == 0}")
 
 
 @register(

@@ -58,7 +58,7 @@ def _verdict_on_schemes(identity, holds_for, what: str) -> Evidence:
 # ----------------------------------------------------------------------------- §1.3, (5)
 @register(
     key="ch1:unbiased",
-    location="§1.3; (5); Prop. 1.1",
+    location="§1.3; (5); Prop. 1 (item 1)",
     section="1.3, 1.8.1, 1.8.3",
     chapter=CH,
     claim="The minibatch gradient is unbiased: E_B[g_B(θ)] = g_n(θ), so the noise has mean zero.",
@@ -141,10 +141,10 @@ def _sampling_cov(factor=lambda n: sp.Rational(1, n)):
     return Evidence(True, "exact for independent samples (n = 2, 3, 4); with correlation ρ: (1 + (n-1)ρ)Σ_pop/n")
 
 
-# ----------------------------------------------------------------------------- (6)–(7), Prop. 1.2, §1.8.4
+# ----------------------------------------------------------------------------- (6)–(7), Prop. 1 (item 2), §1.8.4
 @register(
     key="ch1:batch-cov",
-    location="(6)–(7); Prop. 1.2; §1.8.4 (1)",
+    location="(6)–(7); Prop. 1 (item 2); §1.8.4 (1)",
     section="1.8.1, 1.8.3, 1.8.4",
     chapter=CH,
     claim="Cov_B[ξ | D_n] = Σ_emp(θ)/B: the noise covariance scales as 1/B.",
@@ -188,7 +188,7 @@ def _fpc(factor=lambda n, B: sp.Rational(n - B, (n - 1) * B)):
     location="(8)–(11)",
     section="1.8.3",
     chapter=CH,
-    claim="Proof of Prop. 1.2: Cov[ξ] = Cov[g_B] (8), and the variance of the batch sum is the sum of the variances (9)→(10).",
+    claim="Proof of Prop. 1 (item 2): Cov[ξ] = Cov[g_B] (8), and the variance of the batch sum is the sum of the variances (9)→(10).",
     verdict="holds only if",
     statement="(8) and (11) hold for every scheme; the step (9)→(10) needs independent indices, i.e. sampling with replacement",
     mutant={"holds_for": SCHEMES},
@@ -213,7 +213,7 @@ def _prop1_steps(holds_for=("with_replacement",)):
     return Evidence(ok, f"(8) exact for {_fmt(all8)}; (9)→(10) exact for {_fmt(found)}")
 
 
-# ----------------------------------------------------------------------------- Prop. 1.3
+# ----------------------------------------------------------------------------- Prop. 1 (item 3)
 def _mc_prop13(R: int = 4000, n: int = 10, d: int = 2, seed: int = 0):
     """E_D[tr Σ_emp(θ)] against (n-1)/n E_D[tr Σ_pop(θ)] at a fixed θ and at the fitted θ̂(D)."""
     from ..problems import lr_draw, lr_sigma_emp, lr_sigma_pop, lr_theta_star
@@ -232,7 +232,7 @@ def _mc_prop13(R: int = 4000, n: int = 10, d: int = 2, seed: int = 0):
 
 @register(
     key="ch1:prop1-expected",
-    location="Prop. 1.3; §1.8.4 (3)",
+    location="Prop. 1 (item 3); §1.8.4 (3)",
     section="1.8.3, 1.8.4",
     chapter=CH,
     claim="E_D[Cov_B[ξ | D_n, θ]] = (1/B)(n-1)/n · Σ_pop(θ), using E[Σ_emp] = (n-1)/n Σ_pop; → Σ_pop/B as n → ∞.",

@@ -243,10 +243,13 @@ def _schedule(follow_schedule: bool = True):
     zce = torch.linalg.matrix_exp(_sde_generator(lm, eta_last, 1 / B) * (4000 * eta_last)) @ z
     Lc, Lce = expected_loss(p.X, p.y, zc.view(4, 4)) - Lstar, expected_loss(p.X, p.y, zce.view(4, 4)) - Lstar
     rel_const = float(abs(Lc - Lce) / Lc)
-    ok = rel < 0.1
+    # criterion fixed before looking at the numbers, as in ch4:batch-vs-n: the schedule-following SDE's error
+    # is at most twice the error of the SDE of a constant-η run at the schedule's last step size
+    factor = 2.0
+    ok = rel <= factor * rel_const
     return Evidence(ok, f"linear regression (n = 40, d = 3), B = {B}, schedule η = 0.2 → 0.05 → 0.0125: relative error of "
-                    f"the SDE with η(t) in E[L_n] - L* at the end: {rel:.3f} (constant η = {eta_last}: {rel_const:.3f}); "
-                    "exact moments")
+                    f"the SDE with η(t) in E[L_n] - L* at the end: {rel:.2e}, against {rel_const:.2e} for a constant-η "
+                    f"run at η = {eta_last} (criterion: at most {factor:g} times that); exact moments")
 
 
 # ----------------------------------------------------------------------------- Σ singular
@@ -311,7 +314,9 @@ def _iid(batch=lambda n: n // 4):
     claim="B should remain fixed as the learning rate η → 0.",
     verdict="holds only if",
     statement="fixing B is one way to take the limit, not a requirement: the SDE depends on η and B only through "
-    "η/B, and SGD approaches it as η → 0 whether B is fixed or grows with η/B fixed (the linear scaling rule)",
+    "η/B, and SGD approaches it as η → 0 with B fixed. Along η/B fixed (the linear scaling rule) SGD's error also "
+    "shrinks as η and B shrink together, but η → 0 then forces B → 0: minibatches stop at B = 1, and the limit "
+    "along that path is reachable only through a noise-scaling device such as SVAG",
     mutant={"noise_factor": lambda B: 1.0 / B**2},
 )
 def _fixed_batch(noise_factor=lambda B: 1.0 / B):
@@ -339,5 +344,6 @@ def _fixed_batch(noise_factor=lambda B: 1.0 / B):
     shrinks = all(a > b for a, b in zip(err_ratio, err_ratio[1:])) and all(a > b for a, b in zip(err_fixed, err_fixed[1:]))
     return Evidence(invariant and shrinks,
                     f"linear regression (n = 40, d = 3), E[L_n] at t = {t:g} (exact moments): the SDE gives the same value "
-                    f"for (η, B) = (0.04, 4), (0.02, 2), (0.01, 1): {invariant}; |SGD - SDE| along η/B = 0.01: "
+                    f"for (η, B) = (0.04, 4), (0.02, 2), (0.01, 1): {invariant}; |SGD - SDE| along η/B = 0.01 (B shrinks with η, "
+                    "down to B = 1): "
                     + ", ".join(f"{x:.2e}" for x in err_ratio) + "; along B = 2: " + ", ".join(f"{x:.2e}" for x in err_fixed))

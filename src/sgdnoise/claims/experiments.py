@@ -48,20 +48,26 @@ def _levy_saddles(better: str = "sde_gaussian"):
     chapter=CH,
     claim="Phase transitions between geometric states happen when the noise amplitude is sufficiently high.",
     verdict="holds only if",
-    statement="read as 'strong enough noise changes the geometry reached in a given time': SGD noise with "
-    "η/B = 0.075 keeps runs out of the pentagon near the sparsity boundary (S = 0.9, 0.95), while η/B ≈ 0.01 "
-    "leaves the phase diagram as gradient descent's; the noise delays convergence rather than creating a new geometry",
-    mutant={"noisy": "sgd B=32"},
+    statement="read as 'strong enough noise changes the geometry reached in a given time': SGD noise "
+    "with η/B = 0.075 lowers the fraction of seeds in the pentagon near the sparsity boundary (S = 0.9, 0.95) "
+    "below gradient descent's by at least 0.25, more than the standard error of that difference (at most 0.5/√n "
+    "with n seeds per cell), while η/B ≈ 0.01 changes it by less than that standard error; at this seed count "
+    "this is an indication, not a settled result. Whether the noise delays convergence or leads to different "
+    "minima is not tested",
+    mutant={"noisy": "sgd B=32", "quiet": "sgd B=4"},
     method="simulation",
 )
-def _noise_phase(noisy: str = "sgd B=4"):
+def _noise_phase(noisy: str = "sgd B=4", quiet: str = "sgd B=32"):
     from ..experiments import superposition as tms
 
     settings = tms.noise_settings(tms.NOISE_BASE, **tms.NOISE_SWEEP)
-    settings = {k: v for k, v in settings.items() if k in ("gd", noisy)}
+    settings = {k: v for k, v in settings.items() if k in ("gd", noisy, quiet)}
     diagram = tms.phase_diagram(tms.NOISE_BASE, settings, (0.9, 0.95), tms.NOISE_SEEDS, progress=False)
     frac = {name: float(np.mean([c["fractions"].get("pentagon", 0.0) for c in diagram["cells"] if c["setting"] == name]))
             for name in settings}
-    ok = frac["gd"] - frac[noisy] >= 0.25
+    # the standard error of a difference of two fractions, each pooled over 2 sparsities × n seeds, is at most 0.5/√n
+    se_diff = 0.5 / np.sqrt(diagram["n_seeds"])
+    ok = frac["gd"] - frac[noisy] >= max(0.25, se_diff) and abs(frac["gd"] - frac[quiet]) < se_diff
     return Evidence(ok, f"fraction of seeds in the pentagon at S = 0.9 and 0.95 ({diagram['n_seeds']} seeds each): "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in frac.items()))
+                    + ", ".join(f"{k} {v:.2f}" for k, v in frac.items())
+                    + f"; standard error of a difference at most {se_diff:.2f}")

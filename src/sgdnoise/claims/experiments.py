@@ -48,26 +48,34 @@ def _levy_saddles(better: str = "sde_gaussian"):
     chapter=CH,
     claim="Phase transitions between geometric states happen when the noise amplitude is sufficiently high.",
     verdict="holds only if",
-    statement="read as 'strong enough noise changes the geometry reached in a given time': SGD noise "
-    "with η/B = 0.075 lowers the fraction of seeds in the pentagon near the sparsity boundary (S = 0.9, 0.95) "
-    "below gradient descent's by at least 0.25, more than the standard error of that difference (at most 0.5/√n "
-    "with n seeds per cell), while η/B ≈ 0.01 changes it by less than that standard error; at this seed count "
-    "this is an indication, not a settled result. Whether the noise delays convergence or leads to different "
-    "minima is not tested",
-    mutant={"noisy": "sgd B=32", "quiet": "sgd B=4"},
+    statement="read as 'strong enough noise changes the geometry reached in a given time': with n = 6 seeds per "
+    "cell and a difference counted as resolved beyond two standard errors (each at most 0.5·√(2/n)), Gaussian "
+    "noise with the covariance of SGD at η/B = 0.075 lowers the fraction of seeds reaching the pentagon near the "
+    "sparsity boundary (S = 0.9, 0.95), and SGD's own noise at that η/B lowers the fraction reaching the "
+    "orthogonal solution at S = 0, both below gradient descent's; SGD noise at η/B ≈ 0.01 stays within one "
+    "standard error of gradient descent. Whether the noise delays convergence or leads to different minima is not "
+    "tested",
+    mutant={"strong_gauss": "sgd B=32", "strong_sgd": "sgd B=32"},
     method="simulation",
 )
-def _noise_phase(noisy: str = "sgd B=4", quiet: str = "sgd B=32"):
+def _noise_phase(strong_gauss: str = "gd_gaussian B=4", strong_sgd: str = "sgd B=4", quiet: str = "sgd B=32"):
     from ..experiments import superposition as tms
 
     settings = tms.noise_settings(tms.NOISE_BASE, **tms.NOISE_SWEEP)
-    settings = {k: v for k, v in settings.items() if k in ("gd", noisy, quiet)}
-    diagram = tms.phase_diagram(tms.NOISE_BASE, settings, (0.9, 0.95), tms.NOISE_SEEDS, progress=False)
-    frac = {name: float(np.mean([c["fractions"].get("pentagon", 0.0) for c in diagram["cells"] if c["setting"] == name]))
-            for name in settings}
-    # the standard error of a difference of two fractions, each pooled over 2 sparsities × n seeds, is at most 0.5/√n
-    se_diff = 0.5 / np.sqrt(diagram["n_seeds"])
-    ok = frac["gd"] - frac[noisy] >= max(0.25, se_diff) and abs(frac["gd"] - frac[quiet]) < se_diff
-    return Evidence(ok, f"fraction of seeds in the pentagon at S = 0.9 and 0.95 ({diagram['n_seeds']} seeds each): "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in frac.items())
-                    + f"; standard error of a difference at most {se_diff:.2f}")
+
+    def fractions(names, sparsities, geometry):
+        diagram = tms.phase_diagram(tms.NOISE_BASE, {k: settings[k] for k in names}, sparsities, tms.NOISE_SEEDS,
+                                    progress=False)
+        return {k: float(np.mean([c["fractions"].get(geometry, 0.0) for c in diagram["cells"] if c["setting"] == k]))
+                for k in names}, diagram["n_seeds"]
+
+    pent, n = fractions(("gd", strong_gauss, quiet), (0.9, 0.95), "pentagon")
+    ortho, _ = fractions(("gd", strong_sgd), (0.0,), "2 orthogonal")
+    # a difference of two fractions of n seeds: standard error at most 0.5·√(2/n); pooling S = 0.9 and 0.95 does
+    # not lower it (a seed's two runs share their initialisation and data)
+    se = 0.5 * np.sqrt(2 / n)
+    ok = (pent["gd"] - pent[strong_gauss] > 2 * se and ortho["gd"] - ortho[strong_sgd] > 2 * se
+          and abs(pent["gd"] - pent[quiet]) < se)
+    return Evidence(ok, f"{n} seeds per cell, standard error of a difference at most {se:.2f}; fraction in the pentagon "
+                    "at S = 0.9 and 0.95: " + ", ".join(f"{k} {v:.2f}" for k, v in pent.items())
+                    + "; fraction in the orthogonal solution at S = 0: " + ", ".join(f"{k} {v:.2f}" for k, v in ortho.items()))

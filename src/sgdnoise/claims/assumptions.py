@@ -243,8 +243,7 @@ def _schedule(follow_schedule: bool = True):
     zce = torch.linalg.matrix_exp(_sde_generator(lm, eta_last, 1 / B) * (4000 * eta_last)) @ z
     Lc, Lce = expected_loss(p.X, p.y, zc.view(4, 4)) - Lstar, expected_loss(p.X, p.y, zce.view(4, 4)) - Lstar
     rel_const = float(abs(Lc - Lce) / Lc)
-    # criterion fixed before looking at the numbers, as in ch4:batch-vs-n: the schedule-following SDE's error
-    # is at most twice the error of the SDE of a constant-η run at the schedule's last step size
+    # the same criterion as in ch4:batch-vs-n: the schedule-following SDE's error is at most twice the error of the SDE of a constant-η run at the schedule's last step size
     factor = 2.0
     ok = rel <= factor * rel_const
     return Evidence(ok, f"linear regression (n = 40, d = 3), B = {B}, schedule η = 0.2 → 0.05 → 0.0125: relative error of "

@@ -153,7 +153,7 @@ def other_lapack_check(prob, Kl: torch.Tensor, ref: torch.Tensor, repeats: int) 
     eig = torch.from_numpy(solvers["scipy"]()).flip(0) / prob.n
     mask = ref > 1e-10 * ref[0]
     build = lambda: centred_gram_lower(prob.model, prob.loss_fn, prob.X, prob.y)  # noqa: E731
-    times = {name: {"solve": [], "build_after": []} for name in solvers}
+    times = {name: {"solve": [], "build_after": [], "solve_then_build": []} for name in solvers}
     for _ in range(repeats):
         for name, fn in solvers.items():
             time.sleep(SETTLE)
@@ -162,7 +162,9 @@ def other_lapack_check(prob, Kl: torch.Tensor, ref: torch.Tensor, repeats: int) 
             mid = time.perf_counter()
             build()
             times[name]["solve"].append(mid - start)
-            times[name]["build_after"].append(time.perf_counter() - mid)
+            end = time.perf_counter()
+            times[name]["build_after"].append(end - mid)
+            times[name]["solve_then_build"].append(end - start)  # the pair, from the same round
     # How busy the process stays once a solve has returned: CPU seconds used while this thread sleeps.
     busy = {name: [] for name in solvers}
     for _ in range(repeats):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sgdnoise.experiments import superposition as tms
 from sgdnoise.experiments.cache import ResultCache
 from sgdnoise.experiments.superposition import (
     DEFAULT,
@@ -193,3 +194,27 @@ def test_runs_on_cuda(optimizer):
     assert gpu["config"]["device"] == "cuda" and np.isfinite(gpu["loss"]).all()
     assert gpu["loss"][0] == pytest.approx(cpu["loss"][0], rel=1e-5)  # same data and initialisation
     np.testing.assert_allclose(gpu["W"], cpu["W"], rtol=1e-3, atol=1e-5)  # same randomness (drawn on the CPU)
+
+
+def _toy_diagram():
+    # two settings, two sparsities, four seeds; labels run sparsity-major, as in phase_diagram
+    return {"settings": ["a", "b"], "sparsities": [0.0, 0.9], "n_seeds": 4,
+            "runs": {"a": {"labels": ["x", "x", "x", "y", "p", "p", "p", "p"]},
+                     "b": {"labels": ["y", "y", "x", "x", "p", "q", "q", "q"]}}}
+
+
+def test_paired_sign_test_counts_only_discordant_seeds():
+    d = _toy_diagram()
+    r = tms.paired_sign_test(d, "a", "b", 0.9, "p")  # seed 0 reaches it in both: not counted
+    assert (r["a_only"], r["b_only"]) == (3, 0) and r["p"] == pytest.approx(2 / 2**3)
+    r = tms.paired_sign_test(d, "b", "a", 0.0, "x")  # a: x x x y, b: y y x x
+    assert (r["a_only"], r["b_only"]) == (1, 2) and r["p"] == pytest.approx(1.0)
+    assert tms.paired_sign_test(d, "a", "a", 0.0, "x") == {"a_only": 0, "b_only": 0, "p": 1.0}
+
+
+def test_paired_sign_test_names_what_is_missing():
+    d = _toy_diagram()
+    with pytest.raises(ValueError, match=r"setting 'c' is not in the diagram; its settings are \['a', 'b'\]"):
+        tms.paired_sign_test(d, "a", "c", 0.0, "x")
+    with pytest.raises(ValueError, match=r"sparsity=0.5 is not in the diagram"):
+        tms.paired_sign_test(d, "a", "b", 0.5, "x")

@@ -175,8 +175,8 @@ NOISE_BASE = TMSConfig(n_samples=2048)
 #: Arguments of :func:`noise_settings` for the default sweep: η = 0.3 for η · steps = 900 (3000 steps),
 #: GD, SGD with B = 4 and 32, and GD plus Gaussian noise matched to B = 4.
 NOISE_SWEEP = {"horizon": 900.0, "eta": 0.3, "batch_sizes": (4, 32)}
-#: Seeds of the noise sweep: sixteen, enough for an exact paired sign test to resolve a difference after a
-#: correction for several comparisons (with six, no two-sided p-value can fall below 2/2⁶ ≈ 0.031).
+#: The noise sweep's sixteen seeds, enough for an exact paired sign test to resolve a difference after a
+#: correction for several comparisons (with six seeds no two-sided p-value can fall below 2/2⁶ ≈ 0.031).
 NOISE_SEEDS = tuple(range(16))
 #: More data, steps and seeds (meant for a GPU or a long CPU run); for the sweep use
 #: ``noise_settings(LARGE, horizon=3000.0, eta=0.3, batch_sizes=(2, 4, 16, 64))`` with ``LARGE_SEEDS``.

@@ -104,8 +104,19 @@ def product_factors(prob) -> list[torch.Tensor]:
 
 
 def solve(K: torch.Tensor) -> torch.Tensor:
-    """The eigen-solve as sigma_spectrum calls it (a column-major view of the lower triangle)."""
-    return torch.linalg.eigvalsh(K.mT, UPLO="U")
+    """The eigen-solve as sigma_spectrum ends, on a centred lower-triangle Gram matrix."""
+    return noise_spectrum(K, centered=True)
+
+
+def compared(ref: torch.Tensor) -> torch.Tensor:
+    """Which eigenvalues of ``ref`` (decreasing) are compared: those above 1e-10 × the largest."""
+    return ref > 1e-10 * ref[0]
+
+
+def relative_diff(eig: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``|eig - ref| / ref`` over the compared eigenvalues of ``ref``."""
+    mask = compared(ref)
+    return (eig[mask] - ref[mask]).abs() / ref[mask]
 
 
 def float32_check(prob64, ref: torch.Tensor, repeats: int) -> dict:
@@ -115,8 +126,8 @@ def float32_check(prob64, ref: torch.Tensor, repeats: int) -> dict:
     Kl = centred_gram_lower(prob.model, prob.loss_fn, prob.X, prob.y)
     times = best_times({"gram": lambda: ROUTES["gram"](prob), "dense": lambda: ROUTES["dense"](prob),
                         "eigvalsh": lambda: solve(Kl)}, repeats)
-    mask = ref > 1e-10 * ref[0]
-    rel = ((eig - ref).abs() / ref)[mask]
+    mask = compared(ref)
+    rel = relative_diff(eig, ref)
     bad = rel > 1e-4
     # The smallest eigenvalue (relative to the largest) down to which every one agrees to 1e-4; ref
     # is in decreasing order. 1.0 would mean that not even the largest agrees.
@@ -151,7 +162,6 @@ def other_lapack_check(prob, Kl: torch.Tensor, ref: torch.Tensor, repeats: int) 
         "scipy": lambda: scipy.linalg.eigh(A, lower=False, eigvals_only=True, check_finite=False, driver="evd"),
     }
     eig = torch.from_numpy(solvers["scipy"]()).flip(0) / prob.n
-    mask = ref > 1e-10 * ref[0]
     build = lambda: centred_gram_lower(prob.model, prob.loss_fn, prob.X, prob.y)  # noqa: E731
     times = {name: {"solve": [], "build_after": [], "solve_then_build": []} for name in solvers}
     for _ in range(repeats):
@@ -183,7 +193,7 @@ def other_lapack_check(prob, Kl: torch.Tensor, ref: torch.Tensor, repeats: int) 
         "seconds": {name: {k: min(v) for k, v in t.items()} for name, t in times.items()},
         "idle_seconds": IDLE,
         "cpu_seconds_while_idle_after_solve": {name: min(v) for name, v in busy.items()},
-        "max_relative_diff": float(((eig - ref).abs() / ref)[mask].max()),
+        "max_relative_diff": float(relative_diff(eig, ref).max()),
     }
 
 
@@ -239,8 +249,8 @@ def main(argv=None) -> dict | None:
     build_ratio = build_times["dense"] / build_times["gram_full"]
 
     a = eig["gram"]
-    mask = a > 1e-10 * a[0]
-    rel_diff = max(float(((a[mask] - b[mask]).abs() / a[mask]).max()) for b in (eig["dense"], eig["gram_full"]))
+    mask = compared(a)
+    rel_diff = max(float(relative_diff(b, a).max()) for b in (eig["dense"], eig["gram_full"]))
     agree = rel_diff < 1e-4
 
     ref = {"n*n*8 bytes": n * n * 8 / MiB, "n*d*8 bytes": n * d * 8 / MiB}

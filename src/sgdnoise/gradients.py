@@ -41,6 +41,9 @@ __all__ = [
     "check_data",
     "center_gram",
     "centred_gram_lower",
+    "per_sample_losses",
+    "check_loss_contract",
+    "check_per_sample_model",
 ]
 
 
@@ -85,15 +88,100 @@ def check_data(X: Tensor, y: Tensor) -> int:
     return X.shape[0]
 
 
-def _per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int) -> Tensor:
+def per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int | None = None) -> Tensor:
+    """``loss_fn(out, y)``, checked to hold one loss per sample: shape ``(n,)``, ``n = out.shape[0]``.
+
+    Every place in the package where a loss meets data goes through this check, so a loss that
+    averages (``reduction="mean"``) or broadcasts (targets of shape ``(n, 1)`` against a
+    ``reduction="none"`` loss that returns ``(n, n)``) is refused instead of silently scaling the
+    gradient or the noise. It is a comparison of static shapes: it costs nothing and works inside
+    ``torch.func.vmap``.
+    """
+    n = out.shape[0] if n is None else n
     losses = loss_fn(out, y)
     if not isinstance(losses, Tensor) or losses.shape != (n,):
         shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        tshape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(
-            f"loss_fn must return one loss per sample, shape ({n},); it returned shape {shape}. "
-            "Use a per-sample loss, e.g. nn.CrossEntropyLoss(reduction='none')."
+            f"loss_fn must return one loss per sample, shape ({n},); it returned shape {shape} for outputs of "
+            f"shape {tuple(out.shape)} and targets of shape {tshape}. Use a per-sample loss, e.g. "
+            "nn.CrossEntropyLoss(reduction='none'), and targets shaped like the outputs (a loss that "
+            "returns (n, 1) or broadcasts to (n, n) is not per-sample)."
         )
     return losses
+
+
+def check_loss_contract(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> None:
+    """Check, on the first two samples, that ``loss_fn(model(X), y)`` holds one loss per sample.
+
+    Run where a :class:`~sgdnoise.problems.Problem` is built, so a wrong loss fails there and not
+    as a silently rescaled gradient later. The model's buffers and the global random state are
+    restored afterwards: the check leaves no trace (batch norm's running averages do not move).
+    """
+    m = min(check_data(X, y), 2)
+    saved = {k: b.clone() for k, b in model.named_buffers()}
+    rng = torch.random.get_rng_state()
+    try:
+        with torch.no_grad():
+            per_sample_losses(loss_fn, model(X[:m]), y[:m], m)
+    finally:
+        torch.random.set_rng_state(rng)
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(saved[k])
+
+
+# --------------------------------------------------------------------------- what the model may hold
+_COUPLING_OR_RANDOM = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.RReLU)
+
+
+def check_per_sample_model(model: nn.Module) -> None:
+    """Refuse a model whose per-sample gradients are not defined by its current mode.
+
+    Batch normalisation in training mode normalises each sample with its batch's statistics (the
+    samples' losses are coupled, and its running averages move on every forward pass); dropout and
+    RReLU in training mode draw random numbers, so ``G`` would differ on every call; instance norm
+    that tracks running statistics moves them in training mode. Such a model gets one error that
+    names the layers and says what to do; its buffers are never touched.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    bad = []
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p == 0:
+            continue
+        tracking_in = isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats
+        if isinstance(m, _COUPLING_OR_RANDOM) or tracking_in:
+            bad.append(f"'{name or '(model)'}' ({type(m).__name__})")
+    if bad:
+        raise ValueError(
+            "per-sample gradients are not defined for layers in training mode that couple the samples of a "
+            "batch, draw random numbers or update running statistics: " + ", ".join(bad) + ". Call "
+            "model.eval() first (dropout off, batch norm on its running statistics), or replace these layers."
+        )
+
+
+def _check_model_inputs(model: nn.Module, X: Tensor) -> None:
+    """The model's trainable parameters and floating inputs share a dtype and a device (else: say which)."""
+    params = [p for _, p in _trainable(model)]
+    if not params:
+        raise ValueError("the model has no trainable parameters (none with requires_grad=True); G would have no columns")
+    p = params[0]
+    if X.device != p.device:
+        raise ValueError(f"X is on {X.device} but the model's parameters are on {p.device}; move one, "
+                         f"e.g. X.to({str(p.device)!r})")
+    if X.dtype.is_floating_point and X.dtype != p.dtype:
+        raise TypeError(f"X has dtype {X.dtype} but the model's parameters are {p.dtype}; convert one, "
+                        f"e.g. X.to({p.dtype}) or model.to({X.dtype})")
+
+
+def _random_forward_error(where: str) -> ValueError:
+    return ValueError(
+        f"the model's forward pass draws random numbers ({where}), so its per-sample gradients differ on "
+        "every call; call model.eval() or remove the random operation (e.g. a functional dropout) first"
+    )
 
 
 def _check_finite(G: Tensor, model: nn.Module) -> None:
@@ -124,16 +212,44 @@ class _LinearCapture:
     grads: list[Tensor]
 
 
+_LINEAR_FORWARD = nn.Linear.forward
+
+
+def _hooks_free(module: nn.Module) -> bool:
+    return not (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
 def _fast_path_layers(model: nn.Module) -> list[nn.Linear] | None:
-    owner: dict[int, nn.Module] = {}
+    """The ``nn.Linear`` layers that own every trainable parameter, or ``None`` if the fast route is
+    not provably right for this model.
+
+    Proof obligations checked here (the forward pass checks the rest): every trainable parameter is
+    the ``weight`` or ``bias`` of exactly one module (a tied parameter, e.g. an embedding shared with
+    the output head, gets contributions from two places and must take the general route), that
+    module is an ``nn.Linear`` whose ``forward`` is ``nn.Linear.forward`` (a subclass that scales its
+    input or weight computes something else), and no hook can change its input or output.
+    """
+    from torch.nn.modules import module as _module
+
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return None
+    owners: dict[int, list[nn.Module]] = {}
     for module in model.modules():
         for p in module.parameters(recurse=False):
             if p.requires_grad:
-                owner[id(p)] = module
+                owners.setdefault(id(p), []).append(module)
     layers: list[nn.Linear] = []
     for _, p in _trainable(model):
-        module = owner[id(p)]
-        if not isinstance(module, nn.Linear):
+        mods = owners.get(id(p), [])
+        if len(mods) != 1:
+            return None
+        module = mods[0]
+        if not isinstance(module, nn.Linear) or type(module).forward is not _LINEAR_FORWARD:
+            return None
+        if p is not module.weight and p is not module.bias:
+            return None
+        if not _hooks_free(module):
             return None
         if module not in layers:
             layers.append(module)
@@ -141,36 +257,102 @@ def _fast_path_layers(model: nn.Module) -> list[nn.Linear] | None:
 
 
 def _capture_linear(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> _LinearCapture | None:
+    """One forward and one backward pass; ``None`` where the fast route cannot be shown right.
+
+    Beyond the structural checks of :func:`_fast_path_layers`, three things are checked on the pass
+    itself: each layer is called once, on inputs with the sample axis first; neither its input nor
+    its output is modified in place afterwards (an ``inplace=True`` activation overwrites the
+    captured output: the pass is repeated with the output cloned, so the captured tensor is the
+    layer's own); and the per-sample gradients add up to the full gradient that autograd computes
+    for each parameter, which catches any use of a parameter outside its layer's ``forward``.
+    """
     layers = _fast_path_layers(model)
     if not layers:
         return None
+    cap = _capture_pass(model, loss_fn, X, y, layers, clone_outputs=False)
+    if cap == "modified":
+        cap = _capture_pass(model, loss_fn, X, y, layers, clone_outputs=True)
+    if not isinstance(cap, _LinearCapture):
+        return None
+    return cap
+
+
+def _capture_pass(model, loss_fn, X, y, layers, *, clone_outputs: bool):
     n = X.shape[0]
     inputs: dict[nn.Linear, list[Tensor]] = {m: [] for m in layers}
     outputs: dict[nn.Linear, list[Tensor]] = {m: [] for m in layers}
+    versions: dict[nn.Linear, tuple[int, int]] = {}
 
-    def hook(module, args, out):
-        inputs[module].append(args[0].detach())
+    def hook(module, args, kwargs, out):
+        a = args[0] if args else kwargs.get("input")
+        if not isinstance(a, Tensor):
+            return None
+        inputs[module].append(a.detach())
         outputs[module].append(out)
+        versions[module] = (a._version, out._version)
+        if clone_outputs:
+            return out.clone()  # later in-place ops change the clone, not the captured output
+        return None
 
-    handles = [m.register_forward_hook(hook) for m in layers]
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in layers]
+    rng = torch.random.get_rng_state()
     try:
         with torch.enable_grad():
             out = model(X)
-            losses = _per_sample_losses(loss_fn, out, y, n)
+            if not torch.equal(rng, torch.random.get_rng_state()):
+                torch.random.set_rng_state(rng)
+                raise _random_forward_error("found on the one-backward-pass route")
+            losses = per_sample_losses(loss_fn, out, y, n)
             # A layer called twice (weight sharing) or on inputs without a leading sample axis of
             # length n takes the general route.
             if any(len(outputs[m]) != 1 or inputs[m][0].shape[0] != n for m in layers):
                 return None
+            if any(versions[m][0] != inputs[m][0]._version for m in layers):
+                return None  # an input overwritten after the layer read it
+            if any(versions[m][1] != outputs[m][0]._version for m in layers):
+                return "modified"
             outs = [outputs[m][0] for m in layers]
             if not all(o.requires_grad for o in outs):
                 return None
-            deltas = torch.autograd.grad(losses.sum(), outs, allow_unused=True)
+            params = [p for _, p in _trainable(model)]
+            found = torch.autograd.grad(losses.sum(), outs + params, allow_unused=True)
     finally:
         for h in handles:
             h.remove()
+    deltas, full = found[: len(outs)], found[len(outs):]
     if any(d is None for d in deltas):
         return None
-    return _LinearCapture(layers, [inputs[m][0] for m in layers], [d.detach() for d in deltas])
+    cap = _LinearCapture(layers, [inputs[m][0] for m in layers], [d.detach() for d in deltas])
+    if not _sums_match(cap, params, full):
+        return None
+    return cap
+
+
+def _sums_match(cap: _LinearCapture, params: list[Tensor], full: tuple[Tensor | None, ...]) -> bool:
+    """Do the captured per-sample gradients add up to autograd's gradient of ``Σ_i ℓ_i``?
+
+    Each entry is a sum of ``k`` products (``k`` samples, times tokens), computed twice in different
+    orders: both roundings are below ``k·eps`` times the sum of the absolute terms, so a difference
+    above ``2k·eps`` of it is a contribution the capture misses (a parameter used outside its layer,
+    a rescaled input or weight), never rounding.
+    """
+    reference = {id(p): g for p, g in zip(params, full)}
+    for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
+        a2, d2 = a.reshape(-1, a.shape[-1]), delta.reshape(-1, delta.shape[-1])
+        tol = 2 * d2.shape[0] * torch.finfo(d2.dtype).eps
+        checks = []
+        if layer.weight.requires_grad:
+            checks.append((layer.weight, d2.T @ a2, d2.abs().T @ a2.abs()))
+        if layer.bias is not None and layer.bias.requires_grad:
+            checks.append((layer.bias, d2.sum(dim=0), d2.abs().sum(dim=0)))
+        for p, mine, scale in checks:
+            ref = reference[id(p)]
+            ref = torch.zeros_like(mine) if ref is None else ref
+            if not bool(torch.isfinite(scale).all() & torch.isfinite(ref).all()):
+                return True  # a non-finite gradient: the callers' finiteness checks name the parameter
+            if not bool(((mine - ref).abs() <= tol * scale + torch.finfo(d2.dtype).tiny).all()):
+                return False
+    return True
 
 
 def _grads_from_capture(cap: _LinearCapture, model: nn.Module) -> Tensor:
@@ -202,17 +384,40 @@ def _grads_from_capture(cap: _LinearCapture, model: nn.Module) -> Tensor:
 # --------------------------------------------------------------------------- general path
 def _grads_functorch(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, chunk_size: int | None) -> Tensor:
     n = X.shape[0]
-    _per_sample_losses(loss_fn, model(X[:1]).detach(), y[:1], 1)  # shape check, cheap
+    with torch.no_grad():
+        per_sample_losses(loss_fn, model(X[:1]), y[:1], 1)  # shape check, cheap
     trainable = {k: v.detach() for k, v in _trainable(model)}
     frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
     buffers = dict(model.named_buffers())
 
     def loss_one(params, x, t):
         out = functional_call(model, {**params, **frozen, **buffers}, (x.unsqueeze(0),))
-        return loss_fn(out, t.unsqueeze(0)).reshape(())
+        return per_sample_losses(loss_fn, out, t.unsqueeze(0), 1).reshape(())
 
-    g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(trainable, X, y)
+    try:
+        g = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(trainable, X, y)
+    except RuntimeError as err:
+        if "random operation" in str(err):
+            raise _random_forward_error("torch.func.vmap refused a random operation") from err
+        raise
     return torch.cat([g[k].reshape(n, -1) for k in trainable], dim=1)
+
+
+def _grads_loop(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> Tensor:
+    """One backward pass per sample: slow, and right for any model whose samples are independent."""
+    params = [p for _, p in _trainable(model)]
+    rows = []
+    with torch.enable_grad():
+        for i in range(X.shape[0]):
+            loss = per_sample_losses(loss_fn, model(X[i : i + 1]), y[i : i + 1], 1)[0]
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, gs)]))
+    return torch.stack(rows)
+
+
+def _needs_loop(model: nn.Module) -> bool:
+    # torch.func cannot vmap the fused recurrent kernels (their hidden state is written in place).
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
 
 
 # --------------------------------------------------------------------------- public API
@@ -230,17 +435,21 @@ def per_sample_grads(
     Parameters
     ----------
     model : torch.nn.Module
-        Evaluated at its current parameters. Layers that couple samples (batch norm in training
-        mode) make per-sample gradients ill-defined and are not supported.
+        Evaluated at its current parameters. Layers in training mode that couple samples (batch
+        norm) or draw random numbers (dropout) make per-sample gradients ill-defined: such a model
+        is refused with an error naming the layers (call ``model.eval()``).
     loss_fn : callable
         ``loss_fn(output, target)`` returning a tensor of shape ``(n,)``, one loss per sample.
     X, y : torch.Tensor
         Inputs and targets with the same leading dimension ``n``.
     chunk_size : int, optional
         Samples per vmap chunk on the general path (bounds memory).
-    method : {"auto", "linear", "functorch"}
-        ``"auto"`` uses the one-backward-pass route when every trainable parameter sits in an
-        ``nn.Linear``, otherwise ``torch.func``. ``"linear"`` insists on the fast route.
+    method : {"auto", "linear", "functorch", "loop"}
+        ``"auto"`` uses the one-backward-pass route where it is provably right (every trainable
+        parameter the weight or bias of one plain ``nn.Linear``, called once, its output not
+        overwritten in place, the per-sample gradients adding up to autograd's full gradient),
+        a loop of per-sample backward passes for recurrent layers, and ``torch.func`` otherwise.
+        ``"linear"`` insists on the fast route; ``"loop"`` is the slow reference for any model.
 
     Returns
     -------
@@ -248,8 +457,12 @@ def per_sample_grads(
         ``G`` of shape ``(n, d)``, in ``model.parameters()`` order, dtype of the parameters.
     """
     n = check_data(X, y)
-    if method not in ("auto", "linear", "functorch"):
-        raise ValueError(f"method={method!r}; valid values are 'auto', 'linear', 'functorch'")
+    if method not in ("auto", "linear", "functorch", "loop"):
+        raise ValueError(f"method={method!r}; valid values are 'auto', 'linear', 'functorch', 'loop'")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be None or a positive int")
+    check_per_sample_model(model)
+    _check_model_inputs(model, X)
     G = None
     if method in ("auto", "linear"):
         cap = _capture_linear(model, loss_fn, X, y)
@@ -257,11 +470,15 @@ def per_sample_grads(
             G = _grads_from_capture(cap, model)
         elif method == "linear":
             raise ValueError(
-                "method='linear' needs every trainable parameter to sit in an nn.Linear called once "
-                "per forward pass; use method='auto' for other models"
+                "method='linear' needs every trainable parameter to be the weight or bias of one plain "
+                "nn.Linear, called once per forward pass, whose output is not overwritten in place and "
+                "whose parameters are used nowhere else; use method='auto' for other models"
             )
     if G is None:
-        G = _grads_functorch(model, loss_fn, X, y, chunk_size)
+        if method == "loop" or (method == "auto" and _needs_loop(model)):
+            G = _grads_loop(model, loss_fn, X, y)
+        else:
+            G = _grads_functorch(model, loss_fn, X, y, chunk_size)
     assert G.shape == (n, num_params(model))
     _check_finite(G, model)
     return G
@@ -270,9 +487,11 @@ def per_sample_grads(
 def full_gradient(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor) -> Tensor:
     """``g_n(θ) = ∇L_n(θ)``, the gradient of the *mean* loss, shape ``(d,)``."""
     n = check_data(X, y)
+    check_per_sample_model(model)
+    _check_model_inputs(model, X)
     params = [p for _, p in _trainable(model)]
     with torch.enable_grad():
-        losses = _per_sample_losses(loss_fn, model(X), y, n)
+        losses = per_sample_losses(loss_fn, model(X), y, n)
         gs = torch.autograd.grad(losses.mean(), params)
     g = torch.cat([t.reshape(-1) for t in gs])
     if not torch.isfinite(g).all():
@@ -301,6 +520,8 @@ def gram_matrix(
     the cost is ``O(n² · Σ_layers (in + out))`` and no ``n × d`` array is ever allocated.
     """
     n = check_data(X, y)
+    check_per_sample_model(model)
+    _check_model_inputs(model, X)
     cap = _capture_linear(model, loss_fn, X, y)
     if cap is not None and all(a.ndim == 2 for a in cap.inputs):
         K = X.new_zeros((n, n), dtype=cap.inputs[0].dtype)
@@ -348,6 +569,8 @@ def centred_gram_lower(
     n = check_data(X, y)
     if block_rows < 1:
         raise ValueError(f"block_rows must be a positive integer; got {block_rows}")
+    check_per_sample_model(model)
+    _check_model_inputs(model, X)
     cap = _capture_linear(model, loss_fn, X, y)
     if cap is None or not all(a.ndim == 2 for a in cap.inputs):
         return None

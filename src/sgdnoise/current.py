@@ -59,6 +59,10 @@ def binned_current(paths, dt: float, x_edges, y_edges) -> BinnedCurrent:
     """
     X = _check_paths(paths, dt, d=2)
     xe, ye = np.asarray(x_edges, float), np.asarray(y_edges, float)
+    for name, e in (("x_edges", xe), ("y_edges", ye)):
+        if e.ndim != 1 or e.size < 2 or not np.isfinite(e).all() or not (np.diff(e) > 0).all():
+            raise ValueError(f"{name} must be a 1-D array of at least 2 finite, increasing bin edges (one bin or "
+                             f"more); got {e.size if e.ndim == 1 else e.shape} value(s)")
     C, T, _ = X.shape
     mid = X[:, 1:-1]
     vel = (X[:, 2:] - X[:, :-2]) / (2 * dt)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from scipy import integrate, optimize, stats
 
+from .sampling import check_generator
 from .sde import symmetric_stable
 from .sgd import DivergenceError, check_learning_rate
 
@@ -84,6 +85,7 @@ def kesten_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 
     root lies above ``alpha_max`` (tails too light to matter; the quadrature is then unreliable).
     """
     eta, B, sigma2 = check_learning_rate(eta), _check_B(B), _check_positive("sigma2", sigma2)
+    alpha_max = _check_positive("alpha_max", alpha_max)
     lam = log_multiplier_mean(eta, B, sigma2)
     if lam >= 0:
         raise ValueError(f"eta={eta}, B={B}, sigma2={sigma2}: E log|M| = {lam:.3g} >= 0, so SGD has no stationary "
@@ -219,6 +221,7 @@ def double_well_escape(a, *, eta: float, B: int, chains: int, max_steps: int, ge
     descent. Every model takes the step ``θ ← θ - η(θ³ - θ) + η ξ``.
     """
     eta, B = check_learning_rate(eta), _check_B(B)
+    check_generator(generator)
     draw = _noise_setup(a, B, chains, max_steps, noise, alpha, scale)
     theta = torch.full((chains,), -1.0, dtype=torch.float64)
     first = torch.full((chains,), max_steps, dtype=torch.long)
@@ -249,6 +252,7 @@ def quadratic_stationary(a, *, eta: float, B: int, chains: int, steps: int, gene
     eta, B = check_learning_rate(eta), _check_B(B)
     if eta >= 2:
         raise ValueError(f"eta={eta}: gradient descent on θ²/2 is unstable for eta >= 2; use 0 < eta < 2")
+    check_generator(generator)
     draw = _noise_setup(a, B, chains, steps, noise, alpha, scale)
     theta = torch.zeros(chains, dtype=torch.float64)
     for _ in range(steps):

@@ -44,6 +44,8 @@ def _check_G(G: Tensor) -> int:
         raise ValueError(f"G must be the (n, d) per-sample gradient matrix; got shape {shape}")
     if G.shape[0] < 1:
         raise ValueError("G has no rows (n=0)")
+    if not G.dtype.is_floating_point:
+        raise TypeError(f"G has dtype {G.dtype}; per-sample gradients are real: pass a float32 or float64 tensor")
     return G.shape[0]
 
 
@@ -178,6 +180,9 @@ def sigma_spectrum(model, loss_fn, X: Tensor, y: Tensor) -> Tensor:
 def effective_rank(eigenvalues: Tensor) -> float:
     """Participation ratio ``(Σ λ)² / Σ λ²`` of a spectrum: 1 for rank one, ``r`` for ``r`` equal values."""
     lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    if lam.ndim != 1:
+        raise ValueError(f"eigenvalues must be a 1-D spectrum; got shape {tuple(lam.shape)} "
+                         "(for a covariance matrix, pass torch.linalg.eigvalsh(matrix))")
     if (lam < 0).any():
         raise ValueError("eigenvalues of a covariance must be non-negative")
     s2 = float((lam**2).sum())
@@ -205,6 +210,9 @@ def noise_trace_scan(K: Tensor, batch_sizes, scheme: str, num_batches: int, gene
     from .sampling import sample_batches
 
     n = _check_K(K)
+    if isinstance(num_batches, bool) or not isinstance(num_batches, numbers.Integral) or num_batches < 2:
+        raise ValueError(f"num_batches={num_batches!r} must be an int >= 2 (the mean needs a batch, its standard "
+                         "error two)")
     means, ses = [], []
     Kd = K.double()
     for B in batch_sizes:
@@ -251,12 +259,19 @@ def _check_loglog(x: Tensor, y: Tensor) -> None:
     for name, v in (("x", x), ("y", y)):
         if not (torch.isfinite(v).all() and (v > 0).all()):
             raise ValueError(f"all {name} must be finite and positive for a log-log fit; got {v.tolist()}")
+    if bool((x == x[0]).all()):
+        raise ValueError(f"all x are equal ({float(x[0])!r}); a slope needs at least two distinct x values")
 
 
 def _check_K(K: Tensor) -> int:
     if not isinstance(K, Tensor) or K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
         shape = tuple(K.shape) if isinstance(K, Tensor) else type(K).__name__
         raise ValueError(f"K must be a square (n, n) Gram matrix with n >= 1; got {shape}")
+    if not K.dtype.is_floating_point:
+        raise TypeError(f"K has dtype {K.dtype}; a Gram matrix is real: pass a float32 or float64 tensor")
+    if not bool(torch.isfinite(K).all()):
+        raise ValueError(f"K has {int((~torch.isfinite(K)).sum())} non-finite entries (NaN or ±inf); a Gram matrix "
+                         "must be finite (check the gradients it was built from)")
     return K.shape[0]
 
 

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .gradients import check_data, flat_params, set_flat_params
+from .gradients import check_data, check_loss_contract, flat_params, per_sample_losses, set_flat_params
 
 __all__ = ["Problem", "LinearRegressionProblem", "lr_draw", "lr_per_sample_grads", "lr_theta_star", "lr_sigma_emp", "lr_sigma_pop", "half_squared_error", "cross_entropy", "linear_regression", "digits_mlp", "mlp"]
 
@@ -54,6 +54,18 @@ class Problem:
 
     def __post_init__(self):
         check_data(self.X, self.y)
+        for name, v in (("X", self.X), ("y", self.y)):
+            if v.dtype.is_floating_point or v.dtype.is_complex:
+                bad = ~torch.isfinite(v).reshape(v.shape[0], -1).all(dim=1)
+                if bool(bad.any()):
+                    raise ValueError(f"{name} has non-finite values (NaN or ±inf) in {int(bad.sum())} sample(s), the first "
+                                     f"at sample {int(bad.nonzero()[0])}; a problem's data must be finite (SGD on them "
+                                     "would report a divergence that is not one)")
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(self.model).__name__}")
+        if not callable(self.loss_fn):
+            raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> (n,); got {type(self.loss_fn).__name__}")
+        check_loss_contract(self.model, self.loss_fn, self.X, self.y)
 
     @property
     def n(self) -> int:
@@ -73,7 +85,7 @@ class Problem:
     def loss(self, idx: Tensor | None = None) -> float:
         """``L_n(θ)`` at the current parameters (or the mean over ``idx``)."""
         X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
-        return float(self.loss_fn(self.model(X), y).mean())
+        return float(per_sample_losses(self.loss_fn, self.model(X), y).mean())
 
     @torch.no_grad()
     def accuracy(self) -> float:

@@ -24,7 +24,17 @@ from torch import Tensor
 
 SCHEMES = ("with_replacement", "without_replacement", "reshuffling")
 
-__all__ = ["SCHEMES", "check_scheme", "check_batch_size", "sample_batches", "batches_per_epoch"]
+__all__ = ["SCHEMES", "check_generator", "check_scheme", "check_batch_size", "sample_batches", "batches_per_epoch"]
+
+
+def check_generator(generator, name: str = "generator") -> torch.Generator:
+    """``generator`` if it is a ``torch.Generator``; else a ``TypeError``: the global RNG is never used."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name} must be a seeded torch.Generator; got {type(generator).__name__}. Pass one, e.g. "
+            "torch.Generator().manual_seed(0): the global random state is never used, so every result can be reproduced"
+        )
+    return generator
 
 
 def check_scheme(scheme: str) -> str:
@@ -75,8 +85,7 @@ def sample_batches(n: int, B: int, num_batches: int, scheme: str, generator: tor
     check_batch_size(B, n, scheme)
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 0:
         raise ValueError(f"num_batches={num_batches!r} must be a non-negative int")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("pass an explicit torch.Generator (seeded) as generator; global RNG state is not used")
+    check_generator(generator)
     if scheme == "with_replacement":
         return torch.randint(n, (num_batches, B), generator=generator)
     if scheme == "without_replacement":

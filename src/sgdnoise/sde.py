@@ -21,6 +21,7 @@ Drivers: ``"gaussian"`` (Brownian motion) or ``"alpha_stable"``, whose increment
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from .gradients import per_sample_grads
 from .problems import Problem
-from .sampling import _as_int, check_batch_size
+from .sampling import _as_int, check_batch_size, check_generator
 from .sgd import check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
 
 __all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
@@ -52,14 +53,18 @@ def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torc
     """
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha={alpha} must lie in (0, 2]")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a seeded torch.Generator; got {type(generator).__name__}")
+    check_generator(generator)
     V = (torch.rand(shape, generator=generator, dtype=dtype, device=generator.device) - 0.5) * math.pi
     W = -torch.log1p(-torch.rand(shape, generator=generator, dtype=dtype, device=generator.device))  # Exp(1)
     if alpha == 1.0:
         X = torch.tan(V)
     else:
         X = torch.sin(alpha * V) / torch.cos(V) ** (1 / alpha) * (torch.cos(V - alpha * V) / W) ** ((1 - alpha) / alpha)
+    if not bool(torch.isfinite(X).all()):  # small alpha: the powers 1/alpha overflow (inf, and 0 · inf = NaN)
+        raise FloatingPointError(
+            f"alpha={alpha}: symmetric alpha-stable draws overflow {dtype} (|X| beyond {torch.finfo(dtype).max:.3g} "
+            "has probability ~ |X|^-alpha, not negligible for small alpha); use a larger alpha"
+        )
     return (X / math.sqrt(2)).to(device)
 
 
@@ -83,7 +88,7 @@ def _shape(v) -> str:
 
 
 def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+    if isinstance(dt, bool) or not (isinstance(dt, numbers.Real) and math.isfinite(dt) and dt > 0):
         raise ValueError(f"time step dt={dt!r} must be a finite number > 0")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative int")
@@ -144,7 +149,13 @@ def euler_maruyama(
         if k == steps:
             break
         dW = increments[k] if increments is not None else _increments(P, noise_dim, dt, driver, alpha, generator, x.dtype, x.device)
-        x = x + drift(x) * dt + diffusion(x, dW)
+        a, s = drift(x), diffusion(x, dW)
+        if a.shape != x.shape or s.shape != x.shape:
+            raise ValueError(
+                f"drift(x) returned shape {tuple(a.shape)} and diffusion(x, dW) shape {tuple(s.shape)}; both must "
+                f"return the state's shape {tuple(x.shape)} (P paths × d), never broadcast to a larger one"
+            )
+        x = x + a * dt + s
     thetas = torch.stack(out)
     # checked once at the end (no device sync per step): the final state and every recorded one
     if not (torch.isfinite(x).all() and torch.isfinite(thetas).all()):
@@ -185,8 +196,7 @@ def sgd_sde(
     n = problem.n
     check_batch_size(B, n, scheme)
     record = _check_steps(dt, steps, record_steps)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a seeded torch.Generator; got {type(generator).__name__}")
+    check_generator(generator)
     _check_driver(driver, alpha)
     if covariance not in ("state", "constant"):
         raise ValueError(f"covariance={covariance!r}; valid values are 'state' and 'constant'")

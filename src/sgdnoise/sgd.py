@@ -17,9 +17,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .gradients import check_data, flat_params, set_flat_params
+from .gradients import check_data, flat_params, per_sample_losses, set_flat_params
 from .problems import Problem
-from .sampling import batches_per_epoch, check_batch_size, sample_batches
+from .sampling import batches_per_epoch, check_batch_size, check_generator, sample_batches
 
 __all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains", "check_bounded", "parameter_batch"]
 
@@ -30,7 +30,7 @@ class DivergenceError(FloatingPointError):
 
 def check_learning_rate(eta) -> float:
     """``eta`` as a ``float`` if it is a finite number ``> 0``; else a ``ValueError`` naming it."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta <= 0:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta <= 0:
         raise ValueError(f"learning rate eta={eta!r} must be a finite number > 0")
     return float(eta)
 
@@ -70,6 +70,7 @@ def train_sgd(
     eta = check_learning_rate(eta)
     n = problem.n
     check_batch_size(B, n, scheme)
+    check_generator(generator)
     steps = check_steps("steps", steps)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
@@ -100,13 +101,19 @@ def _train_sgd(problem, eta, B, steps, scheme, generator, momentum, snaps, explo
             run.snapshots.append(flat_params(problem.model))
             next_snap = next(snap_iter, None)
         if k == steps:
+            final = problem.loss()  # the last update is checked too, on the full data
+            if not math.isfinite(final) or final > explode_factor * scale:
+                raise DivergenceError(
+                    f"SGD diverged in its last step ({steps - 1}): full-data loss {final:.3g} (initial loss "
+                    f"{scale:.3g}) with eta={eta}, B={B}, scheme={scheme!r}; lower eta or raise B"
+                )
             break
         if pos == len(batches):
             batches = sample_batches(n, B, chunk, scheme, generator).to(problem.X.device)
             pos = 0
         idx = batches[pos]
         pos += 1
-        loss = problem.loss_fn(problem.model(problem.X[idx]), problem.y[idx]).mean()
+        loss = per_sample_losses(problem.loss_fn, problem.model(problem.X[idx]), problem.y[idx]).mean()
         value = float(loss.detach())
         if not math.isfinite(value) or value > explode_factor * scale:
             raise DivergenceError(
@@ -141,7 +148,7 @@ def _pieces_loss(problem: Problem):
     def loss(pieces, X, y, w):
         params = {k: t.view(shape) for k, t, shape in zip(names, pieces, shapes)}
         out = functional_call(model, {**params, **frozen, **buffers}, (X,))
-        return (problem.loss_fn(out, y) * w).sum()
+        return (per_sample_losses(problem.loss_fn, out, y) * w).sum()
 
     return [p.numel() for _, p in trainable], loss
 
@@ -281,6 +288,7 @@ def run_chains(
     eta = check_learning_rate(eta)
     n = problem.n
     check_batch_size(B, n, scheme)
+    check_generator(generator)
     if isinstance(svag_l, bool) or not isinstance(svag_l, int) or svag_l < 1:
         raise ValueError(f"svag_l={svag_l!r} must be an int >= 1 (1 is plain SGD)")
     if svag_l > 1 and momentum:
@@ -377,6 +385,7 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
         raise ValueError(f"X must be (n, d) and y (n,); got shapes {tuple(X.shape)} and {tuple(y.shape)}")
     d = X.shape[1]
     check_batch_size(B, n, "with_replacement")
+    check_generator(generator)
     if theta0.ndim != 2 or theta0.shape[1] != d:
         raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (C, {d})")
     steps, record_from = check_steps("steps", steps), check_steps("record_from", record_from)

@@ -59,8 +59,8 @@ def _finite_variance(sample: str = "directions"):
     dirs /= dirs.norm(dim=0)
     xi_dirs = (Gc @ dirs)[idx].mean(1).T  # (r, M): the noise along r fixed directions, across M batches
     xi_one = Gc[idx[:r]].mean(1)  # (r, d): r noise vectors, each pooled over its d coordinates
-    per_dir = stable_alpha(xi_dirs)
-    pooled = stable_alpha(xi_one)
+    per_dir = stable_alpha(xi_dirs, center=None)  # noise: centred by construction
+    pooled = stable_alpha(xi_one, center=None)
     est = per_dir if sample == "directions" else pooled
     se = float(est.std() / math.sqrt(r))
     bound = float(Gc.pow(2).sum(1).max() / B)

@@ -203,17 +203,14 @@ def test_divergence_names_eta_B_and_step():
 
 def test_cache_is_used(tmp_path):
     cache = ResultCache(tmp_path)
-    calls = []
 
     def callback(step, model, data):
-        calls.append(step)
         return {"step_sq": step * step}
 
     cfg = TINY.replace(optimizer="gd_gaussian", steps=10)
     first = run_grokking(cfg, cache=cache, progress=False, callback=callback)
-    n_calls = len(calls)
     second = run_grokking(cfg, cache=cache, progress=False, callback=callback)
-    assert len(calls) == n_calls and cache.hits == 1 and cache.misses == 1  # not recomputed
+    assert cache.hits == 1 and cache.misses == 1  # not recomputed
     np.testing.assert_array_equal(first["test_acc"], second["test_acc"])
     np.testing.assert_array_equal(first["theta"], second["theta"])
     assert second["records"] == first["records"] and second["time_to_fit"] == first["time_to_fit"]
@@ -253,3 +250,47 @@ def test_runs_on_cuda(optimizer):
     assert gpu["train_loss"][0] == pytest.approx(cpu["train_loss"][0], rel=1e-5)  # same data and initialisation
     if optimizer in ("gd", "sgd"):  # same batches (drawn on the CPU): the same run up to rounding
         np.testing.assert_allclose(gpu["train_loss"], cpu["train_loss"], rtol=1e-3, atol=1e-6)
+
+
+SCALE = 2.0
+
+
+def reads_a_global(step, model, data):
+    return {"scaled": SCALE * step}
+
+
+def test_cached_callback_is_keyed_by_the_globals_it_reads(tmp_path):
+    """Issue 23, item 10: a callback reading a global used to return stale records after the global changed."""
+    global SCALE
+    cache = ResultCache(tmp_path)
+    cfg = TINY.replace(optimizer="gd", steps=10)
+    first = run_grokking(cfg, cache=cache, progress=False, callback=reads_a_global)
+    SCALE = 3.0
+    try:
+        second = run_grokking(cfg, cache=cache, progress=False, callback=reads_a_global)
+    finally:
+        SCALE = 2.0
+    assert cache.misses == 2 and cache.hits == 0
+    assert [r["scaled"] for r in second["records"]] == [1.5 * r["scaled"] for r in first["records"]]
+    third = run_grokking(cfg, cache=cache, progress=False, callback=reads_a_global)  # the old value again: a hit
+    assert cache.hits == 1 and third["records"] == first["records"]
+
+
+def test_cached_callback_with_state_the_key_cannot_see_is_refused(tmp_path):
+    cache = ResultCache(tmp_path)
+    cfg = TINY.replace(optimizer="gd", steps=10)
+    net = torch.nn.Linear(2, 2)
+
+    def reads_a_module(step, model, data):
+        return {"w": float(net.weight.sum())}
+
+    with pytest.raises(ValueError, match=r"the callback reads 'net', a Linear, whose value the cache key cannot record"):
+        run_grokking(cfg, cache=cache, progress=False, callback=reads_a_module)
+
+    class Counter:
+        def __call__(self, step, model, data):
+            return None
+
+    with pytest.raises(ValueError, match=r"is a Counter; with a cache, pass a plain function"):
+        run_grokking(cfg, cache=cache, progress=False, callback=Counter())
+    assert cache.misses == 0  # nothing was run

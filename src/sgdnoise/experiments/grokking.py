@@ -58,10 +58,12 @@ step with training accuracy 1; *time to generalise* the first with test accuracy
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import math
 import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -74,7 +76,7 @@ from ..noise import noise_covariance_factor
 from ..problems import Problem, cross_entropy, half_squared_error
 from ..sampling import SCHEMES, batches_per_epoch, sample_batches
 from ..sgd import DivergenceError, check_learning_rate
-from .cache import ResultCache
+from .cache import ResultCache, canonical_json
 from ._common import check_cache, check_device, check_steps_and_seeds, set_canonical_types, check_threads, child_seed, eval_steps, is_int, is_real, torch_threads
 
 __all__ = ["ModAddConfig", "DEFAULT", "DEFAULT_RELU", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "OPTIMIZERS", "ACTIVATIONS", "LOSSES",
@@ -435,15 +437,55 @@ def _train(cfg: ModAddConfig, *, progress: bool, callback) -> dict[str, Any]:
     }
 
 
-def _callback_source(callback) -> str:
-    for obj in (callback, type(callback)):
+def _value_fingerprint(name: str, value: Any) -> str:
+    """What the cache key records of a value that a callback reads by name; an error if it cannot."""
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"  # package modules are keyed by their source already
+    if inspect.isfunction(value) or inspect.isclass(value):
         try:
-            return inspect.getsource(obj)
+            return "source " + inspect.getsource(value)
         except (OSError, TypeError):
-            continue
-    raise ValueError(f"cannot read the source of callback {callback!r}, which the cache key needs (so that editing "
-                     "the callback invalidates the cached records); define it in a file or a notebook cell, "
-                     "or pass cache=None")
+            pass
+    if inspect.isbuiltin(value) or inspect.isfunction(value) or inspect.isclass(value):
+        return f"object {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    if isinstance(value, (Tensor, np.ndarray)):
+        arr = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
+        if arr.dtype != object:
+            arr = np.ascontiguousarray(arr)
+            return f"array {arr.dtype} {arr.shape} " + hashlib.sha256(arr.tobytes()).hexdigest()
+    try:
+        plain = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return "value " + canonical_json(plain)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(
+        f"the callback reads {name!r}, a {type(value).__name__}, whose value the cache key cannot record, so a "
+        "cached result could silently belong to another value of it. Read only numbers, strings, tensors, "
+        "arrays and (nested) containers of these, functions and modules; put other state in the config, "
+        "or pass cache=None"
+    )
+
+
+def _callback_source(callback) -> str:
+    """The callback's source text and the current value of every global or closure variable it names.
+
+    A callback that reads a global (a threshold, a set of steps, a tensor) is keyed by that global's
+    value as well as by its own text, so changing the global recomputes instead of returning a
+    result computed with the old value. A function it calls is keyed by its source text (one level).
+    Callable objects and bound methods carry state the key cannot see: they are refused.
+    """
+    if not inspect.isfunction(callback):
+        raise ValueError(f"callback {callback!r} is a {type(callback).__name__}; with a cache, pass a plain function "
+                         "(def or lambda), whose source and the values it reads key the cached records, or pass cache=None")
+    try:
+        text = inspect.getsource(callback)
+    except (OSError, TypeError):
+        raise ValueError(f"cannot read the source of callback {callback!r}, which the cache key needs (so that editing "
+                         "the callback invalidates the cached records); define it in a file or a notebook cell, "
+                         "or pass cache=None") from None
+    named = inspect.getclosurevars(callback)
+    values = {**named.globals, **named.nonlocals}
+    return "\n".join([text] + [f"{k} = {_value_fingerprint(k, values[k])}" for k in sorted(values)])
 
 
 def _code_modules() -> tuple:
@@ -471,8 +513,8 @@ def run_grokking(cfg: ModAddConfig, *, cache: ResultCache | None = None, progres
     are cached with the run. It must not change the parameters.
 
     With a :class:`~sgdnoise.experiments.cache.ResultCache` the result is loaded when this configuration
-    has been run by the same code (this module, the package modules it uses, and the callback's source
-    text) and stored otherwise; cached and fresh results look the same. ``progress`` shows a tqdm bar.
+    has been run by the same code (this module, the package modules it uses, the callback's source text
+    and the current values of the globals and closure variables it reads) and stored otherwise; cached and fresh results look the same. ``progress`` shows a tqdm bar.
 
     Raises :class:`sgdnoise.sgd.DivergenceError` (naming ``η``, ``B`` and the step) when the loss becomes
     non-finite or exceeds ``1e6`` times its initial value.

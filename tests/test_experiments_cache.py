@@ -1,7 +1,9 @@
 import dataclasses
+import errno
 import logging
 import os
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,9 +148,148 @@ def test_write_is_atomic_when_the_final_move_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        cache.get_or_compute("exp", Cfg(), payload)
+    with pytest.raises(OSError, match="disk full"):  # an explicit store reports the failure by raising
+        cache.store("exp", Cfg(), payload())
     assert list((tmp_path / "exp").iterdir()) == []  # the temporary file is gone, no entry exists
+    # get_or_compute keeps the computed result: returned as a stored one would be, the failure recorded
+    got = cache.get_or_compute("exp", Cfg(), payload)
+    assert_same(got, cache_roundtrip(payload()))
+    assert len(cache.store_failures) == 1 and "disk full" in cache.store_failures[0][1]
+    assert list((tmp_path / "exp").iterdir()) == []
+
+
+def cache_roundtrip(p):
+    return decode_payload(encode_payload(p))
+
+
+def assert_same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.ENOSPC, errno.EACCES])
+def test_a_failed_store_never_loses_the_result(tmp_path, monkeypatch, err):
+    """Read-only directory, full disk, no permission (simulated: the tests run as root, which
+    ignores permission bits): the computed result comes back and the failure is recorded."""
+    import sgdnoise.experiments.cache as cache_mod
+
+    cache = ResultCache(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", refuse)
+    calls = []
+    got = cache.get_or_compute("exp", Cfg(), lambda: calls.append(1) or payload())
+    assert_same(got, cache_roundtrip(payload()))
+    assert calls == [1] and cache.misses == 1 and len(cache.store_failures) == 1
+    assert os.strerror(err) in cache.store_failures[0][1]
+
+
+def test_unsupported_payload_is_returned_and_reported(tmp_path):
+    cache = ResultCache(tmp_path)
+    result = {"w": torch.ones(3, dtype=torch.bfloat16)}
+    got = cache.get_or_compute("exp", Cfg(), lambda: result)
+    assert got is result and len(cache.store_failures) == 1
+    assert "cannot be stored" in cache.store_failures[0][1] and cache.entries("exp") == []
+
+
+def test_corrupt_entry_on_a_read_only_file_system_is_recomputed(tmp_path, monkeypatch):
+    import sgdnoise.experiments.cache as cache_mod
+
+    cache = ResultCache(tmp_path)
+    path = cache.store("exp", Cfg(), payload())
+    path.write_bytes(path.read_bytes()[:-5])  # truncated
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    got = cache.get_or_compute("exp", Cfg(), payload)
+    assert_same(got, cache_roundtrip(payload()))
+    assert len(cache.recomputed) == 1 and len(cache.store_failures) == 1
+
+
+def test_clear_between_a_writers_steps_fails_neither(tmp_path, monkeypatch):
+    """clear() runs at the worst moments of a store: after the temporary file is written, and after the
+    directory was emptied; the store completes, clear() raises nothing, and the entry is there after."""
+    cache, other = ResultCache(tmp_path), ResultCache(tmp_path)
+    real_replace = os.replace
+
+    def replace_after_a_clear(src, dst):
+        other.clear()  # the writer's young temporary file is kept, so the rename still works
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_a_clear)
+    got = cache.get_or_compute("exp", Cfg(), payload)
+    assert_same(got, cache_roundtrip(payload()))
+    assert cache.store_failures == [] and len(cache.entries("exp")) == 1
+    monkeypatch.setattr(os, "replace", real_replace)
+    # the directory removed between mkdir and mkstemp: the writer makes it again
+    import sgdnoise.experiments.cache as cache_mod
+
+    real_mkstemp, removed = cache_mod.tempfile.mkstemp, []
+
+    def mkstemp_after_rmdir(*args, **kwargs):
+        if not removed:
+            removed.append(other.clear("exp2"))
+            (tmp_path / "exp2").rmdir()
+        return real_mkstemp(*args, **kwargs)
+
+    (tmp_path / "exp2").mkdir()
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", mkstemp_after_rmdir)
+    cache.get_or_compute("exp2", Cfg(), payload)
+    assert cache.store_failures == [] and len(cache.entries("exp2")) == 1
+
+
+def test_clear_racing_writers_in_threads(tmp_path):
+    import threading
+
+    cache, errors = ResultCache(tmp_path), []
+
+    def writer():
+        try:
+            for i in range(40):
+                cache.get_or_compute("exp", Cfg(p=i), payload, recompute=True)
+        except Exception as e:  # noqa: BLE001 -- collected and asserted empty below
+            errors.append(e)
+
+    def clearer():
+        try:
+            for _ in range(200):
+                ResultCache(tmp_path).clear()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=clearer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and cache.store_failures == []
+
+
+def test_clear_removes_old_temporary_files(tmp_path):
+    cache = ResultCache(tmp_path)
+    cache.store("exp", Cfg(), payload())
+    old = tmp_path / "exp" / ".tmp-abandoned.sgdc"
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    young = tmp_path / "exp" / ".tmp-inflight.sgdc"
+    young.write_bytes(b"x")
+    assert cache.clear("exp") == 1
+    assert not old.exists() and young.exists()
 
 
 def test_cache_directory_defaults(tmp_path, monkeypatch):

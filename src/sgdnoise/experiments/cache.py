@@ -47,6 +47,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -57,6 +58,7 @@ __all__ = ["ResultCache", "CacheCorruption", "code_version", "config_dict", "can
            "default_cache_dir", "encode_payload", "decode_payload", "ENV_VAR"]
 
 ENV_VAR = "SGDNOISE_CACHE_DIR"
+TEMP_GRACE_S = 600.0  # clear() keeps temporary files younger than this: they may be stores in progress
 MAGIC = b"SGDNOISE-CACHE 1\n"
 SUFFIX = ".sgdc"
 _JSON_MEMBER = "__json__"
@@ -246,8 +248,9 @@ class ResultCache:
 
     ``get_or_compute(name, config, compute_fn, modules=(driver_module,))`` returns the stored payload when
     a valid entry exists and otherwise calls ``compute_fn()`` and stores what it returns. Counters:
-    ``hits``, ``misses`` and ``recomputed`` (a list of ``(path, reason)`` for corrupt entries that were
-    deleted and recomputed).
+    ``hits``, ``misses``, ``recomputed`` (a list of ``(path, reason)`` for corrupt entries that were
+    deleted and recomputed) and ``store_failures`` (``(path, reason)`` for results that were computed and
+    returned but could not be stored).
     """
 
     def __init__(self, root: str | os.PathLike | None = None):
@@ -255,6 +258,7 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self.recomputed: list[tuple[Path, str]] = []
+        self.store_failures: list[tuple[Path, str]] = []
 
     def __repr__(self) -> str:
         return f"ResultCache(root={str(self.root)!r})"
@@ -292,12 +296,17 @@ class ResultCache:
         except Exception as err:  # a checksum-valid but undecodable payload: treat as corrupt
             raise CacheCorruption(f"undecodable payload ({type(err).__name__}: {err})") from err
 
-    def _write(self, path: Path, header: dict, payload: Any) -> None:
-        data = encode_payload(payload)
+    def _write(self, path: Path, header: dict, data: bytes) -> None:
         header = {**header, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         head = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
+        for attempt in (0, 1):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
+                break
+            except FileNotFoundError:  # a concurrent clear() removed the directory in between: once more
+                if attempt:
+                    raise
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC)
@@ -328,6 +337,8 @@ class ResultCache:
             return _MISSING
         try:
             return self._read(path, key)
+        except FileNotFoundError:  # removed by a concurrent clear() after the check: simply absent
+            return _MISSING
         except (CacheCorruption, OSError) as err:
             reason = str(err)
             log.warning("cache entry %s is corrupt (%s); deleting it and recomputing", path, reason)
@@ -336,6 +347,8 @@ class ResultCache:
                 path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as unlink_err:  # e.g. a read-only file system: recompute all the same
+                log.warning("could not delete the corrupt cache entry %s (%s)", path, unlink_err)
             return _MISSING
 
     def store(self, name: str, config: Any, payload: Any, *, modules: Iterable[Any] = (), extra: Iterable[str] = ()) -> Path:
@@ -343,16 +356,25 @@ class ResultCache:
         version = code_version(modules, extra)
         key = cache_key(_check_name(name), config, version)
         path = self.root / name / f"{key}{SUFFIX}"
-        self._write(path, {"key": key, "name": name, "config": config_dict(config), "code_version": version}, payload)
+        self._write(path, {"key": key, "name": name, "config": config_dict(config), "code_version": version},
+                    encode_payload(payload))
         return path
 
     def get_or_compute(self, name: str, config: Any, compute_fn: Callable[[], Any], *, modules: Iterable[Any] = (),
                        extra: Iterable[str] = (), recompute: bool = False) -> Any:
         """The payload for ``(name, config, code version)``: loaded if a valid entry exists (and
         ``recompute`` is false), else ``compute_fn()``, stored and returned. If ``compute_fn`` raises,
-        nothing is written. The returned payload is always the decoded stored one, so a fresh result
-        and a cached one look the same (tuples as lists, tensors as numpy arrays)."""
+        nothing is written. The returned payload is the decoded form of what is stored, so a fresh result
+        and a cached one look the same (tuples as lists, tensors as numpy arrays).
+
+        A computed result is never lost to a failed store: when writing fails (a read-only directory, a
+        full disk, a concurrent :meth:`clear`) the result is returned all the same, and the failure is
+        logged and recorded in ``store_failures`` as ``(path, reason)``; a payload the format cannot
+        hold (e.g. a bfloat16 tensor) is returned as computed, with its reason recorded the same way."""
         modules, extra = tuple(modules), tuple(extra)
+        version = code_version(modules, extra)
+        key = cache_key(_check_name(name), config, version)
+        path = self.root / name / f"{key}{SUFFIX}"
         if not recompute:
             found = self._load(name, config, modules, extra)
             if found is not _MISSING:
@@ -360,8 +382,20 @@ class ResultCache:
                 return found
         self.misses += 1
         payload = compute_fn()
-        path = self.store(name, config, payload, modules=modules, extra=extra)
-        return self._read(path, path.stem)
+        try:
+            data = encode_payload(payload)
+        except (TypeError, ValueError) as err:
+            self._store_failed(path, f"the result cannot be stored ({err})")
+            return payload
+        try:
+            self._write(path, {"key": key, "name": name, "config": config_dict(config), "code_version": version}, data)
+        except OSError as err:
+            self._store_failed(path, f"writing failed ({type(err).__name__}: {err})")
+        return decode_payload(data)
+
+    def _store_failed(self, path: Path, reason: str) -> None:
+        log.warning("cache entry %s was not stored: %s; returning the computed result", path, reason)
+        self.store_failures.append((path, reason))
 
     def entries(self, name: str | None = None) -> list[Path]:
         """The entry files, of one experiment or of all."""
@@ -374,17 +408,28 @@ class ResultCache:
     def clear(self, name: str | None = None) -> int:
         """Delete the entries of experiment ``name`` (all experiments when ``None``) and leftover temporary
         files; returns how many entry files were removed. Other files under the root are left alone, and
-        an experiment directory is removed only when it is empty afterwards."""
+        an experiment directory is removed only when it is empty afterwards.
+
+        Safe against concurrent writers: a temporary file younger than ``TEMP_GRACE_S`` may belong to a
+        store in progress and is kept (older ones are leftovers of a crashed writer), and files that vanish
+        while it runs are skipped."""
         base = self.root / _check_name(name) if name is not None else self.root
         if not base.is_dir():
             return 0
         count = 0
         dirs = [base] if name is not None else [d for d in base.iterdir() if d.is_dir()]
         for d in dirs:
-            for f in d.iterdir():
-                if f.is_file() and f.suffix == SUFFIX:
-                    count += not f.name.startswith(".tmp-")
+            for f in list(d.iterdir()):
+                try:
+                    if not (f.is_file() and f.suffix == SUFFIX):
+                        continue
+                    temp = f.name.startswith(".tmp-")
+                    if temp and time.time() - f.stat().st_mtime < TEMP_GRACE_S:
+                        continue  # perhaps a store in progress
                     f.unlink()
+                    count += not temp
+                except FileNotFoundError:  # removed meanwhile (a writer's rename, another clear)
+                    continue
             try:
                 d.rmdir()
             except OSError:  # not empty: something else lives there

@@ -84,6 +84,11 @@ def same(key: str, a, b, formats: dict[str, set[str]]) -> bool:
     return abs(x - y) <= 1e-12 * max(abs(x), abs(y))
 
 
+def cell_timeout() -> int:
+    """The book's own cell timeout (``execute.timeout`` in ``_config.yml``): one safety net for both runs."""
+    return int(yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())["execute"]["timeout"])
+
+
 def main(build: str = "_build") -> int:
     cache = get_cache(str(Path(build) / ".jupyter_cache"))
     records = cache.list_cache_records()
@@ -96,7 +101,7 @@ def main(build: str = "_build") -> int:
             continue
         built = facts(cache.get_cache_bundle(max(mine, key=lambda r: r.created).pk).nb)
         nb = jupytext.read(page)
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+        nbclient.NotebookClient(nb, timeout=cell_timeout(), kernel_name="python3",
                                 resources={"metadata": {"path": str(page.parent)}}).execute()
         again = facts(nb)
         formats = displayed_formats(page)

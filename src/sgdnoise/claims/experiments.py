@@ -60,7 +60,8 @@ def _noise_phase(strong: str = "sgd B=4", weak: str = "sgd B=32"):
     from ..experiments import superposition as tms
 
     settings = tms.noise_settings(tms.NOISE_BASE, **tms.NOISE_SWEEP)
-    run = {S: tms.phase_diagram(tms.NOISE_BASE, {k: settings[k] for k in names}, (S,), tms.NOISE_SEEDS, progress=False)
+    run = {S: tms.phase_diagram(tms.NOISE_BASE, {k: settings[k] for k in names}, (S,), tms.NOISE_SEEDS, progress=False,
+                                threads=None)
            for S, names in ((0.0, ("gd", strong)), (0.95, ("gd", strong, weak)))}
     ortho = tms.paired_sign_test(run[0.0], "gd", strong, 0.0, "2 orthogonal")
     pent = tms.paired_sign_test(run[0.95], "gd", strong, 0.95, "pentagon")

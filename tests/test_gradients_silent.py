@@ -249,7 +249,7 @@ class FunctionalDropout(nn.Module):
 @pytest.mark.parametrize("method", ["auto", "functorch"])
 def test_random_forward_is_refused(method):
     X, y = data()
-    with pytest.raises(ValueError, match=r"forward pass draws random numbers"):
+    with pytest.raises(ValueError, match=r"random numbers"):
         per_sample_grads(FunctionalDropout().double(), mse, X, y, method=method)
 
 
@@ -335,3 +335,67 @@ def test_fast_route_on_random_compositions(seed):
     torch.testing.assert_close(per_sample_grads(model, mse, X, y), T, atol=TOL, rtol=TOL)
     torch.testing.assert_close(gram_matrix(model, mse, X, y, centered=True), (T - T.mean(0)) @ (T - T.mean(0)).T,
                                atol=TOL, rtol=TOL)
+
+
+# ----------------------------------------------------------------------------- found by a review of the fix
+def test_outside_use_is_caught_at_a_minimum_of_the_loss():
+    """At a stationary point Σ_i g_i = 0, so an unweighted sum check passes whatever the capture misses;
+    the weighted one does not. W is set to the least-squares minimiser of the model x ↦ x (2W)ᵀ."""
+    X, y = data()
+
+    class Doubled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3, bias=False).double()
+
+        def forward(self, x):
+            return self.fc(x) + nn.functional.linear(x, self.fc.weight)
+
+    m = Doubled()
+    with torch.no_grad():
+        m.fc.weight.copy_(torch.linalg.lstsq(X, y).solution.T / 2)
+    T = twin(m, mse, X, y)
+    assert T.sum(0).abs().max() < 1e-10  # a stationary point indeed
+    torch.testing.assert_close(per_sample_grads(m, mse, X, y), T, atol=TOL, rtol=TOL)
+    with pytest.raises(ValueError, match="method='linear' needs"):
+        per_sample_grads(m, mse, X, y, method="linear")
+
+
+class BatchMean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h - h.mean(0))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5, track_running_stats=False), nn.Linear(5, 3)).eval(),
+    BatchMean,
+], ids=["bn-no-running-stats-eval", "functional-coupling"])
+@pytest.mark.parametrize("method", ["auto", "functorch", "loop"])
+def test_samples_coupled_inside_the_forward_are_refused(make, method):
+    X, y = data()
+    with pytest.raises(ValueError, match=r"batch norm without running statistics|depends on the other samples"):
+        per_sample_grads(make().double(), mse, X, y, method=method)
+
+
+def test_recurrent_dropout_in_training_mode_is_refused():
+    g = torch.Generator().manual_seed(2)
+    X, y = torch.randn((6, 4, 3), generator=g, dtype=torch.float64), torch.randn((6, 2), generator=g, dtype=torch.float64)
+
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(3, 5, num_layers=2, dropout=0.5, batch_first=True), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    model = Deep().double()
+    with pytest.raises(ValueError, match=r"'rnn' \(LSTM\).*Call model\.eval\(\)"):
+        per_sample_grads(model, mse, X, y)
+    model.eval()
+    torch.testing.assert_close(per_sample_grads(model, mse, X, y), twin(model, mse, X, y), atol=TOL, rtol=TOL)

@@ -294,3 +294,31 @@ def test_cached_callback_with_state_the_key_cannot_see_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"is a Counter; with a cache, pass a plain function"):
         run_grokking(cfg, cache=cache, progress=False, callback=Counter())
     assert cache.misses == 0  # nothing was run
+
+
+def test_callback_key_sees_defaults_nested_reads_and_not_attributes():
+    from sgdnoise.experiments.grokking import _callback_source
+
+    def make(k):
+        return lambda step, model, data, k=k: {"k": k * step}
+
+    assert _callback_source(make(1)) != _callback_source(make(2))  # default arguments are keyed
+
+    def nested(step, model, data):
+        return {"s": sum(SCALE * i for i in range(step))}  # a global read inside a generator expression
+
+    global SCALE
+    before = _callback_source(nested)
+    SCALE = 5.0
+    try:
+        assert _callback_source(nested) != before
+    finally:
+        SCALE = 2.0
+    def attribute(step, model, data):
+        return {"w": float(model.weight.sum())}
+
+    globals()["weight"] = torch.nn.Linear(2, 2)  # a global with the attribute's name, which the key cannot record
+    try:
+        _callback_source(attribute)  # not refused: model.weight is an attribute, not a read of the global
+    finally:
+        del globals()["weight"]

@@ -8,16 +8,24 @@ Conventions used everywhere in the package
 * The per-sample gradient matrix ``G`` has shape ``(n, d)``: row ``i`` is ``g_i``, flattened in
   ``model.parameters()`` order (parameters with ``requires_grad=False`` are skipped).
 
-Fast path
----------
-When every trainable parameter belongs to an ``nn.Linear`` that is called once per forward pass,
-one forward and one backward pass give everything: for a layer with input ``a_i`` and
+Routes
+------
+Per-sample gradients are defined only for a model whose samples do not interact: layers that couple
+them or draw random numbers (batch norm, dropout in training mode) are refused, and a probe checks
+that a sample's output does not change when it is run alone. Then:
+
+* the **fast route**, where it is provably right (every trainable parameter the weight or bias of one
+  plain ``nn.Linear``, called once, its output not overwritten in place, no hooks, and the weighted
+  per-sample gradients adding up to autograd's gradient of the weighted loss);
+* a **loop** of per-sample backward passes for recurrent layers (or on request);
+* ``torch.func.vmap(torch.func.grad(...))`` otherwise.
+
+On the fast route one forward and one backward pass give everything: for a layer with input ``a_i`` and
 output gradient ``δ_i`` (the gradient of ``Σ_j ℓ_j`` with respect to the layer's output for
 sample ``i``, which equals ``∂ℓ_i/∂z_i`` because the loss is per-sample), the per-sample weight
 gradient is the outer product ``δ_i a_iᵀ`` and the bias gradient is ``δ_i`` (Goodfellow 2015).
 The Gram matrix then needs no ``G`` at all:
 ``Σ_layers (A Aᵀ) ⊙ (Δ Δᵀ) + Δ Δᵀ`` costs ``O(n² · width)`` memory and time.
-Any other model falls back to ``torch.func.vmap(torch.func.grad(...))``.
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ def check_data(X: Tensor, y: Tensor) -> int:
 def per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int | None = None) -> Tensor:
     """``loss_fn(out, y)``, checked to hold one loss per sample: shape ``(n,)``, ``n = out.shape[0]``.
 
-    Every place in the package where a loss meets data goes through this check, so a loss that
+    Every place in the package where a user's loss meets data goes through this check, so a loss that
     averages (``reduction="mean"``) or broadcasts (targets of shape ``(n, 1)`` against a
     ``reduction="none"`` loss that returns ``(n, n)``) is refused instead of silently scaling the
     gradient or the noise. It is a comparison of static shapes: it costs nothing and works inside
@@ -153,8 +161,17 @@ def check_per_sample_model(model: nn.Module) -> None:
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.p == 0:
             continue
         tracking_in = isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats
-        if isinstance(m, _COUPLING_OR_RANDOM) or tracking_in:
+        rnn_dropout = isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1
+        if isinstance(m, _COUPLING_OR_RANDOM) or tracking_in or rnn_dropout:
             bad.append(f"'{name or '(model)'}' ({type(m).__name__})")
+    batch_stats = [f"'{name or '(model)'}' ({type(m).__name__})" for name, m in model.named_modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
+    if batch_stats:
+        raise ValueError(
+            "per-sample gradients are not defined for batch norm without running statistics "
+            "(track_running_stats=False), which normalises with the batch's statistics even in eval mode: "
+            + ", ".join(batch_stats) + ". Use a per-sample normalisation (LayerNorm, GroupNorm) instead."
+        )
     if bad:
         raise ValueError(
             "per-sample gradients are not defined for layers in training mode that couple the samples of a "
@@ -175,6 +192,45 @@ def _check_model_inputs(model: nn.Module, X: Tensor) -> None:
     if X.dtype.is_floating_point and X.dtype != p.dtype:
         raise TypeError(f"X has dtype {X.dtype} but the model's parameters are {p.dtype}; convert one, "
                         f"e.g. X.to({p.dtype}) or model.to({X.dtype})")
+
+
+def _check_samples_independent(model: nn.Module, X: Tensor) -> None:
+    """A probe of the premise of per-sample gradients: sample 0's output does not depend on the others.
+
+    The model is run on the first three samples and on the first alone; the two outputs for sample 0
+    must agree up to rounding. A forward that mixes samples (``h - h.mean(0)``, batch statistics) or
+    draws random numbers fails, on any route and any device. Buffers and the random state are restored.
+    """
+    n = X.shape[0]
+    if n < 2:
+        return
+    saved = {k: b.clone() for k, b in model.named_buffers()}
+    rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        with torch.no_grad():
+            many, one = model(X[: min(n, 3)]), model(X[:1])
+    finally:
+        torch.random.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(saved[k])
+    if not (isinstance(many, Tensor) and isinstance(one, Tensor)) or many.shape[1:] != one.shape[1:]:
+        return  # outputs that are not one tensor per sample: the loss check reports them
+    a, b = many[:1], one
+    if not (a.dtype.is_floating_point or a.dtype.is_complex):
+        return
+    scale = float(torch.maximum(a.abs().max(), b.abs().max())) if a.numel() else 0.0
+    tol = 1e3 * torch.finfo(a.dtype).eps * max(scale, torch.finfo(a.dtype).tiny)
+    if not bool(((a - b).abs() <= tol).all()) and bool(torch.isfinite(a).all() & torch.isfinite(b).all()):
+        raise ValueError(
+            "the model's output for a sample depends on the other samples of the batch, or on random numbers "
+            f"(sample 0's output differs by {float((a - b).abs().max()):.3g} when run alone): per-sample gradients "
+            "are not defined. Remove the coupling (batch statistics, means over the batch) or the randomness "
+            "(model.eval() for dropout) first."
+        )
 
 
 def _random_forward_error(where: str) -> ValueError:
@@ -315,43 +371,61 @@ def _capture_pass(model, loss_fn, X, y, layers, *, clone_outputs: bool):
             if not all(o.requires_grad for o in outs):
                 return None
             params = [p for _, p in _trainable(model)]
-            found = torch.autograd.grad(losses.sum(), outs + params, allow_unused=True)
+            deltas = torch.autograd.grad(losses.sum(), outs, allow_unused=True, retain_graph=True)
+            if any(d is None for d in deltas):
+                return None
+            # The check below compares Σ_i w_i g_i, from the captured factors, with autograd's gradient of
+            # Σ_i w_i ℓ_i, for weights w_i in [1, 2] from a private generator. With w = 1 a missed
+            # contribution could cancel at a stationary point of the loss (Σ_i g_i = 0 there), which is
+            # where the noise is usually measured.
+            w = 1 + torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            w = w.to(device=losses.device, dtype=losses.dtype)
+            full = torch.autograd.grad((losses * w).sum(), params, allow_unused=True)
     finally:
         for h in handles:
             h.remove()
-    deltas, full = found[: len(outs)], found[len(outs):]
-    if any(d is None for d in deltas):
+    deltas = [d.detach() for d in deltas]
+    a_list = [inputs[m][0] for m in layers]
+    wdeltas = [d * w.view(-1, *([1] * (d.ndim - 1))) for d in deltas]
+    if not _sums_match(layers, a_list, wdeltas, params, full):
         return None
-    cap = _LinearCapture(layers, [inputs[m][0] for m in layers], [d.detach() for d in deltas])
-    if not _sums_match(cap, params, full):
-        return None
-    return cap
+    return _LinearCapture(layers, a_list, deltas)
 
 
-def _sums_match(cap: _LinearCapture, params: list[Tensor], full: tuple[Tensor | None, ...]) -> bool:
-    """Do the captured per-sample gradients add up to autograd's gradient of ``Σ_i ℓ_i``?
+def _sums_match(layers, inputs, wdeltas, params, full) -> bool:
+    """Do the captured per-sample gradients, weighted by ``w``, add up to autograd's gradient of ``Σ_i w_i ℓ_i``?
 
-    Each entry is a sum of ``k`` products (``k`` samples, times tokens), computed twice in different
-    orders: both roundings are below ``k·eps`` times the sum of the absolute terms, so a difference
-    above ``2k·eps`` of it is a contribution the capture misses (a parameter used outside its layer,
-    a rescaled input or weight), never rounding.
+    Compared through two random projections per parameter, ``vᵀ (Σ_i w_i δ_i a_iᵀ) u = (Δ_w v)ᵀ (A u)``
+    against ``vᵀ ∇_W u``: ``O(n (in + out))`` work instead of another ``n × in × out`` product. Every
+    quantity is a sum of products computed in different orders on the two sides; the tolerance is the
+    rounding bound ``4 (k + in + out) eps`` times the same sum taken over absolute values, so a
+    difference above it is a contribution the capture misses (a parameter used outside its layer, a
+    rescaled input or weight), never rounding. A missed contribution survives the projection only if it
+    is orthogonal to both random directions (probability zero).
     """
     reference = {id(p): g for p, g in zip(params, full)}
-    for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
-        a2, d2 = a.reshape(-1, a.shape[-1]), delta.reshape(-1, delta.shape[-1])
-        tol = 2 * d2.shape[0] * torch.finfo(d2.dtype).eps
-        checks = []
-        if layer.weight.requires_grad:
-            checks.append((layer.weight, d2.T @ a2, d2.abs().T @ a2.abs()))
-        if layer.bias is not None and layer.bias.requires_grad:
-            checks.append((layer.bias, d2.sum(dim=0), d2.abs().sum(dim=0)))
-        for p, mine, scale in checks:
-            ref = reference[id(p)]
-            ref = torch.zeros_like(mine) if ref is None else ref
-            if not bool(torch.isfinite(scale).all() & torch.isfinite(ref).all()):
-                return True  # a non-finite gradient: the callers' finiteness checks name the parameter
-            if not bool(((mine - ref).abs() <= tol * scale + torch.finfo(d2.dtype).tiny).all()):
-                return False
+    gen = torch.Generator().manual_seed(1)
+    for layer, a, wdelta in zip(layers, inputs, wdeltas):
+        a2, d2 = a.reshape(-1, a.shape[-1]), wdelta.reshape(-1, wdelta.shape[-1])
+        k, n_in, n_out = d2.shape[0], a2.shape[1], d2.shape[1]
+        eps = torch.finfo(d2.dtype).eps
+        for _ in range(2):
+            u = torch.randn(n_in, generator=gen, dtype=torch.float64).to(a2)
+            v = torch.randn(n_out, generator=gen, dtype=torch.float64).to(d2)
+            dv, au = d2 @ v, a2 @ u
+            checks = []
+            if layer.weight.requires_grad:
+                checks.append((layer.weight, (dv * au).sum(), (d2.abs() @ v.abs()) @ (a2.abs() @ u.abs()),
+                               lambda g: v @ g @ u))
+            if layer.bias is not None and layer.bias.requires_grad:
+                checks.append((layer.bias, dv.sum(), (d2.abs() @ v.abs()).sum(), lambda g: v @ g))
+            for p, mine, scale, project in checks:
+                ref = reference[id(p)]
+                ref = torch.zeros((), dtype=mine.dtype, device=mine.device) if ref is None else project(ref)
+                if not bool(torch.isfinite(scale) & torch.isfinite(ref) & torch.isfinite(mine)):
+                    return True  # a non-finite gradient: the callers' finiteness checks name the parameter
+                if not bool((mine - ref).abs() <= 4 * (k + n_in + n_out) * eps * scale + torch.finfo(d2.dtype).tiny):
+                    return False
     return True
 
 
@@ -463,6 +537,7 @@ def per_sample_grads(
         raise ValueError(f"chunk_size={chunk_size!r} must be None or a positive int")
     check_per_sample_model(model)
     _check_model_inputs(model, X)
+    _check_samples_independent(model, X)
     G = None
     if method in ("auto", "linear"):
         cap = _capture_linear(model, loss_fn, X, y)
@@ -522,6 +597,7 @@ def gram_matrix(
     n = check_data(X, y)
     check_per_sample_model(model)
     _check_model_inputs(model, X)
+    _check_samples_independent(model, X)
     cap = _capture_linear(model, loss_fn, X, y)
     if cap is not None and all(a.ndim == 2 for a in cap.inputs):
         K = X.new_zeros((n, n), dtype=cap.inputs[0].dtype)
@@ -571,6 +647,7 @@ def centred_gram_lower(
         raise ValueError(f"block_rows must be a positive integer; got {block_rows}")
     check_per_sample_model(model)
     _check_model_inputs(model, X)
+    _check_samples_independent(model, X)
     cap = _capture_linear(model, loss_fn, X, y)
     if cap is None or not all(a.ndim == 2 for a in cap.inputs):
         return None

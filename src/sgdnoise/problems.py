@@ -85,7 +85,7 @@ class Problem:
     def loss(self, idx: Tensor | None = None) -> float:
         """``L_n(θ)`` at the current parameters (or the mean over ``idx``)."""
         X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
-        return float(per_sample_losses(self.loss_fn, self.model(X), y).mean())
+        return float(per_sample_losses(self.loss_fn, self.model(X), y, X.shape[0]).mean())
 
     @torch.no_grad()
     def accuracy(self) -> float:

@@ -150,9 +150,9 @@ def euler_maruyama(
             break
         dW = increments[k] if increments is not None else _increments(P, noise_dim, dt, driver, alpha, generator, x.dtype, x.device)
         a, s = drift(x), diffusion(x, dW)
-        if a.shape != x.shape or s.shape != x.shape:
+        if getattr(a, "shape", None) != x.shape or getattr(s, "shape", None) != x.shape:
             raise ValueError(
-                f"drift(x) returned shape {tuple(a.shape)} and diffusion(x, dW) shape {tuple(s.shape)}; both must "
+                f"drift(x) returned {_shape(a)} and diffusion(x, dW) {_shape(s)}; both must "
                 f"return the state's shape {tuple(x.shape)} (P paths × d), never broadcast to a larger one"
             )
         x = x + a * dt + s

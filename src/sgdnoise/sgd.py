@@ -113,7 +113,7 @@ def _train_sgd(problem, eta, B, steps, scheme, generator, momentum, snaps, explo
             pos = 0
         idx = batches[pos]
         pos += 1
-        loss = per_sample_losses(problem.loss_fn, problem.model(problem.X[idx]), problem.y[idx]).mean()
+        loss = per_sample_losses(problem.loss_fn, problem.model(problem.X[idx]), problem.y[idx], len(idx)).mean()
         value = float(loss.detach())
         if not math.isfinite(value) or value > explode_factor * scale:
             raise DivergenceError(
@@ -148,7 +148,7 @@ def _pieces_loss(problem: Problem):
     def loss(pieces, X, y, w):
         params = {k: t.view(shape) for k, t, shape in zip(names, pieces, shapes)}
         out = functional_call(model, {**params, **frozen, **buffers}, (X,))
-        return (per_sample_losses(problem.loss_fn, out, y) * w).sum()
+        return (per_sample_losses(problem.loss_fn, out, y, X.shape[0]) * w).sum()
 
     return [p.numel() for _, p in trainable], loss
 

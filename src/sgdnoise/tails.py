@@ -203,7 +203,9 @@ def stable_alpha(x, K1: int | None = None, *, center: str | None = "median"):
         Xr = Xr - np.median(Xr[..., : 2 * (Xr.shape[-1] // 2)], axis=-1, keepdims=True)
     zeros = int((Xr == 0).sum())
     if zeros:
-        raise ValueError(f"x has {zeros} exact zero(s); log|x| would be -inf (drop them or add jitter)")
+        centred = " after centring at the median (values equal to the median; pass center=None for data centred " \
+                  "by construction)" if center == "median" else ""
+        raise ValueError(f"x has {zeros} exact zero(s){centred}; log|x| would be -inf (drop them or add jitter)")
     Y = Xr.reshape(*Xr.shape[:-1], K2, K1).sum(-1)
     zeros = int((Y == 0).sum())
     if zeros:

@@ -417,9 +417,16 @@ class ResultCache:
         if not base.is_dir():
             return 0
         count = 0
-        dirs = [base] if name is not None else [d for d in base.iterdir() if d.is_dir()]
+        try:
+            dirs = [base] if name is not None else [d for d in base.iterdir() if d.is_dir()]
+        except FileNotFoundError:  # removed by a concurrent clear()
+            return 0
         for d in dirs:
-            for f in list(d.iterdir()):
+            try:
+                files = list(d.iterdir())
+            except FileNotFoundError:
+                continue
+            for f in files:
                 try:
                     if not (f.is_file() and f.suffix == SUFFIX):
                         continue

@@ -449,6 +449,8 @@ def _value_fingerprint(name: str, value: Any) -> str:
     if inspect.isbuiltin(value) or inspect.isfunction(value) or inspect.isclass(value):
         return f"object {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
     if isinstance(value, (Tensor, np.ndarray)):
+        if isinstance(value, Tensor) and value.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+            value = value.float()  # numpy has no such dtype; the float32 copy holds the same values
         arr = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
         if arr.dtype != object:
             arr = np.ascontiguousarray(arr)
@@ -483,9 +485,43 @@ def _callback_source(callback) -> str:
         raise ValueError(f"cannot read the source of callback {callback!r}, which the cache key needs (so that editing "
                          "the callback invalidates the cached records); define it in a file or a notebook cell, "
                          "or pass cache=None") from None
-    named = inspect.getclosurevars(callback)
-    values = {**named.globals, **named.nonlocals}
-    return "\n".join([text] + [f"{k} = {_value_fingerprint(k, values[k])}" for k in sorted(values)])
+    values = _names_read(callback)
+    lines = [text] + [f"{k} = {_value_fingerprint(k, values[k])}" for k in sorted(values)]
+    for label, defaults in (("defaults", callback.__defaults__), ("kwdefaults", callback.__kwdefaults__)):
+        if defaults:
+            items = defaults.items() if isinstance(defaults, dict) else enumerate(defaults)
+            lines += [f"{label}[{k}] = {_value_fingerprint(f'default {k}', v)}" for k, v in items]
+    return "\n".join(lines)
+
+
+def _names_read(func) -> dict[str, Any]:
+    """The globals and closure variables ``func`` reads, from its bytecode (nested code objects too:
+    comprehensions, generator expressions and inner lambdas), with their current values.
+
+    Only ``LOAD_GLOBAL``/``LOAD_NAME`` and closure loads count: an attribute ``model.weight`` is not a
+    read of a global called ``weight``.
+    """
+    import dis
+
+    glob, names, free = func.__globals__, set(), set()
+    stack = [func.__code__]
+    while stack:
+        code = stack.pop()
+        for ins in dis.get_instructions(code):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                names.add(ins.argval)
+            elif ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF"):
+                free.add(ins.argval)
+        stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    values = {k: glob[k] for k in names if k in glob}
+    cells = dict(zip(func.__code__.co_freevars, func.__closure__ or ()))
+    for k in free:
+        if k in cells:
+            try:
+                values[k] = cells[k].cell_contents
+            except ValueError:  # an empty cell: not yet assigned
+                pass
+    return values
 
 
 def _code_modules() -> tuple:

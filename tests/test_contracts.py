@@ -155,3 +155,34 @@ def test_nan_data_is_not_reported_as_divergence():
     X[4, 1] = float("nan")
     with pytest.raises(ValueError, match=r"X has non-finite values \(NaN or ±inf\) in 1 sample\(s\), the first at sample 4"):
         Problem("p", X, y[:, 0], model, lambda o, t: (o[:, 0] - t) ** 2)
+
+
+def test_bad_types_found_by_a_probe_of_the_api():
+    """A review that passed wrong types to every public function: the cases with side effects, and the
+    patterns shared by many functions, now fail at once naming the argument."""
+    from sgdnoise import gram_matrix, per_sample_grads
+    from sgdnoise.problems import lr_draw, mlp
+    from sgdnoise.sampling import check_scheme
+    from sgdnoise.sde import euler_maruyama
+
+    p = linear_regression(20, 3)
+    theta = p.theta()
+    with pytest.raises(TypeError, match=r"callback must be callable"):
+        train_sgd(p, eta=0.1, B=2, steps=3, generator=gen(), callback="abc")
+    assert torch.equal(p.theta(), theta)  # refused before any step
+    for call in (lambda: lr_draw(2, 5, 3, sigma=0.1, generator=None), lambda: mlp([3, 2], generator=None)):
+        with pytest.raises(TypeError, match=r"generator must be a seeded torch.Generator; got NoneType"):
+            call()
+    with pytest.raises(ValueError, match=r"scheme=array\(\[1., 1.\]\); valid schemes are"):
+        check_scheme(np.ones(2))
+    with pytest.raises(TypeError, match=r"loss_fn must be callable"):
+        per_sample_grads(p.model, None, p.X, p.y)
+    for call in (lambda: run_chains(None, theta[None], eta=0.1, B=2, steps=2, generator=gen()),
+                 lambda: sgd_sde("p", theta[None], eta=0.1, B=2, dt=0.1, steps=2, generator=gen()),
+                 lambda: sharpness(None), lambda: train_sgd({}, eta=0.1, B=2, steps=2, generator=gen())):
+        with pytest.raises(TypeError, match=r"problem must be a sgdnoise.problems.Problem"):
+            call()
+    with pytest.raises(TypeError, match=r"drift must be callable"):
+        euler_maruyama(None, lambda x, dW: dW, torch.zeros(2, 1), dt=0.1, steps=1, noise_dim=1, generator=gen())
+    with pytest.raises(TypeError, match=r"centered='no' must be True or False"):
+        gram_matrix(p.model, p.loss_fn, p.X, p.y, centered="no")

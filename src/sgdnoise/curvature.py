@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .problems import Problem
+from .problems import Problem, check_problem
 from .sgd import flat_loss_fn
 
 __all__ = ["hvp_fn", "sharpness", "batched_hvp", "hessian_top_eigs"]
@@ -31,7 +31,7 @@ def hvp_fn(problem: Problem, theta: Tensor):
     """``v ↦ ∇²L_n(θ) v`` at a fixed ``θ`` (flat vectors of length ``d``)."""
     from torch.func import grad
 
-    d = problem.d
+    d = check_problem(problem).d
     if not isinstance(theta, Tensor) or theta.shape != (d,):
         shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
         raise ValueError(f"theta must be a flat parameter vector of shape ({d},); got {shape}")
@@ -50,7 +50,7 @@ def sharpness(problem: Problem, theta: Tensor | None = None, *, iters: int = 100
     Stops when the Rayleigh quotient changes by less than ``tol`` (relative). GD on a quadratic is
     stable only for ``η < 2 / sharpness``.
     """
-    theta = problem.theta() if theta is None else theta
+    theta = check_problem(problem).theta() if theta is None else theta
     H = hvp_fn(problem, theta)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     v = torch.randn(theta.shape, generator=gen, dtype=theta.dtype).to(theta.device)

@@ -105,6 +105,11 @@ def per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int | None = N
     gradient or the noise. It is a comparison of static shapes: it costs nothing and works inside
     ``torch.func.vmap``.
     """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> (n,) per-sample losses; "
+                        f"got {type(loss_fn).__name__}")
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the model's output must be a tensor with the sample axis first; got {type(out).__name__}")
     n = out.shape[0] if n is None else n
     losses = loss_fn(out, y)
     if not isinstance(losses, Tensor) or losses.shape != (n,):
@@ -595,6 +600,8 @@ def gram_matrix(
     the cost is ``O(n² · Σ_layers (in + out))`` and no ``n × d`` array is ever allocated.
     """
     n = check_data(X, y)
+    if not isinstance(centered, bool):
+        raise TypeError(f"centered={centered!r} must be True or False")
     check_per_sample_model(model)
     _check_model_inputs(model, X)
     _check_samples_independent(model, X)

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from .gradients import check_data, check_loss_contract, flat_params, per_sample_losses, set_flat_params
+from .sampling import check_generator
 
-__all__ = ["Problem", "LinearRegressionProblem", "lr_draw", "lr_per_sample_grads", "lr_theta_star", "lr_sigma_emp", "lr_sigma_pop", "half_squared_error", "cross_entropy", "linear_regression", "digits_mlp", "mlp"]
+__all__ = ["Problem", "check_problem", "LinearRegressionProblem", "lr_draw", "lr_per_sample_grads", "lr_theta_star", "lr_sigma_emp", "lr_sigma_pop", "half_squared_error", "cross_entropy", "linear_regression", "digits_mlp", "mlp"]
 
 
 def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
@@ -93,6 +94,14 @@ class Problem:
         return float((self.model(self.X).argmax(dim=1) == self.y).double().mean())
 
 
+def check_problem(problem) -> "Problem":
+    """``problem`` if it is a :class:`Problem`; else a ``TypeError`` that says how to build one."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a sgdnoise.problems.Problem (data, model and per-sample loss), e.g. "
+                        f"Problem(name, X, y, model, loss_fn) or linear_regression(); got {type(problem).__name__}")
+    return problem
+
+
 # ----------------------------------------------------------------------------- linear regression
 # Closed forms, written with broadcasting so that many data sets can be handled at once:
 # X has shape (..., n, d), y (..., n), theta (..., d).
@@ -139,6 +148,7 @@ def lr_sigma_pop(theta: Tensor, theta_true: Tensor, S: Tensor, sigma: float) -> 
 def lr_draw(R: int, n: int, d: int, *, sigma: float, S: Tensor | None = None, theta_true: Tensor | None = None,
             generator: torch.Generator, dtype=torch.float64) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``R`` independent data sets at once: returns ``X (R, n, d)``, ``y (R, n)``, ``θ_true``, ``S``."""
+    check_generator(generator)
     for name, v in (("R", R), ("n", n), ("d", d)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{name}={v!r} must be an int >= 1")
@@ -225,6 +235,7 @@ def linear_regression(
 
 def mlp(widths: list[int], *, activation: type[nn.Module] = nn.Tanh, generator: torch.Generator, dtype=torch.float32) -> nn.Sequential:
     """A fully connected network; weights and biases ``U(-1/√fan_in, 1/√fan_in)`` from ``generator``."""
+    check_generator(generator)
     widths = list(widths)
     if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths):
         raise ValueError(f"widths={widths!r} must list at least two layer widths, each an int >= 1")

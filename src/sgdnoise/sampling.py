@@ -39,7 +39,7 @@ def check_generator(generator, name: str = "generator") -> torch.Generator:
 
 def check_scheme(scheme: str) -> str:
     """``scheme`` if it names a sampling scheme (one of ``SCHEMES``); else a ``ValueError`` listing them."""
-    if scheme not in SCHEMES:
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}; valid schemes are {', '.join(map(repr, SCHEMES))}")
     return scheme
 

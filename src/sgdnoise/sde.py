@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .gradients import per_sample_grads
-from .problems import Problem
+from .problems import Problem, check_problem
 from .sampling import _as_int, check_batch_size, check_generator
 from .sgd import check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
 
@@ -128,6 +128,10 @@ def euler_maruyama(
     ``FloatingPointError`` (checked at the recorded steps and at the end), so no state with an
     ``inf`` or ``nan`` is ever returned.
     """
+    for name, f in (("drift", drift), ("diffusion", diffusion)):
+        if not callable(f):
+            raise TypeError(f"{name} must be callable ({name}(x){', dW' if name == 'diffusion' else ''} -> a tensor of x's "
+                            f"shape); got {type(f).__name__}")
     record = _check_steps(dt, steps, record_steps)
     _check_driver(driver, alpha)
     if not isinstance(x0, Tensor) or x0.ndim != 2:
@@ -193,7 +197,7 @@ def sgd_sde(
     from .noise import noise_covariance_factor
 
     eta = check_learning_rate(eta)
-    n = problem.n
+    n = check_problem(problem).n
     check_batch_size(B, n, scheme)
     record = _check_steps(dt, steps, record_steps)
     check_generator(generator)

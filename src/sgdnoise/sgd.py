@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .gradients import check_data, flat_params, per_sample_losses, set_flat_params
-from .problems import Problem
+from .problems import Problem, check_problem
 from .sampling import batches_per_epoch, check_batch_size, check_generator, sample_batches
 
 __all__ = ["SGDRun", "DivergenceError", "check_learning_rate", "train_sgd", "ChainsRun", "run_chains", "flat_loss_fn", "flat_grad_fn", "svag_coefficients", "linear_regression_chains", "check_bounded", "parameter_batch"]
@@ -68,9 +68,11 @@ def train_sgd(
     their values before the run, so a diverged run leaves nothing half-trained behind.
     """
     eta = check_learning_rate(eta)
-    n = problem.n
+    n = check_problem(problem).n
     check_batch_size(B, n, scheme)
     check_generator(generator)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, callback(step, problem), or None; got {type(callback).__name__}")
     steps = check_steps("steps", steps)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
@@ -139,7 +141,7 @@ def _pieces_loss(problem: Problem):
     (one per trainable parameter, in ``model.parameters()`` order), via ``torch.func.functional_call``."""
     from torch.func import functional_call
 
-    model = problem.model
+    model = check_problem(problem).model
     trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     names, shapes = [k for k, _ in trainable], [p.shape for _, p in trainable]
     frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
@@ -286,7 +288,7 @@ def run_chains(
     gradient per chain per recorded step).
     """
     eta = check_learning_rate(eta)
-    n = problem.n
+    n = check_problem(problem).n
     check_batch_size(B, n, scheme)
     check_generator(generator)
     if isinstance(svag_l, bool) or not isinstance(svag_l, int) or svag_l < 1:

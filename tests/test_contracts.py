@@ -186,3 +186,18 @@ def test_bad_types_found_by_a_probe_of_the_api():
         euler_maruyama(None, lambda x, dW: dW, torch.zeros(2, 1), dt=0.1, steps=1, noise_dim=1, generator=gen())
     with pytest.raises(TypeError, match=r"centered='no' must be True or False"):
         gram_matrix(p.model, p.loss_fn, p.X, p.y, centered="no")
+
+
+def test_optional_generators_alpha_and_momentum_are_checked():
+    from sgdnoise.curvature import hessian_top_eigs
+    from sgdnoise.sde import symmetric_stable
+
+    p = linear_regression(20, 3)
+    with pytest.raises(TypeError, match=r"generator must be a seeded torch.Generator; got str"):
+        sharpness(p, generator="abc")
+    with pytest.raises(TypeError, match=r"generator must be a seeded torch.Generator; got str"):
+        hessian_top_eigs(p, k=1, generator="abc")
+    with pytest.raises(ValueError, match=r"alpha=None must lie in \(0, 2\]"):
+        symmetric_stable((3,), None, gen())
+    with pytest.raises(ValueError, match=r"momentum=None must lie in \[0, 1\)"):
+        train_sgd(p, eta=0.1, B=2, steps=2, generator=gen(), momentum=None)

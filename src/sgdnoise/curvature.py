@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .problems import Problem, check_problem
+from .sampling import check_generator
 from .sgd import flat_loss_fn
 
 __all__ = ["hvp_fn", "sharpness", "batched_hvp", "hessian_top_eigs"]
@@ -52,7 +53,7 @@ def sharpness(problem: Problem, theta: Tensor | None = None, *, iters: int = 100
     """
     theta = check_problem(problem).theta() if theta is None else theta
     H = hvp_fn(problem, theta)
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     v = torch.randn(theta.shape, generator=gen, dtype=theta.dtype).to(theta.device)
     v = v / v.norm()
     lam = 0.0
@@ -146,6 +147,6 @@ def hessian_top_eigs(problem: Problem, theta: Tensor | None = None, k: int = 5, 
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol={tol}; need a finite tolerance > 0")
     H = hvp_fn(problem, theta)
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     # Lanczos runs on the CPU in float64; each product is taken on the device of θ, in its dtype
     return _lanczos(lambda v: H(v.to(theta.device, theta.dtype)).to(torch.float64).cpu(), d, k, which, iters, tol, gen)

@@ -37,7 +37,7 @@ from .curvature import batched_hvp
 from .gradients import center_gram
 from .noise import _check_G, batch_gradients, noise_covariance_factor
 from .problems import Problem
-from .sampling import check_batch_size, sample_batches
+from .sampling import check_batch_size, check_generator, sample_batches
 
 __all__ = [
     "NoiseScaleEstimate", "noise_scale", "noise_scale_from_gram", "noise_scale_two_batch", "Autocorrelation",
@@ -305,7 +305,7 @@ def trace_h_sigma(problem: Problem, theta: Tensor, G: Tensor, m: int | None = No
     chunk_size = max(8, 2**15 // n) if chunk_size is None else chunk_size
     if theta.numel() != d:
         raise ValueError(f"theta has {theta.numel()} entries but G has d={d} columns; they must match")
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     Gc = _centred(G)
     trace_sigma = float((Gc.double() ** 2).sum()) / n
     if m is None:

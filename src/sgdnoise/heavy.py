@@ -27,6 +27,7 @@ of the α-stable SDE.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,7 +156,7 @@ def streaming_lr_1d(eta: float, B: int, *, chains: int, steps: int, rng: np.rand
 def stable_scale_from_median(xi, alpha: float, *, draws: int = 200_000, seed: int = 0) -> float:
     """Scale ``c`` such that ``c · S`` (``S`` from :func:`~sgdnoise.sde.symmetric_stable`) has the median
     absolute value of the sample ``xi``: the α-stable law matched to the noise at its bulk."""
-    if not 0 < alpha <= 2:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 2:
         raise ValueError(f"alpha={alpha} must lie in (0, 2]")
     xi = torch.as_tensor(xi, dtype=torch.float64).flatten()
     if xi.numel() < 2 or not torch.isfinite(xi).all():
@@ -178,7 +179,7 @@ def _noise_setup(a, B: int, chains: int, steps: int, noise: str, alpha: float, s
         if scale is None:
             raise ValueError("noise='stable' needs scale (see stable_scale_from_median)")
         scale = _check_positive("scale", scale)
-        if not 0 < alpha <= 2:
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 2:
             raise ValueError(f"alpha={alpha} must lie in (0, 2]")
     a = a - a.mean()
     sd = float(a.pow(2).mean().sqrt()) / math.sqrt(B)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .gradients import center_gram, centred_gram_lower, gram_matrix
-from .sampling import check_batch_size, check_scheme
+from .sampling import check_batch_size, check_generator, check_scheme
 
 __all__ = [
     "noise_covariance_factor",
@@ -315,7 +315,7 @@ def loglog_slope_ci(x, y, yerr, *, level: float = 0.95, draws: int = 2000, gener
     if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 2:
         raise ValueError(f"draws={draws!r} must be an int >= 2")
     lx = np.log(np.asarray(x, dtype=np.float64))
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     z = torch.randn((draws, len(y)), generator=gen, dtype=torch.float64).numpy()
     ys = np.maximum(y + z * e, y * 1e-3)
     A = np.stack([lx, np.ones_like(lx)], axis=1)

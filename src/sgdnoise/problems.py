@@ -215,7 +215,7 @@ def linear_regression(
     The model is ``nn.Linear(d, 1, bias=False)`` initialised at zero, loss ``½(xᵀθ - y)²``.
     Pass ``generator`` to draw many data sets from one stream; otherwise ``seed`` seeds one.
     """
-    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(seed)
     X, y, theta_true, S = lr_draw(1, n, d, sigma=sigma, S=S, theta_true=theta_true, generator=gen, dtype=dtype)
     X, y = X[0], y[0]
     model = nn.Linear(d, 1, bias=False).to(dtype)

@@ -51,7 +51,7 @@ def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torc
 
     Characteristic function ``E exp(itX) = exp(-|t|^α / 2^{α/2})``; for ``α = 2`` this is ``N(0, 1)``.
     """
-    if not 0 < alpha <= 2:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 2:
         raise ValueError(f"alpha={alpha} must lie in (0, 2]")
     check_generator(generator)
     V = (torch.rand(shape, generator=generator, dtype=dtype, device=generator.device) - 0.5) * math.pi

@@ -74,7 +74,7 @@ def train_sgd(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, callback(step, problem), or None; got {type(callback).__name__}")
     steps = check_steps("steps", steps)
-    if not 0.0 <= momentum < 1.0:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
     snaps = _check_step_list("snapshot_at", snapshot_at or [], steps)
     explode_factor = check_threshold("explode_factor", explode_factor)
@@ -295,7 +295,7 @@ def run_chains(
         raise ValueError(f"svag_l={svag_l!r} must be an int >= 1 (1 is plain SGD)")
     if svag_l > 1 and momentum:
         raise ValueError("SVAG is defined for plain SGD; use momentum=0 with svag_l > 1")
-    if not 0.0 <= momentum < 1.0:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
     steps = check_steps("steps", steps)
     explode, explode_loss = check_threshold("explode", explode), check_threshold("explode_loss", explode_loss)

@@ -31,6 +31,9 @@ __all__ = [
     "is_zero",
     "population_model",
     "population_expect",
+    "curl",
+    "divergence_of_matrix",
+    "zero_current_field",
 ]
 
 
@@ -190,3 +193,35 @@ def curl_3d(v, coords):
     """``(∇ × v)_k = ε_klm ∂_l v_m`` for a 3-vector of expressions."""
     x, y, z = coords
     return sp.Matrix([sp.diff(v[2], y) - sp.diff(v[1], z), sp.diff(v[0], z) - sp.diff(v[2], x), sp.diff(v[1], x) - sp.diff(v[0], y)])
+
+
+def curl(v, coords) -> sp.Matrix:
+    """The curl of a vector field in any dimension: the antisymmetric matrix ``∂_i v_j - ∂_j v_i``.
+
+    In three dimensions its entries are those of :func:`curl_3d` (``(∇ × v)_k = ε_kij (∂_i v_j)``); in
+    two dimensions its one independent entry is the scalar curl ``∂_1 v_2 - ∂_2 v_1``. A field is a
+    gradient on a simply connected domain exactly when this matrix vanishes.
+    """
+    n = len(coords)
+    if len(v) != n:
+        raise ValueError(f"curl: the field has {len(v)} components for {n} coordinates; they must match")
+    return sp.Matrix(n, n, lambda i, j: sp.diff(v[j], coords[i]) - sp.diff(v[i], coords[j]))
+
+
+def divergence_of_matrix(S, coords) -> sp.Matrix:
+    """``(∇·Σ)_i = Σ_j ∂_j Σ_ij`` for a square ``sp.Matrix`` of expressions."""
+    n = len(coords)
+    if S.shape != (n, n):
+        raise ValueError(f"divergence_of_matrix: Σ has shape {S.shape} for {n} coordinates; need ({n}, {n})")
+    return sp.Matrix([sum(sp.diff(S[i, j], coords[j]) for j in range(n)) for i in range(n)])
+
+
+def zero_current_field(grad_L, S, coords, c) -> sp.Matrix:
+    """The field ``F = Σ⁻¹(∇L + ½c ∇·Σ)`` of the Itô SDE ``dθ = -∇L dt + √(cΣ) dW``.
+
+    Its current ``J = -∇L p - ½c ∇·(Σ p)`` vanishes for ``p > 0`` exactly when ``∇ log p = -(2/c) F``. So a
+    zero-current (detailed-balance) stationary law exists only if ``F`` is a gradient, ``F = ∇φ``
+    (:func:`curl` of ``F`` zero), and then ``p ∝ exp(-(2/c) φ)`` where that is normalisable.
+    """
+    grad_L = sp.Matrix(grad_L)
+    return S.inv() * (grad_L + c / 2 * divergence_of_matrix(S, coords))

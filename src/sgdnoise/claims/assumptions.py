@@ -143,10 +143,14 @@ def _small_lr(sde_threshold=lambda B: B):
     location="§2.3 (sixth assumption)",
     section="2.3",
     chapter=CH,
-    claim="Sampling without replacement makes the noise anti-correlated and momentum makes it auto-correlated; "
-    "if the auto-correlation decays, the functional CLT still gives a Wiener process.",
+    claim="If the sampling of the batches is 'not without replacement' the noise seems anti-correlated (the notes' "
+    "words); momentum makes it auto-correlated; if the auto-correlation decays, the functional CLT still gives a "
+    "Wiener process.",
     verdict="holds only if",
-    statement="the Wiener limit then carries the long-run covariance Σ_ℓ Cov(ξ_k, ξ_{k+ℓ}) in place of Σ/B: "
+    statement="the sampling is random reshuffling (the batches of an epoch drawn without replacement from one "
+    "permutation). Read literally, 'not without replacement' is sampling with replacement, whose batches are "
+    "independent and whose noise is uncorrelated; independent batches each drawn without replacement are "
+    "uncorrelated too. The Wiener limit then carries the long-run covariance Σ_ℓ Cov(ξ_k, ξ_{k+ℓ}) in place of Σ/B: "
     "under random reshuffling the noises of one epoch sum to exactly zero (pairwise correlation -1/(m-1), "
     "m = n/B batches per epoch), so the long-run covariance vanishes; with momentum β the filtered noise has "
     "correlation β^ℓ and long-run covariance (1+β)/(1-β) times its variance",
@@ -166,14 +170,24 @@ def _autocorrelation(predicted_corr=lambda m: sp.Rational(-1, m - 1)):
         c01 += xi[0] * xi[1]
         epoch_sum_zero &= sp.expand(sum(xi)) == 0
     corr = sp.simplify(sp.expand(c01) / sp.expand(c00))
+    # independent batches, with replacement (the notes' literal reading) or each without replacement: uncorrelated
+    independent_corr = {}
+    for scheme, batches in (("with replacement", list(itertools.product(range(n), repeat=B))),
+                            ("without replacement", list(itertools.permutations(range(n), B)))):
+        # the double sum over the product space of the two batches factorises: (Σ_b ξ(b))²
+        one = sp.expand(sum(sum(x[i] for i in b) / B - mean for b in batches))
+        independent_corr[scheme] = sp.expand(one**2)
     beta, l = sp.symbols("beta ell", positive=True)
     var_f = 1 / (1 - beta**2)  # Var of u_k = β u_{k-1} + ξ_k for white ξ of unit variance
     geo = sp.summation(beta**l, (l, 1, sp.oo))  # Σ_ℓ≥1 β^ℓ, the branch |β| < 1 of sympy's answer
     geo = geo.args[0][0] if isinstance(geo, sp.Piecewise) else geo
     long_run = sp.simplify((var_f + 2 * geo * var_f) / var_f)
-    ok = sp.simplify(corr - predicted_corr(m)) == 0 and epoch_sum_zero and sp.simplify(long_run - (1 + beta) / (1 - beta)) == 0
+    ok = (sp.simplify(corr - predicted_corr(m)) == 0 and epoch_sum_zero
+          and sp.simplify(long_run - (1 + beta) / (1 - beta)) == 0 and all(v == 0 for v in independent_corr.values()))
     return Evidence(ok, f"random reshuffling, n = {n}, B = {B}, all {len(perms)} permutations, symbolic data: "
-                    f"corr(ξ_1, ξ_2) = {corr} (= -1/(m-1), m = {m}); the noises of an epoch sum to zero: "
+                    f"corr(ξ_1, ξ_2) = {corr} (= -1/(m-1), m = {m}); two independent batches, every pair enumerated: "
+                    f"Cov(ξ_1, ξ_2) = {independent_corr['with replacement']} with replacement, "
+                    f"{independent_corr['without replacement']} without; the noises of an epoch sum to zero: "
                     f"{epoch_sum_zero}; momentum: long-run / one-step variance of the filtered noise = {long_run}")
 
 

@@ -7,6 +7,8 @@ of the SDE and of gradient flow on linear regression (no Monte Carlo at all).
 
 from __future__ import annotations
 
+import itertools
+
 from functools import lru_cache
 
 import sympy as sp
@@ -187,8 +189,9 @@ def _accumulated_variance(n: int, B: int, N: int, scheme: str) -> sp.Matrix:
     chapter=CH,
     claim="Var(Σ_{k=1}^N η ξ_k) = N η² Σ(θ_k) = t η Σ(θ_k), t = Nη.",
     verdict="wrong",
-    statement="Var(Σ_k η ξ_k) = N η² Σ/B = t η Σ/B (a factor 1/B is missing), and only for independent batches "
-    "at a fixed θ; under random reshuffling the noise of a whole epoch sums to exactly zero",
+    statement="Var(Σ_k η ξ_k) = N η² Σ/B = t η Σ/B (a factor 1/B is missing), for batches drawn with replacement. "
+    "It holds along a real trajectory too, with E Σ(θ_k) in place of Σ (the ξ_k are martingale differences, so "
+    "their variances add); under random reshuffling the noise of a whole epoch sums to exactly zero",
     mutant={"corrected": lambda N, B: sp.Integer(N)},
 )
 def _eq19(corrected=lambda N, B: sp.Rational(N, B)):
@@ -203,8 +206,40 @@ def _eq19(corrected=lambda N, B: sp.Rational(N, B)):
         lines.append(f"n={n},B={B},N={N}")
     resh = _accumulated_variance(4, 2, 2, "reshuffling")
     ok = sy.is_zero(resh)
-    return Evidence(ok, "exact: with replacement Var(Σ_k ξ_k) = (N/B)Σ_emp (" + ", ".join(lines)
-                    + f"); one reshuffled epoch (n=4, B=2, N=2): Var = 0: {ok}")
+    traj_ok, fixed_ok = _trajectory_variance()
+    return Evidence(ok and traj_ok and not fixed_ok, "exact: with replacement Var(Σ_k ξ_k) = (N/B)Σ_emp ("
+                    + ", ".join(lines) + f"); one reshuffled epoch (n=4, B=2, N=2): Var = 0: {ok}; along an SGD "
+                    f"trajectory (1D regression, n = 3, B = 1, 3 steps, symbolic η, every batch sequence): "
+                    f"Var = Σ_k E Σ(θ_k): {traj_ok}, = 3 Σ(θ_0): {fixed_ok}")
+
+
+def _trajectory_variance(steps: int = 3):
+    """Var(Σ_k ξ_k) along SGD on 1D linear regression (n = 3, B = 1, with replacement), exactly: equal to
+    Σ_k E Σ(θ_k) (martingale differences), and different from ``steps`` Σ(θ_0) since Σ depends on θ."""
+    eta = sp.Symbol("eta", positive=True)
+    x = [sp.Integer(1), sp.Integer(2), sp.Integer(-1)]
+    y = [sp.Rational(1, 2), sp.Integer(-1), sp.Integer(2)]
+    n = len(x)
+
+    def grads(t):
+        return [xi * (xi * t - yi) for xi, yi in zip(x, y)]
+
+    def sigma(t):
+        g = grads(t)
+        m = sum(g) / n
+        return sum((gi - m) ** 2 for gi in g) / n
+
+    var = exp_sigma = 0
+    for seq in itertools.product(range(n), repeat=steps):
+        t, total, sig = sp.Integer(0), 0, 0
+        for i in seq:
+            g = grads(t)
+            total += g[i] - sum(g) / n
+            sig += sigma(t)
+            t = t - eta * g[i]
+        var += total**2 / n**steps
+        exp_sigma += sig / n**steps
+    return sp.expand(var - exp_sigma) == 0, sp.expand(var - steps * sigma(sp.Integer(0))) == 0
 
 
 @register(

@@ -198,7 +198,7 @@ def curl_3d(v, coords):
 def curl(v, coords) -> sp.Matrix:
     """The curl of a vector field in any dimension: the antisymmetric matrix ``∂_i v_j - ∂_j v_i``.
 
-    In three dimensions its entries are those of :func:`curl_3d` (``(∇ × v)_k = ε_kij (∂_i v_j)``); in
+    In three dimensions its entries are those of ``curl_3d`` (``(∇ × v)_k = ε_kij (∂_i v_j)``); in
     two dimensions its one independent entry is the scalar curl ``∂_1 v_2 - ∂_2 v_1``. A field is a
     gradient on a simply connected domain exactly when this matrix vanishes.
     """

@@ -1,10 +1,18 @@
 """The ledger: every claim of the research notes, registered once, with a verdict and a check.
 
 A :class:`Claim` records where the claim sits in the notes (``"(6)–(7)"``, ``"Prop. 1 (item 3)"``,
-``"§1.8.5"``), the claim in words, the verdict (``"holds"``, ``"holds only if"`` with the conditions,
-or ``"wrong"`` with the corrected statement), the chapter that checks it, and a ``check`` that
-returns :class:`Evidence`. ``Evidence.ok`` is true when the computation confirms the *verdict*
-(for ``"wrong"``: the notes' statement fails and the corrected one holds).
+``"§1.8.5"``), the claim in words, the verdict, the chapter that checks it, and a ``check`` that
+returns :class:`Evidence`. The verdicts:
+
+- ``"holds"``: true under the conditions the notes themselves state (a remark may follow);
+- ``"holds only if"``: true only under conditions the notes leave out, which the statement gives;
+- ``"wrong"``: false as written; the statement gives the corrected result;
+- ``"notation slip"``: the result is right but a symbol in its derivation names the wrong object (the
+  statement says which reading makes it right).
+
+``Evidence.ok`` is true when the computation confirms the *verdict* (for ``"wrong"``: the notes' statement
+fails and the corrected one holds; for ``"notation slip"``: the literal reading fails and the intended one
+holds).
 
 Every check can fail: each claim carries ``mutant`` keyword arguments that substitute a deliberately
 wrong formula, and the test suite asserts that the check then returns ``ok=False``.
@@ -21,7 +29,7 @@ from typing import Callable
 
 __all__ = ["VERDICTS", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts"]
 
-VERDICTS = ("holds", "holds only if", "wrong")
+VERDICTS = ("holds", "holds only if", "wrong", "notation slip")
 
 _REGISTRY: dict[str, "Claim"] = {}
 
@@ -40,7 +48,7 @@ class Claim:
     chapter: str  # docname of the chapter that checks it, e.g. "chapters/01_gradient_noise"
     claim: str
     verdict: str
-    statement: str  # for "holds only if": the conditions; for "wrong": the corrected statement
+    statement: str  # "holds only if": the conditions; "wrong": the corrected statement; "notation slip": the reading
     check: Callable[..., Evidence]
     mutant: dict = field(default_factory=dict)
     method: str = "sympy"  # "sympy" (exact) or "simulation" (seeded Monte Carlo)

@@ -148,9 +148,9 @@ def _sampling_cov(factor=lambda n: sp.Rational(1, n)):
     section="1.8.1, 1.8.3, 1.8.4",
     chapter=CH,
     claim="Cov_B[ξ | D_n] = Σ_emp(θ)/B: the noise covariance scales as 1/B.",
-    verdict="holds only if",
-    statement="batches are drawn with replacement; without replacement (and for one reshuffled batch) "
-    "it is (n-B)/(n-1) · Σ_emp/B, which vanishes at B = n",
+    verdict="holds",
+    statement="with replacement, the notes' setting for (6)–(7) and Prop. 1; without replacement (and for one "
+    "reshuffled batch) it is (n-B)/(n-1) · Σ_emp/B, which vanishes at B = n",
     mutant={"holds_for": SCHEMES},
 )
 def _batch_cov(holds_for=("with_replacement",)):
@@ -189,8 +189,9 @@ def _fpc(factor=lambda n, B: sp.Rational(n - B, (n - 1) * B)):
     section="1.8.3",
     chapter=CH,
     claim="Proof of Prop. 1 (item 2): Cov[ξ] = Cov[g_B] (8), and the variance of the batch sum is the sum of the variances (9)→(10).",
-    verdict="holds only if",
-    statement="(8) and (11) hold for every scheme; the step (9)→(10) needs independent indices, i.e. sampling with replacement",
+    verdict="holds",
+    statement="with replacement, the notes' setting for the proof; (8) and (11) hold for every scheme, the step "
+    "(9)→(10) needs the independent indices of sampling with replacement",
     mutant={"holds_for": SCHEMES},
 )
 def _prop1_steps(holds_for=("with_replacement",)):
@@ -238,7 +239,7 @@ def _mc_prop13(R: int = 4000, n: int = 10, d: int = 2, seed: int = 0):
     claim="E_D[Cov_B[ξ | D_n, θ]] = (1/B)(n-1)/n · Σ_pop(θ), using E[Σ_emp] = (n-1)/n Σ_pop; → Σ_pop/B as n → ∞.",
     verdict="holds only if",
     statement="batches are drawn with replacement, samples are i.i.d., and θ is fixed independently of D_n; "
-    "at a θ fitted to the data (any trained θ) it fails",
+    "at a θ fitted to the data it can fail (shown at the least-squares θ̂ of linear regression)",
     mutant={"factor": lambda n: sp.Integer(1)},
     method="sympy + simulation",
 )
@@ -335,8 +336,8 @@ def _expansion(scale=lambda n, B: sp.Rational(1, B)):
     section="5.0.1",
     chapter=CH,
     claim="For j ≠ k the cross terms E[(g_{I_j} - g_n)(g_{I_k} - g_n)ᵀ] vanish, so Cov = Σ_emp/B (54).",
-    verdict="holds only if",
-    statement="the indices are independent (with replacement); without replacement each cross term is "
+    verdict="holds",
+    statement="with replacement, as the notes assume for (45)–(47); without replacement each cross term is "
     "-Σ_emp/(n-1), which gives the (n-B)/(n-1) factor",
     mutant={"holds_for": SCHEMES},
 )

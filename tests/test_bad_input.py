@@ -110,7 +110,7 @@ def test_euler_maruyama_refuses_to_return_non_finite_paths():
                        noise_dim=1, generator=gen())
     with pytest.raises(ValueError, match=r"x0 must be a \(P, d\) tensor"):
         euler_maruyama(lambda x: -x, lambda x, v: v, torch.ones(3), dt=0.1, steps=2, noise_dim=1, generator=gen())
-    with pytest.raises(ValueError, match=r"record_steps=\[1.5\] must be ints in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"record_steps=\[1.5\] must hold ints in \[0, 2\]"):
         euler_maruyama(lambda x: -x, lambda x, v: v, torch.ones(2, 1), dt=0.1, steps=2, noise_dim=1,
                        generator=gen(), record_steps=[1.5])
 

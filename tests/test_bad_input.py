@@ -110,7 +110,7 @@ def test_euler_maruyama_refuses_to_return_non_finite_paths():
                        noise_dim=1, generator=gen())
     with pytest.raises(ValueError, match=r"x0 must be a \(P, d\) tensor"):
         euler_maruyama(lambda x: -x, lambda x, v: v, torch.ones(3), dt=0.1, steps=2, noise_dim=1, generator=gen())
-    with pytest.raises(ValueError, match=r"record_steps=\[1.5\] must be ints in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"record_steps=\[1.5\] must hold ints in \[0, 2\]"):
         euler_maruyama(lambda x: -x, lambda x, v: v, torch.ones(2, 1), dt=0.1, steps=2, noise_dim=1,
                        generator=gen(), record_steps=[1.5])
 
@@ -127,7 +127,7 @@ def test_linear_regression_chains_arguments(lr):
 
 def test_noise_helpers_arguments():
     K = torch.eye(6, dtype=torch.float64)
-    with pytest.raises(TypeError, match=r"batch size B=2.7 must be an int"):
+    with pytest.raises(TypeError, match=r"batch size batch_sizes\[0\]=2.7 must be an int"):
         noise_trace_scan(K, [2.7], "with_replacement", 10, gen())
     with pytest.raises(ValueError, match=r"batch size B=7 exceeds n=6"):
         estimator_trace_draws(K, 7, 2, "reshuffling", 3, gen())

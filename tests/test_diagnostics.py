@@ -58,7 +58,7 @@ def test_two_batch_rejects_bad_sizes():
         noise_scale_two_batch(G, 6, 2, 10, gen)
     with pytest.raises(ValueError, match="pairs=1"):
         noise_scale_two_batch(G, 2, 6, 1, gen)
-    with pytest.raises(ValueError, match="B=13 exceeds n=12"):
+    with pytest.raises(ValueError, match="B_big=13 exceeds n=12"):
         noise_scale_two_batch(G, 2, 13, 10, gen, "without_replacement")
 
 

@@ -122,7 +122,7 @@ def test_centred_gram_lower_matches_loop(name, block_rows):
 
 
 def test_centred_gram_lower_bad_block_size():
-    with pytest.raises(ValueError, match="block_rows must be a positive integer; got 0"):
+    with pytest.raises(ValueError, match="block_rows=0 must be a positive integer"):
         centred_gram_lower(*CASES["mlp-tanh-ce"], block_rows=0)
 
 

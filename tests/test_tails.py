@@ -202,7 +202,7 @@ def test_clear_errors():
         stable_alpha(torch.cat([x[:99], torch.zeros(1, dtype=torch.float64)]), center=None)
     with pytest.raises(ValueError, match=r"center='mean'; valid values are 'median'"):
         stable_alpha(x, center="mean")
-    with pytest.raises(ValueError, match=r"law='cauchy' is unknown; valid laws are \('stable'"):
+    with pytest.raises(ValueError, match=r"law name='cauchy' is unknown; valid laws are \('stable'"):
         sample_law("cauchy", 1.0, 10, gen(0))
     with pytest.raises(ValueError, match=r"stable param=2\.5 \(alpha\) must lie in \(0, 2\]"):
         sample_law("stable", 2.5, 10, gen(0))

@@ -19,11 +19,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _args
+from ._args import ArgumentTypeError, show
+
 __all__ = ["BinnedCurrent", "binned_current", "antisymmetric_lag_covariance"]
 
 
-def _check_paths(paths, dt: float, d: int | None = None) -> np.ndarray:
-    X = np.asarray(paths, dtype=float)
+def _floats(name: str, value, what: str) -> np.ndarray:
+    """``value`` as a float array (a tensor, array or nested list of numbers), or an error naming it."""
+    try:
+        bad = value is None or isinstance(value, (str, bytes, dict))
+        a = None if bad else np.asarray(value, dtype=float)
+    except (TypeError, ValueError, RuntimeError):
+        a = None
+    if a is None:
+        raise ArgumentTypeError(f"{name}={show(value)} must be {what}")
+    return a
+
+
+def _check_paths(paths, dt: float, d: int | None = None) -> tuple[np.ndarray, float]:
+    """The paths as a float array and ``dt`` as a float, checked."""
+    X = _floats("paths", paths, "an array of shape (chains, steps, d)")
     if X.ndim != 3:
         raise ValueError(f"paths must have shape (chains, steps, d); got {X.shape}")
     if X.shape[0] < 2:
@@ -32,11 +48,10 @@ def _check_paths(paths, dt: float, d: int | None = None) -> np.ndarray:
         raise ValueError(f"need at least 3 time steps per chain; got {X.shape[1]}")
     if d is not None and X.shape[2] != d:
         raise ValueError(f"paths have dimension {X.shape[2]}; this estimator needs d = {d}")
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt={dt} must be a finite number > 0")
+    dt = _args.real("dt", dt, gt=0, as_given=True)
     if not np.isfinite(X).all():
         raise ValueError("paths contain non-finite values")
-    return X
+    return X, dt
 
 
 @dataclass
@@ -57,8 +72,9 @@ def binned_current(paths, dt: float, x_edges, y_edges) -> BinnedCurrent:
     ``X_t``; dividing the sum by the number of points and the bin area gives ``J`` (density × velocity).
     Standard errors come from the chain-to-chain spread of the per-chain estimates.
     """
-    X = _check_paths(paths, dt, d=2)
-    xe, ye = np.asarray(x_edges, float), np.asarray(y_edges, float)
+    X, dt = _check_paths(paths, dt, d=2)
+    what = "a 1-D array of at least 2 finite, increasing bin edges"
+    xe, ye = _floats("x_edges", x_edges, what), _floats("y_edges", y_edges, what)
     for name, e in (("x_edges", xe), ("y_edges", ye)):
         if e.ndim != 1 or e.size < 2 or not np.isfinite(e).all() or not (np.diff(e) > 0).all():
             raise ValueError(f"{name} must be a 1-D array of at least 2 finite, increasing bin edges (one bin or "
@@ -86,7 +102,7 @@ def antisymmetric_lag_covariance(paths, dt: float, lag: int = 1) -> tuple[np.nda
 
     Returns ``(Ω, se)``, both ``(d, d)`` and antisymmetric. Zero within error under detailed balance.
     """
-    X = _check_paths(paths, dt)
+    X, dt = _check_paths(paths, dt)
     if not isinstance(lag, (int, np.integer)) or not 1 <= lag < X.shape[1]:
         raise ValueError(f"lag={lag!r} must be an int in [1, {X.shape[1] - 1}]")
     Xc = X - X.mean(axis=(0, 1), keepdims=True)

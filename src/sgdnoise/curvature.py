@@ -21,6 +21,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import ArgumentTypeError, is_one_of, show
 from .problems import Problem, check_problem
 from .sampling import check_generator
 from .sgd import flat_loss_fn
@@ -32,16 +34,30 @@ def hvp_fn(problem: Problem, theta: Tensor):
     """``v ↦ ∇²L_n(θ) v`` at a fixed ``θ`` (flat vectors of length ``d``)."""
     from torch.func import grad
 
-    d = check_problem(problem).d
-    if not isinstance(theta, Tensor) or theta.shape != (d,):
-        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
-        raise ValueError(f"theta must be a flat parameter vector of shape ({d},); got {shape}")
+    d = _check_theta(problem, theta)
     if not torch.isfinite(theta).all():
         raise ValueError("theta has non-finite entries; the Hessian is defined only at a finite θ")
     f = flat_loss_fn(problem)
     w = torch.full((problem.n,), 1.0 / problem.n, dtype=theta.dtype, device=theta.device)
     g = grad(lambda th: f(th, problem.X, problem.y, w))
-    return lambda v: grad(lambda th: (g(th) * v).sum())(theta)
+
+    def hvp(v):
+        if not isinstance(v, Tensor) or v.shape != (d,):
+            error = ValueError if isinstance(v, Tensor) else ArgumentTypeError
+            raise error(f"v={show(v)} must be a vector of shape ({d},), like theta")
+        return grad(lambda th: (g(th) * v).sum())(theta)
+
+    return hvp
+
+
+def _check_theta(problem: Problem, theta) -> int:
+    """``d`` if ``theta`` is a flat parameter vector of ``problem``, shape ``(d,)``; else an error naming it."""
+    d = check_problem(problem).d
+    if not isinstance(theta, Tensor) or theta.shape != (d,):
+        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
+        error = ValueError if isinstance(theta, Tensor) else ArgumentTypeError
+        raise error(f"theta must be a flat parameter vector of shape ({d},); got {shape}")
+    return d
 
 
 def sharpness(problem: Problem, theta: Tensor | None = None, *, iters: int = 100, tol: float = 1e-6,
@@ -52,6 +68,8 @@ def sharpness(problem: Problem, theta: Tensor | None = None, *, iters: int = 100
     stable only for ``η < 2 / sharpness``.
     """
     theta = check_problem(problem).theta() if theta is None else theta
+    iters = _args.integer("iters", iters, minimum=1)
+    tol = _args.real("tol", tol, ge=0, as_given=True)
     H = hvp_fn(problem, theta)
     gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     v = torch.randn(theta.shape, generator=gen, dtype=theta.dtype).to(theta.device)
@@ -71,7 +89,8 @@ def batched_hvp(problem: Problem, theta: Tensor, V: Tensor, *, chunk_size: int =
     """``H v_r`` for every row of ``V`` (shape ``(m, d)``), ``torch.func.vmap``-ed in chunks; returns ``(m, d)``."""
     from torch.func import vmap
 
-    d = theta.numel()
+    d = _check_theta(problem, theta)
+    _args.tensor("V", V, f"a (m, {d}) tensor of vectors, one per row")
     if V.ndim != 2 or V.shape[1] != d:
         raise ValueError(f"V has shape {tuple(V.shape)}; need (m, {d}) rows of length d")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -136,16 +155,15 @@ def hessian_top_eigs(problem: Problem, theta: Tensor | None = None, k: int = 5, 
     model limits the accuracy to about ``1e-6`` relative. At most ``iters`` products; stops when each
     wanted Ritz residual is below ``tol · max|θ|`` (warns if it never is).
     """
-    theta = problem.theta() if theta is None else theta
-    d = theta.numel()
+    theta = check_problem(problem).theta() if theta is None else theta
+    d = _check_theta(problem, theta)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d:
         raise ValueError(f"k={k!r}; need an int with 1 <= k <= d={d}")
-    if which not in ("LM", "LA"):
-        raise ValueError(f"which={which!r}; valid values are 'LM' (largest magnitude) and 'LA' (largest algebraic)")
+    if not is_one_of(which, ("LM", "LA")):
+        raise ValueError(f"which={show(which)}; valid values are 'LM' (largest magnitude) and 'LA' (largest algebraic)")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < k:
         raise ValueError(f"iters={iters!r}; need an int >= k={k}")
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"tol={tol}; need a finite tolerance > 0")
+    tol = _args.real("tol", tol, gt=0, valid="a finite tolerance > 0", as_given=True)
     H = hvp_fn(problem, theta)
     gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     # Lanczos runs on the CPU in float64; each product is taken on the device of θ, in its dtype

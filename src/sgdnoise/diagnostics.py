@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import is_one_of, show
 from .curvature import batched_hvp
 from .gradients import center_gram
 from .noise import _check_G, batch_gradients, noise_covariance_factor
@@ -47,9 +49,7 @@ __all__ = [
 
 
 def _pos_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r}; need an int >= {low}")
-    return value
+    return _args.integer(name, value, minimum=low, valid=f"an int >= {low}")
 
 
 def _check_finite_G(G: Tensor) -> None:
@@ -80,6 +80,7 @@ def noise_scale(G: Tensor) -> float:
 
 def noise_scale_from_gram(K: Tensor) -> float:
     """``B_simple`` from the Gram matrix ``K = G Gᵀ`` alone: ``tr Σ = tr(K_c)/n``, ``‖g_n‖² = 1ᵀK1/n²``."""
+    _args.tensor("K", K, "a square (n, n) Gram matrix (a tensor)")
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n, K = K.shape[0], K.double()
@@ -112,8 +113,8 @@ def noise_scale_two_batch(G: Tensor, B_small: int, B_big: int, pairs: int, gener
     (for ``"reshuffling"`` consecutive batches share an epoch: still unbiased, the SEs are then approximate).
     """
     n = _check_G(G)
-    for B in (B_small, B_big):
-        check_batch_size(B, n, scheme)
+    for name, B in (("B_small", B_small), ("B_big", B_big)):
+        check_batch_size(B, n, scheme, name=name)
     if not B_small < B_big:
         raise ValueError(f"need B_small < B_big; got B_small={B_small}, B_big={B_big}")
     pairs = _pos_int("pairs", pairs, 2)
@@ -150,6 +151,7 @@ def autocorrelation(xi: Tensor, max_lag: int, *, center: bool = False, block: in
         raise ValueError(f"xi must have shape (T,) or (T, d); got {got}")
     T = xi.shape[0]
     max_lag, block = _pos_int("max_lag", max_lag, 0), _pos_int("block", block)
+    center = _args.flag("center", center)
     if (T - max_lag) // block < 2:
         raise ValueError(f"max_lag={max_lag}, block={block} leave fewer than 2 blocks of T={T} steps; "
                          "need (T - max_lag) // block >= 2")
@@ -211,10 +213,13 @@ def noise_top_eigs(G: Tensor, k: int, *, K: Tensor | None = None, method: str = 
     from .curvature import _lanczos
 
     n, d = _check_G(G), G.shape[1]
-    if method not in ("auto", "eigh", "lanczos"):
-        raise ValueError(f"method={method!r}; valid values are 'auto', 'eigh', 'lanczos'")
-    if K is not None and K.shape != (n, n):
-        raise ValueError(f"K has shape {tuple(K.shape)}; need the ({n}, {n}) Gram matrix G Gᵀ")
+    if not is_one_of(method, ("auto", "eigh", "lanczos")):
+        raise ValueError(f"method={show(method)}; valid values are 'auto', 'eigh', 'lanczos'")
+    if K is not None:
+        _args.tensor("K", K, f"None or the ({n}, {n}) Gram matrix G Gᵀ (a tensor)")
+        if K.shape != (n, n):
+            raise ValueError(f"K has shape {tuple(K.shape)}; need the ({n}, {n}) Gram matrix G Gᵀ")
+    tol = _args.real("tol", tol, gt=0, as_given=True)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(n - 1, d):
         raise ValueError(f"k={k!r}; Σ_emp has rank at most min(n-1, d)={min(n - 1, d)}, need an int 1 <= k <= that")
     _check_finite_G(G)
@@ -303,6 +308,7 @@ def trace_h_sigma(problem: Problem, theta: Tensor, G: Tensor, m: int | None = No
     """
     n, d = _check_G(G), G.shape[1]
     chunk_size = max(8, 2**15 // n) if chunk_size is None else chunk_size
+    _args.tensor("theta", theta, f"the flat parameter vector, shape ({d},), at which G was taken")
     if theta.numel() != d:
         raise ValueError(f"theta has {theta.numel()} entries but G has d={d} columns; they must match")
     gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)

@@ -25,6 +25,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import is_one_of, show
 from .gradients import check_data
 from .noise import noise_covariance_factor
 from .sgd import check_learning_rate, check_steps, svag_coefficients
@@ -66,10 +68,7 @@ def _check_dt(dt) -> None:
 
 def _check_times(times) -> list:
     """``times`` as a list (it may be a generator), each a finite number ``>= 0``; any order."""
-    try:
-        times = list(times)
-    except TypeError:
-        raise ValueError(f"times={times!r} must be a sequence of times t >= 0, e.g. [1.0]") from None
+    times = _args.items("times", times, "a sequence of times t >= 0, e.g. [1.0]")
     if not times:
         raise ValueError("times is empty; pass at least one time t >= 0, e.g. times=[1.0]")
     for t in times:
@@ -123,6 +122,9 @@ class LinearMoments:
 
 def initial_moments(theta0: Tensor) -> Tensor:
     """``Z₀`` for a deterministic start ``θ₀``."""
+    _args.tensor("theta0", theta0, "a 1-D tensor θ₀ of shape (d,)")
+    if theta0.ndim != 1:
+        raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (d,), a single starting point")
     z = torch.cat([theta0.to(torch.float64), torch.ones(1, dtype=torch.float64)])
     return torch.outer(z, z)
 
@@ -135,8 +137,8 @@ def sgd_moment_operator(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: str
     every other eigenvalue has modulus < 1. ``svag_l`` is an int ``>= 1`` (1 is plain SGD).
     """
     eta = check_learning_rate(eta)
-    if scheme not in ("with_replacement", "without_replacement"):
-        raise ValueError(f"scheme={scheme!r}: exact moments exist for independent batches only "
+    if not is_one_of(scheme, ("with_replacement", "without_replacement")):
+        raise ValueError(f"scheme={show(scheme)}: exact moments exist for independent batches only "
                          "('with_replacement', 'without_replacement')")
     if isinstance(svag_l, bool) or not isinstance(svag_l, numbers.Integral) or svag_l < 1:
         raise ValueError(f"svag_l={svag_l!r} must be an int >= 1 (1 is plain SGD)")
@@ -250,6 +252,7 @@ def sde_moments(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, tim
     """
     eta = check_learning_rate(eta)
     times = _check_times(times)
+    noise = _args.flag("noise", noise)
     lm = LinearMoments(X, y)
     _check_theta0(theta0, lm.d)
     c = noise_covariance_factor(lm.n, B, scheme) if noise else 0.0

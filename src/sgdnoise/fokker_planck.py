@@ -29,14 +29,19 @@ import numpy as np
 import scipy.sparse as sps
 import scipy.sparse.linalg as spla
 
+from . import _args
+
 __all__ = ["Stationary1D", "Stationary2D", "stationary_1d", "stationary_2d"]
 
 
-def _check_grid(lo: float, hi: float, m: int, name: str) -> None:
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise ValueError(f"{name}: need a finite interval lo < hi; got [{lo}, {hi}]")
+def _check_grid(lo: float, hi: float, m: int, name: str, names=("lo", "hi")) -> tuple[float, float]:
+    """``(lo, hi)`` as floats, checked with the cell count ``m``; ``names`` name them in the caller."""
+    lo, hi = (_args.real(f"{name}: {k}", v, as_given=True) for k, v in zip(names, (lo, hi)))
+    if not hi > lo:
+        raise ValueError(f"{name}: need a finite interval {names[0]} < {names[1]}; got [{lo}, {hi}]")
     if not isinstance(m, (int, np.integer)) or m < 8:
         raise ValueError(f"{name}: need an int number of cells >= 8; got {m!r}")
+    return lo, hi
 
 
 def _field(values, name: str, shape: tuple, where: str) -> np.ndarray:
@@ -125,7 +130,9 @@ def stationary_1d(drift: Callable, diffusion: Callable, lo: float, hi: float, m:
 
     ``drift`` and ``diffusion`` map an array of points to arrays ``a(x)`` and ``D(x) > 0``.
     """
-    _check_grid(lo, hi, m, "stationary_1d")
+    _args.function("drift", drift, "drift(x) -> an array of x's shape")
+    _args.function("diffusion", diffusion, "diffusion(x) -> an array of x's shape, positive")
+    lo, hi = _check_grid(lo, hi, m, "stationary_1d")
     h = (hi - lo) / m
     x = lo + h * (np.arange(m) + 0.5)
     xf = lo + h * np.arange(1, m)  # interior faces
@@ -177,6 +184,8 @@ def stationary_2d(drift: Callable, diffusion: Callable, box, cells) -> Stationar
     of points (numbers or arrays of the points' shape, finite, with ``D`` positive definite on the grid);
     ``box = ((x_lo, x_hi), (y_lo, y_hi))``, ``cells = (mx, my)``. No flux through the walls.
     """
+    _args.function("drift", drift, "drift(X, Y) -> (a_x, a_y)")
+    _args.function("diffusion", diffusion, "diffusion(X, Y) -> (D_xx, D_xy, D_yy)")
     try:
         (x0, x1), (y0, y1) = box
     except (TypeError, ValueError):
@@ -185,8 +194,8 @@ def stationary_2d(drift: Callable, diffusion: Callable, box, cells) -> Stationar
         mx, my = cells
     except (TypeError, ValueError):
         raise ValueError(f"stationary_2d: cells={cells!r} must be a pair (mx, my) of ints >= 8") from None
-    _check_grid(x0, x1, mx, "stationary_2d (x)")
-    _check_grid(y0, y1, my, "stationary_2d (y)")
+    x0, x1 = _check_grid(x0, x1, mx, "stationary_2d (x)", ("box[0][0]", "box[0][1]"))
+    y0, y1 = _check_grid(y0, y1, my, "stationary_2d (y)", ("box[1][0]", "box[1][1]"))
     hx, hy = (x1 - x0) / mx, (y1 - y0) / my
     x = x0 + hx * (np.arange(mx) + 0.5)
     y = y0 + hy * (np.arange(my) + 0.5)

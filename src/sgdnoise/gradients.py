@@ -37,6 +37,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from . import _args
+from ._args import ArgumentTypeError, is_one_of, show
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 __all__ = [
@@ -55,8 +58,14 @@ __all__ = [
 ]
 
 
+def _check_module(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    return model
+
+
 def _trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
-    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    return [(name, p) for name, p in _check_module(model).named_parameters() if p.requires_grad]
 
 
 def num_params(model: nn.Module) -> int:
@@ -73,6 +82,7 @@ def flat_params(model: nn.Module) -> Tensor:
 def set_flat_params(model: nn.Module, theta: Tensor) -> None:
     """Write a vector ``θ`` of shape ``(d,)`` back into the model's trainable parameters."""
     d = num_params(model)
+    _args.tensor("theta", theta, f"a parameter vector of shape ({d},) (a tensor)")
     if theta.ndim != 1 or theta.numel() != d:
         raise ValueError(f"theta has shape {tuple(theta.shape)}; this model needs a vector of shape ({d},)")
     offset = 0
@@ -108,9 +118,16 @@ def per_sample_losses(loss_fn: LossFn, out: Tensor, y: Tensor, n: int | None = N
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> (n,) per-sample losses; "
                         f"got {type(loss_fn).__name__}")
-    if not isinstance(out, Tensor):
-        raise TypeError(f"the model's output must be a tensor with the sample axis first; got {type(out).__name__}")
-    n = out.shape[0] if n is None else n
+    if not isinstance(out, Tensor) or out.ndim == 0:
+        got = "a 0-d tensor" if isinstance(out, Tensor) else type(out).__name__
+        raise ArgumentTypeError(f"out, the model's output, must be a tensor with the sample axis first; got {got}")
+    if not isinstance(y, Tensor) or y.ndim == 0:
+        got = "a 0-d tensor" if isinstance(y, Tensor) else type(y).__name__
+        raise ArgumentTypeError(f"y, the targets, must be a tensor with the sample axis first; got {got}")
+    if n is None:
+        n = out.shape[0]
+    else:
+        n = _args.integer("n", n, minimum=0, valid="None or an int >= 0 (the number of samples)")
     losses = loss_fn(out, y)
     if not isinstance(losses, Tensor) or losses.shape != (n,):
         shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
@@ -132,6 +149,7 @@ def check_loss_contract(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor)
     restored afterwards: the check leaves no trace (batch norm's running averages do not move).
     """
     m = min(check_data(X, y), 2)
+    _check_module(model)
     saved = {k: b.clone() for k, b in model.named_buffers()}
     rng = torch.random.get_rng_state()
     try:
@@ -157,8 +175,7 @@ def check_per_sample_model(model: nn.Module) -> None:
     that tracks running statistics moves them in training mode. Such a model gets one error that
     names the layers and says what to do; its buffers are never touched.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    _check_module(model)
     bad = []
     for name, m in model.named_modules():
         if not m.training:
@@ -536,8 +553,8 @@ def per_sample_grads(
         ``G`` of shape ``(n, d)``, in ``model.parameters()`` order, dtype of the parameters.
     """
     n = check_data(X, y)
-    if method not in ("auto", "linear", "functorch", "loop"):
-        raise ValueError(f"method={method!r}; valid values are 'auto', 'linear', 'functorch', 'loop'")
+    if not is_one_of(method, ("auto", "linear", "functorch", "loop")):
+        raise ValueError(f"method={show(method)}; valid values are 'auto', 'linear', 'functorch', 'loop'")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r} must be None or a positive int")
     check_per_sample_model(model)
@@ -650,8 +667,7 @@ def centred_gram_lower(
     (``torch.linalg.eigvalsh(K.mT, UPLO="U")``).
     """
     n = check_data(X, y)
-    if block_rows < 1:
-        raise ValueError(f"block_rows must be a positive integer; got {block_rows}")
+    block_rows = _args.integer("block_rows", block_rows, minimum=1, valid="a positive integer")
     check_per_sample_model(model)
     _check_model_inputs(model, X)
     _check_samples_independent(model, X)

@@ -27,15 +27,16 @@ of the α-stable SDE.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import integrate, optimize, stats
 
+from . import _args
+from ._args import ArgumentTypeError, is_one_of, show
 from .sampling import check_generator
-from .sde import symmetric_stable
+from .sde import check_alpha, symmetric_stable
 from .sgd import DivergenceError, check_learning_rate
 
 __all__ = ["log_multiplier_mean", "kesten_index", "sde_tail_index", "sgd_stationary_variance",
@@ -46,16 +47,23 @@ NOISE_MODELS = ("sgd", "gaussian", "stable", "none")
 
 
 def _check_B(B) -> int:
-    if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
-        raise ValueError(f"B={B!r} must be a positive integer (the batch size)")
-    return int(B)
+    return _args.integer("B", B, minimum=1, valid="a positive integer (the batch size)")
 
 
 def _check_positive(name: str, value) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value} must be a finite positive number")
-    return value
+    return _args.real(name, value, gt=0, valid="a finite positive number")
+
+
+def _as_data(name: str, a) -> torch.Tensor:
+    """``a`` (a tensor, array or list of numbers) as a flat float64 tensor, or an error naming it."""
+    try:
+        bad = a is None or isinstance(a, (str, bytes, dict))
+        t = None if bad else torch.as_tensor(a, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None:
+        raise ArgumentTypeError(f"{name}={show(a)} must be the data: a tensor, array or list of numbers")
+    return t.flatten()
 
 
 def _moment_of_multiplier(p: float, c: float, B: int) -> float:
@@ -139,8 +147,7 @@ def streaming_lr_1d(eta: float, B: int, *, chains: int, steps: int, rng: np.rand
     """
     eta, B = check_learning_rate(eta), _check_B(B)
     sigma2, noise_var = _check_positive("sigma2", sigma2), _check_positive("noise_var", noise_var)
-    if chains < 1 or steps < 1:
-        raise ValueError(f"chains={chains} and steps={steps} must both be >= 1")
+    chains, steps = _args.integer("chains", chains, minimum=1), _args.integer("steps", steps, minimum=1)
     if not isinstance(rng, (np.random.Generator, np.random.RandomState)):
         raise TypeError(f"rng={rng!r} must be a seeded numpy random generator, e.g. np.random.default_rng(0)")
     u = np.zeros(chains)
@@ -156,31 +163,28 @@ def streaming_lr_1d(eta: float, B: int, *, chains: int, steps: int, rng: np.rand
 def stable_scale_from_median(xi, alpha: float, *, draws: int = 200_000, seed: int = 0) -> float:
     """Scale ``c`` such that ``c · S`` (``S`` from :func:`~sgdnoise.sde.symmetric_stable`) has the median
     absolute value of the sample ``xi``: the α-stable law matched to the noise at its bulk."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 2:
-        raise ValueError(f"alpha={alpha} must lie in (0, 2]")
-    xi = torch.as_tensor(xi, dtype=torch.float64).flatten()
+    alpha = check_alpha(alpha)
+    draws, seed = _args.integer("draws", draws, minimum=1), _args.integer("seed", seed)
+    xi = _as_data("xi", xi)
     if xi.numel() < 2 or not torch.isfinite(xi).all():
         raise ValueError(f"xi must hold at least 2 finite values; got {xi.numel()} values")
     S = symmetric_stable((draws,), alpha, torch.Generator().manual_seed(seed))
     return float(xi.abs().median() / S.abs().median())
 
 
-def _noise_setup(a, B: int, chains: int, steps: int, noise: str, alpha: float, scale):
+def _noise_setup(a, B: int, chains: int, noise: str, alpha: float, scale):
     """Validate the data and the noise model; return a function ``generator ↦ ξ`` of shape ``(chains,)``."""
-    if noise not in NOISE_MODELS:
-        raise ValueError(f"noise={noise!r}; valid models are {NOISE_MODELS}")
-    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    if not is_one_of(noise, NOISE_MODELS):
+        raise ValueError(f"noise={show(noise)}; valid models are {NOISE_MODELS}")
+    a = _as_data("a", a)
     n = a.numel()
     if n < 2 or not torch.isfinite(a).all():
         raise ValueError(f"a must hold at least 2 finite data values; got {n} values")
-    if chains < 1 or steps < 1:
-        raise ValueError(f"chains={chains} and steps={steps} must both be >= 1")
-    if noise == "stable":
-        if scale is None:
-            raise ValueError("noise='stable' needs scale (see stable_scale_from_median)")
-        scale = _check_positive("scale", scale)
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 2:
-            raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    # the alpha and scale of the stable model are checked whatever the model: a bad one is a mistake either way
+    alpha = check_alpha(alpha)
+    scale = None if scale is None else _check_positive("scale", scale)
+    if noise == "stable" and scale is None:
+        raise ValueError("noise='stable' needs scale (see stable_scale_from_median)")
     a = a - a.mean()
     sd = float(a.pow(2).mean().sqrt()) / math.sqrt(B)
 
@@ -222,8 +226,9 @@ def double_well_escape(a, *, eta: float, B: int, chains: int, max_steps: int, ge
     descent. Every model takes the step ``θ ← θ - η(θ³ - θ) + η ξ``.
     """
     eta, B = check_learning_rate(eta), _check_B(B)
+    chains, max_steps = _args.integer("chains", chains, minimum=1), _args.integer("max_steps", max_steps, minimum=1)
     check_generator(generator)
-    draw = _noise_setup(a, B, chains, max_steps, noise, alpha, scale)
+    draw = _noise_setup(a, B, chains, noise, alpha, scale)
     theta = torch.full((chains,), -1.0, dtype=torch.float64)
     first = torch.full((chains,), max_steps, dtype=torch.long)
     alive = torch.ones(chains, dtype=torch.bool)
@@ -253,8 +258,9 @@ def quadratic_stationary(a, *, eta: float, B: int, chains: int, steps: int, gene
     eta, B = check_learning_rate(eta), _check_B(B)
     if eta >= 2:
         raise ValueError(f"eta={eta}: gradient descent on θ²/2 is unstable for eta >= 2; use 0 < eta < 2")
+    chains, steps = _args.integer("chains", chains, minimum=1), _args.integer("steps", steps, minimum=1)
     check_generator(generator)
-    draw = _noise_setup(a, B, chains, steps, noise, alpha, scale)
+    draw = _noise_setup(a, B, chains, noise, alpha, scale)
     theta = torch.zeros(chains, dtype=torch.float64)
     for _ in range(steps):
         theta = (1 - eta) * theta + eta * draw(generator)

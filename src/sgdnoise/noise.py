@@ -16,6 +16,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import ArgumentTypeError, show
 from .gradients import center_gram, centred_gram_lower, gram_matrix
 from .sampling import check_batch_size, check_generator, check_scheme
 
@@ -73,6 +75,9 @@ def empirical_noise_covariance(G: Tensor) -> Tensor:
 
 def batch_weights(batches: Tensor, n: int, dtype=torch.float64) -> Tensor:
     """Row ``k`` holds the weights ``w_k`` with ``g_{B_k} = w_kᵀ G``: ``counts / B``. Shape ``(m, n)``."""
+    _args.tensor("batches", batches, "a (m, B) tensor of sample indices, one batch per row")
+    n = _args.integer("n", n, minimum=1, valid="a positive int (the number of samples)")
+    dtype = _args.float_dtype("dtype", dtype)
     if batches.ndim != 2 or batches.shape[1] < 1:
         raise ValueError(f"batches must have shape (m, B) with B >= 1; got {tuple(batches.shape)}")
     m, B = batches.shape
@@ -91,6 +96,7 @@ def batch_gradients(G: Tensor, batches: Tensor) -> Tensor:
 
 def batch_noise(G: Tensor, batches: Tensor) -> Tensor:
     """Noise draws ``ξ_k = g_n - g_{B_k}``, shape ``(m, d)``."""
+    _check_G(G)
     return G.mean(dim=0) - batch_gradients(G, batches)
 
 
@@ -100,6 +106,7 @@ def noise_sq_norms_from_gram(K: Tensor, batches: Tensor) -> Tensor:
     With ``u = 1/n`` and batch weights ``w_k``, ``ξ_k = (u - w_k)ᵀ G`` so
     ``‖ξ_k‖² = (u - w_k)ᵀ K (u - w_k)``; cost ``O(m n²)``, independent of ``d``.
     """
+    _args.tensor("K", K, "a square (n, n) Gram matrix (a tensor)")
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n = K.shape[0]
@@ -114,8 +121,10 @@ def estimate_noise_covariance(batch_grads: Tensor, B: int) -> Tensor:
     is ``κ · Σ_emp`` with ``κ`` from :func:`estimator_expectation_factor`: unbiased only when the
     batches are drawn with replacement (chapter 1).
     """
+    _args.tensor("batch_grads", batch_grads, "a (m, d) tensor of m >= 2 batch gradients")
     if batch_grads.ndim != 2 or batch_grads.shape[0] < 2:
-        raise ValueError(f"need m >= 2 batch gradients of shape (m, d); got shape {tuple(batch_grads.shape)}")
+        raise ValueError(f"batch_grads must hold m >= 2 batch gradients, shape (m, d); got shape "
+                         f"{tuple(batch_grads.shape)}")
     if isinstance(B, bool) or not isinstance(B, int) or B < 1:
         raise ValueError(f"batch size B={B!r} must be a positive int")
     m = batch_grads.shape[0]
@@ -153,6 +162,8 @@ def noise_spectrum(K: Tensor, *, centered: bool = False) -> Tensor:
     Returns ``min(n, d)``-many values at most (``n``), clipped at zero (round-off). Only the lower
     triangle of ``K`` (after centring) is read.
     """
+    _args.tensor("K", K, "a square (n, n) Gram matrix (a tensor)")
+    centered = _args.flag("centered", centered)
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be a square (n, n) Gram matrix; got shape {tuple(K.shape)}")
     n = K.shape[0]
@@ -179,7 +190,14 @@ def sigma_spectrum(model, loss_fn, X: Tensor, y: Tensor) -> Tensor:
 
 def effective_rank(eigenvalues: Tensor) -> float:
     """Participation ratio ``(Σ λ)² / Σ λ²`` of a spectrum: 1 for rank one, ``r`` for ``r`` equal values."""
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    try:
+        bad = eigenvalues is None or isinstance(eigenvalues, (str, bytes, dict))
+        lam = None if bad else torch.as_tensor(eigenvalues, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        lam = None
+    if lam is None:
+        raise ArgumentTypeError(f"eigenvalues={show(eigenvalues)} must be a 1-D spectrum: a tensor, array or list "
+                                "of numbers")
     if lam.ndim != 1:
         raise ValueError(f"eigenvalues must be a 1-D spectrum; got shape {tuple(lam.shape)} "
                          "(for a covariance matrix, pass torch.linalg.eigvalsh(matrix))")
@@ -213,10 +231,15 @@ def noise_trace_scan(K: Tensor, batch_sizes, scheme: str, num_batches: int, gene
     if isinstance(num_batches, bool) or not isinstance(num_batches, numbers.Integral) or num_batches < 2:
         raise ValueError(f"num_batches={num_batches!r} must be an int >= 2 (the mean needs a batch, its standard "
                          "error two)")
+    sizes = _args.items("batch_sizes", batch_sizes, "a non-empty sequence of batch sizes (ints)")
+    if not sizes:
+        raise ValueError("batch_sizes is empty; pass at least one batch size, e.g. [1, 2, 4]")
+    for i, B in enumerate(sizes):  # all checked before any is drawn; a non-integer batch size is never truncated
+        check_batch_size(B, n, scheme, name=f"batch_sizes[{i}]")
     means, ses = [], []
     Kd = K.double()
-    for B in batch_sizes:
-        B = check_batch_size(B, n, scheme)  # a non-integer batch size is an error, never truncated
+    for B in sizes:
+        B = check_batch_size(B, n, scheme)
         W = batch_weights(sample_batches(n, B, num_batches, scheme, generator), n).to(K.device)
         q = _centred_quadratic_forms(Kd, W)
         means.append(q.mean())
@@ -275,16 +298,25 @@ def _check_K(K: Tensor) -> int:
     return K.shape[0]
 
 
-def loglog_slope(x, y) -> tuple[float, float]:
-    """Least-squares slope of ``log y`` on ``log x`` and its standard error."""
+def _floats(name: str, v, what: str = "a 1-d sequence of positive numbers"):
+    """``v`` as a float64 numpy array (a tensor, array, list or pandas Series), or an error naming it."""
     import numpy as np
 
-    def as_f64(v):
-        if isinstance(v, Tensor):
-            return v.detach().to("cpu", torch.float64)
-        return torch.tensor(np.array(v, dtype=np.float64))
+    if isinstance(v, Tensor):
+        return v.detach().to("cpu", torch.float64).numpy()
+    try:
+        bad = v is None or isinstance(v, (str, bytes, dict))
+        a = None if bad else np.array(v, dtype=np.float64)  # a copy: a writable array with positive strides
+    except (TypeError, ValueError):
+        a = None
+    if a is None:
+        raise ArgumentTypeError(f"{name}={show(v)} must be {what}")
+    return a
 
-    xs, ys = as_f64(x), as_f64(y)
+
+def loglog_slope(x, y) -> tuple[float, float]:
+    """Least-squares slope of ``log y`` on ``log x`` and its standard error."""
+    xs, ys = torch.tensor(_floats("x", x)), torch.tensor(_floats("y", y))
     _check_loglog(xs, ys)
     lx, ly = torch.log(xs), torch.log(ys)
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)
@@ -303,18 +335,19 @@ def loglog_slope_ci(x, y, yerr, *, level: float = 0.95, draws: int = 2000, gener
     """
     import numpy as np
 
-    y = np.asarray(y, dtype=np.float64)
-    e = np.asarray(yerr, dtype=np.float64)
-    _check_loglog(torch.tensor(np.asarray(x, dtype=np.float64)), torch.tensor(y))
+    x, y = _floats("x", x), _floats("y", y)
+    e = _floats("yerr", yerr, "one finite, non-negative error or one per point")
+    _check_loglog(torch.tensor(x), torch.tensor(y))
     if e.ndim == 0:
         e = np.full_like(y, float(e))  # one error for every point
     if e.shape != y.shape or not np.isfinite(e).all() or (e < 0).any():
-        raise ValueError(f"yerr must be one finite, non-negative error or {len(y)} of them; got {e!r}")
+        raise ValueError(f"yerr must be one finite, non-negative error or {len(y)} of them; got {show(yerr)}")
+    level = _args.real("level", level, valid="a number in (0, 1)", as_given=True)
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must lie in (0, 1)")
     if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 2:
         raise ValueError(f"draws={draws!r} must be an int >= 2")
-    lx = np.log(np.asarray(x, dtype=np.float64))
+    lx = np.log(x)
     gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     z = torch.randn((draws, len(y)), generator=gen, dtype=torch.float64).numpy()
     ys = np.maximum(y + z * e, y * 1e-3)

@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from . import _args
+from ._args import ArgumentTypeError, show
 from .gradients import check_data, check_loss_contract, flat_params, per_sample_losses, set_flat_params
 from .sampling import check_generator
 
@@ -28,6 +30,7 @@ __all__ = ["Problem", "check_problem", "LinearRegressionProblem", "lr_draw", "lr
 
 def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
     """Per-sample ``½‖f(x) - y‖²``; ``output`` of shape ``(n,)`` or ``(n, k)``."""
+    _check_loss_inputs("half_squared_error", output, target)
     out2, tgt2 = output.reshape(output.shape[0], -1), target.reshape(target.shape[0], -1)
     if out2.shape != tgt2.shape:
         raise ValueError(
@@ -39,7 +42,18 @@ def half_squared_error(output: Tensor, target: Tensor) -> Tensor:
 
 def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
     """Per-sample cross-entropy of logits ``(n, k)`` against class labels ``(n,)``."""
+    _check_loss_inputs("cross_entropy", output, target)
+    if output.ndim != 2 or target.ndim != 1:
+        raise ValueError(f"cross_entropy: output must be (n, k) logits and target (n,) class labels; got shapes "
+                         f"{tuple(output.shape)} and {tuple(target.shape)}")
     return nn.functional.cross_entropy(output, target, reduction="none")
+
+
+def _check_loss_inputs(where: str, output, target) -> None:
+    for name, v in (("output", output), ("target", target)):
+        if not isinstance(v, Tensor) or v.ndim == 0:
+            got = "a 0-d tensor" if isinstance(v, Tensor) else show(v)
+            raise ArgumentTypeError(f"{where}: {name} must be a tensor with the sample axis first; got {got}")
 
 
 @dataclass
@@ -54,6 +68,8 @@ class Problem:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ArgumentTypeError(f"name={show(self.name)} must be a string, the problem's name")
         check_data(self.X, self.y)
         for name, v in (("X", self.X), ("y", self.y)):
             if v.dtype.is_floating_point or v.dtype.is_complex:
@@ -66,6 +82,8 @@ class Problem:
             raise TypeError(f"model must be a torch.nn.Module; got {type(self.model).__name__}")
         if not callable(self.loss_fn):
             raise TypeError(f"loss_fn must be callable, loss_fn(output, target) -> (n,); got {type(self.loss_fn).__name__}")
+        if not isinstance(self.info, dict):
+            raise ArgumentTypeError(f"info={show(self.info)} must be a dict (notes about the problem)")
         check_loss_contract(self.model, self.loss_fn, self.X, self.y)
 
     @property
@@ -107,7 +125,11 @@ def check_problem(problem) -> "Problem":
 # X has shape (..., n, d), y (..., n), theta (..., d).
 
 
-def _check_lr_shapes(X: Tensor, y: Tensor, theta: Tensor | None = None) -> None:
+def _check_lr_shapes(X: Tensor, y: Tensor, theta: Tensor | None = None, *, need_theta: bool = False) -> None:
+    _args.tensor("X", X, "a (..., n, d) tensor of inputs")
+    _args.tensor("y", y, "a (..., n) tensor of targets")
+    if need_theta or theta is not None:
+        _args.tensor("theta", theta, "a (..., d) tensor of parameters")
     if X.ndim < 2 or tuple(y.shape) != tuple(X.shape[:-1]):
         raise ValueError(f"X of shape {tuple(X.shape)} and y of shape {tuple(y.shape)} do not match; "
                          "need X (..., n, d) and y (..., n) with the same n")
@@ -117,7 +139,7 @@ def _check_lr_shapes(X: Tensor, y: Tensor, theta: Tensor | None = None) -> None:
 
 def lr_per_sample_grads(X: Tensor, y: Tensor, theta: Tensor) -> Tensor:
     """``g_i = x_i (x_iᵀθ - y_i)``, shape ``(..., n, d)``."""
-    _check_lr_shapes(X, y, theta)
+    _check_lr_shapes(X, y, theta, need_theta=True)
     return X * ((X @ theta[..., :, None])[..., 0] - y)[..., None]
 
 
@@ -140,6 +162,16 @@ def lr_sigma_pop(theta: Tensor, theta_true: Tensor, S: Tensor, sigma: float) -> 
 
     With ``r = θ - θ_true`` and Isserlis' theorem, ``Σ_pop(θ) = (rᵀ S r + σ²) S + S r rᵀ S``.
     """
+    S = _args.tensor("S", S, "a (..., d, d) design covariance (a tensor)")
+    if S.ndim < 2 or S.shape[-1] != S.shape[-2]:
+        raise ValueError(f"S has shape {tuple(S.shape)}; need (..., d, d), a square design covariance")
+    d = S.shape[-1]
+    for name, v in (("theta", theta), ("theta_true", theta_true)):
+        _args.tensor(name, v, f"a (..., {d}) tensor")
+        if v.ndim < 1 or v.shape[-1] != d:
+            raise ValueError(f"{name} has shape {tuple(v.shape)}; need (..., {d}), one entry per row of S")
+    if not isinstance(sigma, Tensor):
+        sigma = _args.real("sigma", sigma, ge=0, valid="a finite number >= 0 (or a tensor of them)", as_given=True)
     Sr = (S @ (theta - theta_true)[..., :, None])[..., 0]
     quad = ((theta - theta_true) * Sr).sum(-1)
     return (quad + sigma**2)[..., None, None] * S + Sr[..., :, None] * Sr[..., None, :]
@@ -152,8 +184,13 @@ def lr_draw(R: int, n: int, d: int, *, sigma: float, S: Tensor | None = None, th
     for name, v in (("R", R), ("n", n), ("d", d)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{name}={v!r} must be an int >= 1")
-    if sigma < 0 or not math.isfinite(sigma):
+    if _args.real("sigma", sigma, valid="a finite number >= 0 (the label-noise standard deviation)") < 0:
         raise ValueError(f"label-noise sigma={sigma} must be finite and >= 0")
+    dtype = _args.float_dtype("dtype", dtype)
+    if S is not None:
+        _args.tensor("S", S, f"None or a ({d}, {d}) design covariance (a tensor)")
+    if theta_true is not None:
+        _args.tensor("theta_true", theta_true, f"None or a ({d},) tensor")
     S = torch.eye(d, dtype=dtype) if S is None else S.to(dtype)
     if S.shape != (d, d):
         raise ValueError(f"S has shape {tuple(S.shape)}; need ({d}, {d})")
@@ -215,6 +252,7 @@ def linear_regression(
     The model is ``nn.Linear(d, 1, bias=False)`` initialised at zero, loss ``½(xᵀθ - y)²``.
     Pass ``generator`` to draw many data sets from one stream; otherwise ``seed`` seeds one.
     """
+    seed = _args.integer("seed", seed)
     gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(seed)
     X, y, theta_true, S = lr_draw(1, n, d, sigma=sigma, S=S, theta_true=theta_true, generator=gen, dtype=dtype)
     X, y = X[0], y[0]
@@ -236,7 +274,9 @@ def linear_regression(
 def mlp(widths: list[int], *, activation: type[nn.Module] = nn.Tanh, generator: torch.Generator, dtype=torch.float32) -> nn.Sequential:
     """A fully connected network; weights and biases ``U(-1/√fan_in, 1/√fan_in)`` from ``generator``."""
     check_generator(generator)
-    widths = list(widths)
+    widths = _args.items("widths", widths, "a list of layer widths (ints >= 1), e.g. [64, 128, 10]")
+    _args.function("activation", activation, "activation() -> an nn.Module, e.g. nn.Tanh")
+    dtype = _args.float_dtype("dtype", dtype)
     if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths):
         raise ValueError(f"widths={widths!r} must list at least two layer widths, each an int >= 1")
     layers: list[nn.Module] = []
@@ -262,9 +302,13 @@ def digits_mlp(
     """
     from sklearn.datasets import load_digits
 
+    seed = _args.integer("seed", seed)
+    hidden = _args.integer("hidden", hidden, minimum=1)
+    dtype = _args.float_dtype("dtype", dtype)
+    device = None if device is None else _args.device("device", device)
     Xn, yn = load_digits(return_X_y=True)
     if n is not None:
-        if not 1 <= n <= len(yn):
+        if not 1 <= _args.integer("n", n, valid=f"None or an int in [1, {len(yn)}]") <= len(yn):
             raise ValueError(f"n={n}; the digits data set has 1 <= n <= {len(yn)} samples")
         Xn, yn = Xn[:n], yn[:n]
     X = torch.as_tensor(Xn / 16.0, dtype=dtype, device=device)

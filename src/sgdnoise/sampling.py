@@ -17,10 +17,10 @@ Three schemes, named as everywhere in the package:
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
+
+from ._args import ArgumentTypeError, as_int, is_one_of, show
 
 SCHEMES = ("with_replacement", "without_replacement", "reshuffling")
 
@@ -29,6 +29,8 @@ __all__ = ["SCHEMES", "check_generator", "check_scheme", "check_batch_size", "sa
 
 def check_generator(generator, name: str = "generator") -> torch.Generator:
     """``generator`` if it is a ``torch.Generator``; else a ``TypeError``: the global RNG is never used."""
+    if not isinstance(name, str):
+        raise TypeError(f"name={name!r} must be a string: the argument's name, for the error message")
     if not isinstance(generator, torch.Generator):
         raise TypeError(
             f"{name} must be a seeded torch.Generator; got {type(generator).__name__}. Pass one, e.g. "
@@ -39,34 +41,30 @@ def check_generator(generator, name: str = "generator") -> torch.Generator:
 
 def check_scheme(scheme: str) -> str:
     """``scheme`` if it names a sampling scheme (one of ``SCHEMES``); else a ``ValueError`` listing them."""
-    if not isinstance(scheme, str) or scheme not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r}; valid schemes are {', '.join(map(repr, SCHEMES))}")
+    if not is_one_of(scheme, SCHEMES):
+        raise ValueError(f"scheme={show(scheme)}; valid schemes are {', '.join(map(repr, SCHEMES))}")
     return scheme
 
 
-def _as_int(v) -> int | None:
-    """``v`` as an ``int`` if it is an integer (Python, numpy, or a 0-d integer tensor) and not a bool; else None."""
-    if isinstance(v, bool):
-        return None
-    try:
-        return operator.index(v)
-    except TypeError:
-        return None
+def check_batch_size(B: int, n: int, scheme: str, *, name: str = "B") -> int:
+    """Validate a batch size for ``n`` samples under ``scheme`` and return it as an ``int``.
 
-
-def check_batch_size(B: int, n: int, scheme: str) -> int:
-    """Validate a batch size for ``n`` samples under ``scheme`` and return it as an ``int``."""
+    ``name`` is the argument's name in the caller (``"B_small"``, ``"batch_sizes[2]"``), for the messages.
+    """
     check_scheme(scheme)
-    B_int, n_int = _as_int(B), _as_int(n)
+    B_int, n_int = as_int(B), as_int(n)
     if B_int is None:
-        raise TypeError(f"batch size B={B!r} must be an int")
-    if n_int is None or n_int < 1:
+        raise ArgumentTypeError(f"batch size {name}={show(B)} must be an int")
+    if n_int is None:
+        raise ArgumentTypeError(f"number of samples n={show(n)} must be a positive int")
+    if n_int < 1:
         raise ValueError(f"number of samples n={n!r} must be a positive int")
     B, n = B_int, n_int
     if B < 1:
-        raise ValueError(f"batch size B={B} must be at least 1")
+        raise ValueError(f"batch size {name}={B} must be at least 1")
     if scheme != "with_replacement" and B > n:
-        raise ValueError(f"batch size B={B} exceeds n={n} for sampling {scheme.replace('_', ' ')}; valid: 1 <= B <= {n}")
+        raise ValueError(f"batch size {name}={B} exceeds n={n} for sampling {scheme.replace('_', ' ')}; "
+                         f"valid: 1 <= {name} <= {n}")
     return B
 
 

@@ -28,10 +28,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import ArgumentTypeError, as_real, is_one_of, show
 from .gradients import per_sample_grads
 from .problems import Problem, check_problem
-from .sampling import _as_int, check_batch_size, check_generator
-from .sgd import check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
+from .sampling import check_batch_size, check_generator
+from .sgd import _check_step_list, check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
 
 __all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
 
@@ -46,14 +48,28 @@ class SDEPaths:
     thetas: Tensor
 
 
+def check_alpha(alpha) -> float:
+    """``alpha`` if it is a stability index in ``(0, 2]`` (a number as given, a 0-d tensor as a float); else an
+    error naming it."""
+    a = as_real(alpha)
+    if a is None:
+        raise ArgumentTypeError(f"alpha={show(alpha)} must lie in (0, 2]")
+    if not 0 < a <= 2:
+        raise ValueError(f"alpha={show(alpha)} must lie in (0, 2]")
+    return alpha if isinstance(alpha, numbers.Real) else a
+
+
 def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torch.float64, device="cpu") -> Tensor:
     """Symmetric α-stable variables (Chambers, Mallows & Stuck 1976), scale ``2^{-1/2}``.
 
     Characteristic function ``E exp(itX) = exp(-|t|^α / 2^{α/2})``; for ``α = 2`` this is ``N(0, 1)``.
+    ``shape`` is an int or a tuple of ints; ``device=None`` leaves the draws on the generator's device.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 2:
-        raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+    shape = _args.shape("shape", shape)
+    alpha = check_alpha(alpha)
     check_generator(generator)
+    dtype = _args.float_dtype("dtype", dtype)
+    device = None if device is None else _args.device("device", device)
     V = (torch.rand(shape, generator=generator, dtype=dtype, device=generator.device) - 0.5) * math.pi
     W = -torch.log1p(-torch.rand(shape, generator=generator, dtype=dtype, device=generator.device))  # Exp(1)
     if alpha == 1.0:
@@ -76,11 +92,11 @@ def _increments(P: int, m: int, dt: float, driver: str, alpha: float, generator,
     return symmetric_stable((P, m), alpha, generator, dtype, device) * dt ** (1 / alpha)
 
 
-def _check_driver(driver: str, alpha: float) -> None:
-    if driver not in DRIVERS:
-        raise ValueError(f"driver={driver!r}; valid drivers are {DRIVERS}")
-    if driver == "alpha_stable" and not 0 < alpha <= 2:
-        raise ValueError(f"alpha={alpha} must lie in (0, 2]")
+def _check_driver(driver: str, alpha: float) -> float:
+    """Check the driver and ``alpha`` (also when the Gaussian driver ignores it); return ``alpha`` as a float."""
+    if not is_one_of(driver, DRIVERS):
+        raise ValueError(f"driver={show(driver)}; valid drivers are {DRIVERS}")
+    return check_alpha(alpha)
 
 
 def _shape(v) -> str:
@@ -92,16 +108,9 @@ def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
         raise ValueError(f"time step dt={dt!r} must be a finite number > 0")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps={steps!r} must be a non-negative int")
-    if record_steps is not None:
-        record_steps = list(record_steps)  # an iterator is read once
-        ints = [_as_int(r) for r in record_steps]
-        if any(k is None for k in ints):
-            raise ValueError(f"record_steps={record_steps!r} must be ints in [0, {steps}]")
-    record = sorted(set(ints) if record_steps is not None else [steps])
+    record = _check_step_list("record_steps", [steps] if record_steps is None else record_steps, steps)
     if not record:
         raise ValueError("record_steps is empty; record at least one step (the default records the last)")
-    if record[0] < 0 or record[-1] > steps:
-        raise ValueError(f"record_steps must lie in [0, {steps}]")
     return record
 
 
@@ -133,15 +142,20 @@ def euler_maruyama(
             raise TypeError(f"{name} must be callable ({name}(x){', dW' if name == 'diffusion' else ''} -> a tensor of x's "
                             f"shape); got {type(f).__name__}")
     record = _check_steps(dt, steps, record_steps)
-    _check_driver(driver, alpha)
+    alpha = _check_driver(driver, alpha)
     if not isinstance(x0, Tensor) or x0.ndim != 2:
         raise ValueError(f"x0 must be a (P, d) tensor of starting points; got {_shape(x0)}")
+    noise_dim = _args.integer("noise_dim", noise_dim, minimum=1)
     x = x0.clone()
     P = x.shape[0]
-    if increments is not None and tuple(increments.shape) != (steps, P, noise_dim):
-        raise ValueError(f"increments have shape {tuple(increments.shape)}; need ({steps}, {P}, {noise_dim})")
-    if increments is None and generator is None:
-        raise TypeError("pass a seeded torch.Generator (or explicit increments)")
+    if increments is not None:
+        _args.tensor("increments", increments, f"None or a ({steps}, {P}, {noise_dim}) tensor of driver increments")
+        if tuple(increments.shape) != (steps, P, noise_dim):
+            raise ValueError(f"increments have shape {tuple(increments.shape)}; need ({steps}, {P}, {noise_dim})")
+    if generator is not None:
+        check_generator(generator)
+    elif increments is None:
+        raise TypeError("generator=None: pass a seeded torch.Generator (or explicit increments)")
     out, times = [], []
     rec = iter(record)
     nxt = next(rec, None)
@@ -201,10 +215,15 @@ def sgd_sde(
     check_batch_size(B, n, scheme)
     record = _check_steps(dt, steps, record_steps)
     check_generator(generator)
-    _check_driver(driver, alpha)
-    if covariance not in ("state", "constant"):
-        raise ValueError(f"covariance={covariance!r}; valid values are 'state' and 'constant'")
+    alpha = _check_driver(driver, alpha)
+    if not is_one_of(covariance, ("state", "constant")):
+        raise ValueError(f"covariance={show(covariance)}; valid values are 'state' and 'constant'")
     theta = parameter_batch(problem, theta0, "P")
+    if theta_ref is not None:
+        d = theta.shape[1]
+        _args.tensor("theta_ref", theta_ref, f"None or a parameter vector of shape ({d},)")
+        if tuple(theta_ref.shape) != (d,):
+            raise ValueError(f"theta_ref has shape {tuple(theta_ref.shape)}; need ({d},), one parameter vector")
     dtype = theta.dtype
     P = theta.shape[0]
     s = math.sqrt(eta * noise_covariance_factor(n, B, scheme) / n)

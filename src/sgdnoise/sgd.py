@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import ArgumentTypeError, as_int, as_real, flag, items, show, tensor
 from .gradients import check_data, flat_params, per_sample_losses, set_flat_params
 from .problems import Problem, check_problem
 from .sampling import batches_per_epoch, check_batch_size, check_generator, sample_batches
@@ -30,9 +32,7 @@ class DivergenceError(FloatingPointError):
 
 def check_learning_rate(eta) -> float:
     """``eta`` as a ``float`` if it is a finite number ``> 0``; else a ``ValueError`` naming it."""
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(eta) or eta <= 0:
-        raise ValueError(f"learning rate eta={eta!r} must be a finite number > 0")
-    return float(eta)
+    return _args.real("learning rate eta", eta, gt=0)
 
 
 @dataclass
@@ -76,7 +76,7 @@ def train_sgd(
     steps = check_steps("steps", steps)
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum={momentum} must lie in [0, 1)")
-    snaps = _check_step_list("snapshot_at", snapshot_at or [], steps)
+    snaps = _check_step_list("snapshot_at", [] if snapshot_at is None else snapshot_at, steps)
     explode_factor = check_threshold("explode_factor", explode_factor)
     theta_start = flat_params(problem.model)
     try:
@@ -162,7 +162,18 @@ def flat_loss_fn(problem: Problem):
     ``torch.func.grad``; ``w = 1/n`` gives the mean loss.
     """
     sizes, loss = _pieces_loss(problem)
-    return lambda theta, X, y, w: loss(theta.split(sizes), X, y, w)
+    d = sum(sizes)
+
+    def f(theta, X, y, w):
+        if not isinstance(theta, Tensor) or theta.ndim != 1 or theta.shape[0] != d:
+            error = ValueError if isinstance(theta, Tensor) else ArgumentTypeError
+            raise error(f"theta must be a flat parameter vector of shape ({d},) (vmap over a batch of them); "
+                        f"got {_shape(theta)}")
+        if not isinstance(w, Tensor) and as_real(w) is None:
+            raise ArgumentTypeError(f"w={show(w)} must be the per-sample weights: a tensor of shape (n,) or a number")
+        return loss(theta.split(sizes), X, y, w)
+
+    return f
 
 
 def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
@@ -173,6 +184,10 @@ def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
     """
     from torch.func import grad, vmap
 
+    if not (isinstance(in_dims, tuple) and len(in_dims) == 4
+            and all(d is None or as_int(d) is not None for d in in_dims)):
+        raise ArgumentTypeError(f"in_dims={show(in_dims)} must be a tuple of 4 entries, each None or an int: the "
+                                "vmap axis of (theta, X, y, w), e.g. (0, 0, 0, None)")
     sizes, loss = _pieces_loss(problem)
     g = vmap(grad(loss), in_dims=in_dims)
 
@@ -185,7 +200,10 @@ def flat_grad_fn(problem: Problem, in_dims=(0, 0, 0, None)):
 
 def parameter_batch(problem: Problem, theta0: Tensor, letter: str = "C") -> Tensor:
     """A copy of ``theta0`` as a ``(letter, d)`` batch of parameter vectors on the problem's device and dtype."""
-    d = problem.d
+    if not isinstance(letter, str):
+        raise ArgumentTypeError(f"letter={show(letter)} must be a string: the name of the batch axis in messages")
+    d = check_problem(problem).d
+    tensor("theta0", theta0, f"a tensor of starting points, shape ({letter}, {d}) or ({d},)")
     dtype = next(problem.model.parameters()).dtype
     theta = theta0.detach().clone().to(device=problem.X.device, dtype=dtype)
     if theta.ndim == 1:
@@ -197,31 +215,29 @@ def parameter_batch(problem: Problem, theta0: Tensor, letter: str = "C") -> Tens
 
 def check_threshold(name: str, value) -> float:
     """A divergence threshold must be a positive number (``inf``: stop only on non-finite values)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name}={value!r} must be a positive number (inf stops only on non-finite values)")
-    return float(value)
+    return _args.real(name, value, gt=0, finite=False, valid="a positive number (inf stops only on non-finite values)")
 
 
 def check_steps(name: str, value) -> int:
     """A step count must be a non-negative int."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name}={value!r} must be a non-negative int")
-    return int(value)
+    return _args.integer(name, value, minimum=0, valid="a non-negative int")
 
 
 def _check_step_list(name: str, values, steps: int) -> list[int]:
     """Steps as sorted unique ints in ``[0, steps]``; integer numpy scalars and 0-d tensors count as ints."""
-    from .sampling import _as_int
-
-    values = list(values)
-    ints = [_as_int(v) for v in values]
+    values = items(name, values, f"a sequence of ints in [0, {steps}]")
+    ints = [as_int(v) for v in values]
     if any(k is None or not 0 <= k <= steps for k in ints):
-        raise ValueError(f"{name}={values!r} must hold ints in [0, {steps}]")
+        raise ValueError(f"{name}={show(values)} must hold ints in [0, {steps}]")
     return sorted(set(ints))
 
 
 def check_bounded(theta: Tensor, explode: float, what: str) -> None:
     """Raise :class:`DivergenceError` (message ``what``) if ``theta`` is non-finite or exceeds ``explode``."""
+    tensor("theta", theta)
+    if not isinstance(what, str):
+        raise ArgumentTypeError(f"what={show(what)} must be a string: the message, with {{size}} for the largest "
+                                "|theta|")
     check_threshold("explode", explode)
     lo, hi = torch.aminmax(theta)
     size = max(-float(lo), float(hi))
@@ -302,6 +318,7 @@ def run_chains(
     theta = parameter_batch(problem, theta0, "C")
     C = theta.shape[0]
     record = _check_step_list("record_steps", record_steps if record_steps is not None else [steps], steps)
+    record_loss, record_noise = flag("record_loss", record_loss), flag("record_noise", record_noise)
     if not record:
         raise ValueError("record_steps is empty; record at least one step (the default records the last)")
 
@@ -388,6 +405,7 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
     d = X.shape[1]
     check_batch_size(B, n, "with_replacement")
     check_generator(generator)
+    tensor("theta0", theta0, f"a (C, {d}) tensor of starting points")
     if theta0.ndim != 2 or theta0.shape[1] != d:
         raise ValueError(f"theta0 has shape {tuple(theta0.shape)}; need (C, {d})")
     steps, record_from = check_steps("steps", steps), check_steps("record_from", record_from)
@@ -411,3 +429,8 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
             check_bounded(theta, 1e8, f"SGD chains diverged by step {k} with eta={eta}, B={B}; lower eta or raise B")
     check_bounded(theta, 1e8, f"SGD chains diverged by step {steps} with eta={eta}, B={B}; lower eta or raise B")
     return torch.stack(out)
+
+
+def _shape(v) -> str:
+    """``v``'s shape if it is a tensor, else its type (for messages about a wrong argument)."""
+    return str(tuple(v.shape)) if isinstance(v, Tensor) else f"a {type(v).__name__}"

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
+from collections.abc import Mapping
 from functools import lru_cache
 
+import numpy as np
 import sympy as sp
+from torch import Tensor
 
+from . import _args
+from ._args import ArgumentTypeError, as_int, show
 from .sampling import check_batch_size
 
 __all__ = [
@@ -39,16 +45,23 @@ __all__ = [
 
 def gradient_symbols(n: int, d: int, name: str = "g") -> sp.Matrix:
     """``n × d`` matrix of real symbols; row ``i`` is the per-sample gradient ``g_i``."""
+    n, d = _args.integer("n", n, minimum=1), _args.integer("d", d, minimum=1)
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"name={show(name)} must be a string, the symbols' prefix (g_00, g_01, …)")
     return sp.Matrix(n, d, lambda i, a: sp.Symbol(f"{name}_{i}{a}", real=True))
 
 
-@lru_cache(maxsize=None)
 def batch_distribution(n: int, B: int, scheme: str) -> tuple[tuple[tuple[int, ...], sp.Rational], ...]:
     """All ordered index tuples ``(I_1, …, I_B)`` of one batch and their exact probabilities.
 
     A single reshuffled batch has the law of a without-replacement batch.
     """
-    check_batch_size(B, n, scheme)
+    B = check_batch_size(B, n, scheme)  # checked before the cache, which needs hashable arguments
+    return _batch_distribution(as_int(n), B, scheme)
+
+
+@lru_cache(maxsize=None)
+def _batch_distribution(n: int, B: int, scheme: str) -> tuple[tuple[tuple[int, ...], sp.Rational], ...]:
     if scheme == "with_replacement":
         p = sp.Rational(1, n**B)
         return tuple((t, p) for t in itertools.product(range(n), repeat=B))
@@ -56,12 +69,18 @@ def batch_distribution(n: int, B: int, scheme: str) -> tuple[tuple[tuple[int, ..
     return tuple((t, p) for t in itertools.permutations(range(n), B))
 
 
-@lru_cache(maxsize=None)
 def epoch_distribution(n: int, B: int, m: int) -> tuple[tuple[tuple[tuple[int, ...], ...], sp.Rational], ...]:
     """The first ``m`` batches of a random-reshuffling epoch (``m ≤ ⌊n/B⌋``), with probabilities."""
-    check_batch_size(B, n, "reshuffling")
+    B = check_batch_size(B, n, "reshuffling")  # checked before the cache, which needs hashable arguments
+    n = as_int(n)
+    m = _args.integer("m", m, valid=f"an int in 1..n//B = 1..{n // B}")
     if not 1 <= m <= n // B:
         raise ValueError(f"m={m} batches of B={B} do not fit in one epoch of n={n}; valid 1 <= m <= {n // B}")
+    return _epoch_distribution(n, B, m)
+
+
+@lru_cache(maxsize=None)
+def _epoch_distribution(n: int, B: int, m: int) -> tuple[tuple[tuple[tuple[int, ...], ...], sp.Rational], ...]:
     p = sp.Rational(1, math.perm(n, m * B))
     return tuple(
         (tuple(t[j * B : (j + 1) * B] for j in range(m)), p) for t in itertools.permutations(range(n), m * B)
@@ -69,24 +88,65 @@ def epoch_distribution(n: int, B: int, m: int) -> tuple[tuple[tuple[tuple[int, .
 
 
 def independent_batches(n: int, B: int, m: int, scheme: str):
-    """``m`` independent batches of ``scheme`` (the product law), as ``(batches, probability)``."""
+    """``m`` independent batches of ``scheme`` (the product law), as ``(batches, probability)``, lazily.
+
+    The arguments are checked at the call, not at the first ``next``."""
     single = batch_distribution(n, B, scheme)
-    for combo in itertools.product(single, repeat=m):
-        yield tuple(b for b, _ in combo), sp.Mul(*[p for _, p in combo])
+    m = _args.integer("m", m, minimum=1)
+
+    def outcomes():
+        for combo in itertools.product(single, repeat=m):
+            yield tuple(b for b, _ in combo), sp.Mul(*[p for _, p in combo])
+
+    return outcomes()
+
+
+def _check_distribution(distribution):
+    """``distribution`` if it can be iterated over (its pairs are checked as they come); else an error."""
+    bad = distribution is None or isinstance(distribution, (str, bytes, Mapping))
+    bad = bad or (isinstance(distribution, (Tensor, np.ndarray)) and distribution.ndim == 0)
+    try:
+        if not bad:
+            iter(distribution)
+    except TypeError:
+        bad = True
+    if bad:
+        raise ArgumentTypeError(f"distribution={show(distribution)} must be an iterable of (outcome, probability) "
+                                "pairs, e.g. batch_distribution(n, B, scheme)")
+    return distribution
 
 
 def expect(f, distribution) -> sp.Matrix:
     """``E[f(outcome)] = Σ p · f(outcome)`` over an enumerated distribution (exact)."""
+    _args.function("f", f, "f(outcome) -> a sympy expression or matrix")
     total = None
-    for outcome, p in distribution:
+    for i, item in enumerate(_check_distribution(distribution)):
+        try:
+            outcome, p = item
+        except (TypeError, ValueError):
+            raise ArgumentTypeError(f"distribution must hold (outcome, probability) pairs; its item {i} is "
+                                    f"{show(item)}") from None
         term = p * f(outcome)
         total = term if total is None else total + term
+    if total is None:
+        raise ValueError("distribution is empty; an expectation needs at least one outcome")
     return sp.expand(total)
+
+
+def _check_matrix(name: str, G) -> sp.MatrixBase:
+    if not isinstance(G, sp.MatrixBase):
+        raise ArgumentTypeError(f"{name}={show(G)} must be a sympy Matrix, e.g. gradient_symbols(n, d)")
+    return G
 
 
 def batch_mean(G: sp.Matrix, idx) -> sp.Matrix:
     """``g_B = (1/B) Σ_j g_{I_j}`` as a column vector."""
-    return sum((G[i, :].T for i in idx), sp.zeros(G.shape[1], 1)) / len(idx)
+    n = _check_matrix("G", G).shape[0]
+    what = f"a non-empty sequence of row indices of G, ints in [0, {n - 1}]"
+    rows = [as_int(i) for i in _args.items("idx", idx, what)]
+    if not rows or any(i is None or not 0 <= i < n for i in rows):
+        raise ValueError(f"idx={show(idx)} must be {what}")
+    return sum((G[i, :].T for i in rows), sp.zeros(G.shape[1], 1)) / len(rows)
 
 
 def full_mean(G: sp.Matrix) -> sp.Matrix:
@@ -95,14 +155,15 @@ def full_mean(G: sp.Matrix) -> sp.Matrix:
 
 def sigma_emp(G: sp.Matrix) -> sp.Matrix:
     """``Σ_emp = (1/n) Σ_i (g_i - g_n)(g_i - g_n)ᵀ`` (the notes' normalisation)."""
-    n = G.shape[0]
+    n = _check_matrix("G", G).shape[0]
     gn = full_mean(G)
     return sp.expand(sum(((G[i, :].T - gn) * (G[i, :].T - gn).T for i in range(n)), sp.zeros(G.shape[1])) / n)
 
 
 def covariance(f, distribution) -> sp.Matrix:
     """``E[f fᵀ] - E[f] E[f]ᵀ`` for a vector-valued ``f`` over an enumerated distribution."""
-    distribution = tuple(distribution)
+    _args.function("f", f, "f(outcome) -> a sympy column vector")
+    distribution = tuple(_check_distribution(distribution))
     mean = expect(f, distribution)
     second = expect(lambda o: f(o) * f(o).T, distribution)
     return sp.expand(second - mean * mean.T)
@@ -110,6 +171,8 @@ def covariance(f, distribution) -> sp.Matrix:
 
 def is_zero(M) -> bool:
     """True when every entry expands to exactly zero (entries are polynomials with rational coefficients)."""
+    if not _is_symbolic(M) and not isinstance(M, np.ndarray):
+        raise ArgumentTypeError(f"M={show(M)} must be a sympy expression or matrix (or a number)")
     items = list(M) if hasattr(M, "shape") else [M]
     return all(sp.expand(x) == 0 for x in items)
 
@@ -117,6 +180,7 @@ def is_zero(M) -> bool:
 # ----------------------------------------------------------------------------- population moments
 def population_model(n: int, d: int):
     """Symbols for ``g_i = μ + z_i``: returns ``(G, mu, S, z)`` with ``S`` symmetric."""
+    n, d = _args.integer("n", n, minimum=1), _args.integer("d", d, minimum=1)
     mu = sp.Matrix(d, 1, lambda a, _: sp.Symbol(f"mu_{a}", real=True))
     S = sp.Matrix(d, d, lambda a, b: sp.Symbol(f"S_{min(a, b)}{max(a, b)}", real=True))
     z = sp.Matrix(n, d, lambda i, a: sp.Symbol(f"z_{i}{a}", real=True))
@@ -129,8 +193,16 @@ def population_expect(expr, z: sp.Matrix, S: sp.Matrix, rho=0):
 
     Rules: ``E[z_{ia}] = 0``, ``E[z_{ia} z_{jb}] = S_ab`` if ``i = j`` else ``rho · S_ab``.
     """
+    if not _is_symbolic(expr):
+        raise ArgumentTypeError(f"expr={show(expr)} must be a sympy expression or matrix (or a number)")
+    n, d = _check_matrix("z", z).shape
+    if _check_matrix("S", S).shape != (d, d):
+        raise ValueError(f"S has shape {S.shape}; need ({d}, {d}), the covariance symbols of population_model")
+    if isinstance(rho, Tensor):
+        rho = _args.real("rho", rho, valid="a number or a sympy expression")
+    elif not _is_symbolic(rho) or isinstance(rho, (sp.MatrixBase, sp.NDimArray)):
+        raise ArgumentTypeError(f"rho={show(rho)} must be a number or a sympy expression (the correlation)")
     zsyms = list(z)
-    n, d = z.shape
     index = {z[i, a]: (i, a) for i in range(n) for a in range(d)}
 
     def one(e):
@@ -153,6 +225,12 @@ def population_expect(expr, z: sp.Matrix, S: sp.Matrix, rho=0):
     if hasattr(expr, "shape"):
         return expr.applyfunc(one)
     return one(expr)
+
+
+def _is_symbolic(v) -> bool:
+    """A sympy expression or matrix, or a plain number (not a bool): what the exact computations take."""
+    return (isinstance(v, (sp.Basic, sp.MatrixBase, sp.NDimArray))
+            or (isinstance(v, numbers.Number) and not isinstance(v, bool)))
 
 
 # ----------------------------------------------------------------------------- Fokker–Planck, symbolically

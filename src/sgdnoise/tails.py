@@ -37,6 +37,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from . import _args
+from ._args import ArgumentTypeError, as_real, is_one_of, show
 from .sampling import check_generator
 from .sde import symmetric_stable
 
@@ -52,7 +54,14 @@ DEFAULT_LAWS = (("stable", 1.2), ("stable", 1.5), ("stable", 1.8), ("stable", 2.
 # The arithmetic runs in numpy: single-threaded, so the many small calls of a Monte-Carlo loop do not
 # stall on torch's thread pool when the CPUs are shared. Tensors in, tensors out.
 def _as_f64(x, ndims=(1,), name="x") -> np.ndarray:
-    a = x.detach().to("cpu", torch.float64).numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
+    try:
+        bad = x is None or isinstance(x, (str, bytes, dict))
+        a = None if bad else (x.detach().to("cpu", torch.float64).numpy() if isinstance(x, Tensor)
+                              else np.asarray(x, dtype=np.float64))
+    except (TypeError, ValueError):
+        a = None
+    if a is None:
+        raise ArgumentTypeError(f"{name}={show(x)} must be the data: a tensor, array or list of numbers")
     if a.ndim not in ndims:
         raise ValueError(f"{name} must have {' or '.join(f'{d}' for d in ndims)} dimension(s); got shape {a.shape}")
     bad = int((~np.isfinite(a)).sum())
@@ -186,8 +195,8 @@ def stable_alpha(x, K1: int | None = None, *, center: str | None = "median"):
     exist (the median of the ``K1·K2`` samples used, or of all but the last if that count is odd);
     ``center=None`` skips this for data centred by construction.
     """
-    if center not in ("median", None):
-        raise ValueError(f"center={center!r}; valid values are 'median' (centre each row at its median) and None")
+    if not is_one_of(center, ("median", None)):
+        raise ValueError(f"center={show(center)}; valid values are 'median' (centre each row at its median) and None")
     X = _as_f64(x, ndims=(1, 2))
     K = X.shape[-1]
     if K < 4:
@@ -217,11 +226,12 @@ def stable_alpha(x, K1: int | None = None, *, center: str | None = "median"):
 
 
 def _check_law(name: str, param) -> float:
-    if name not in LAWS:
-        raise ValueError(f"law={name!r} is unknown; valid laws are {LAWS}")
+    if not is_one_of(name, LAWS):
+        raise ValueError(f"law name={show(name)} is unknown; valid laws are {LAWS}")
     if name == "gaussian":
         return math.nan
-    p = float(param) if isinstance(param, (int, float, np.floating, np.integer)) and not isinstance(param, bool) else math.nan
+    p = as_real(param)
+    p = math.nan if p is None else p
     if name == "stable" and not 0 < p <= 2:
         raise ValueError(f"stable param={param!r} (alpha) must lie in (0, 2]")
     if name != "stable" and not (math.isfinite(p) and p > 0):
@@ -239,7 +249,7 @@ def sample_law(name: str, param, size, generator: torch.Generator) -> Tensor:
     """
     p = _check_law(name, param)
     check_generator(generator)
-    shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
+    shape = _args.shape("size", size)
     rand = functools.partial(torch.rand, shape, generator=generator, dtype=torch.float64)
     if name == "stable":
         return symmetric_stable(shape, p, generator)
@@ -258,8 +268,8 @@ def target_index(estimator: str, name: str, param) -> float:
     ``inf`` for the Gaussian and stable α = 2). ``"stable_alpha"``: the index of the stable domain of
     attraction, ``min(tail index, 2)``.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator={estimator!r} is unknown; valid estimators are {ESTIMATORS}")
+    if not is_one_of(estimator, ESTIMATORS):
+        raise ValueError(f"estimator={show(estimator)} is unknown; valid estimators are {ESTIMATORS}")
     p = _check_law(name, param)
     tail = math.inf if name == "gaussian" or (name == "stable" and p == 2) else p
     return min(tail, 2.0) if estimator == "stable_alpha" else tail
@@ -271,6 +281,19 @@ def validation_table(sizes, reps: int, generator: torch.Generator, laws=DEFAULT_
     target is ``inf``. One ``(reps, n)`` draw per law and size; ``stable_alpha`` runs row-wise on it."""
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 2:
         raise ValueError(f"reps={reps!r} must be an int >= 2 (the sd needs two replicates)")
+    what = "a non-empty sequence of sample sizes (ints >= 2), e.g. [1000, 10000]"
+    sizes = [_args.integer(f"sizes[{i}]", n, minimum=2) for i, n in enumerate(_args.items("sizes", sizes, what))]
+    if not sizes:
+        raise ValueError(f"sizes is empty; it must be {what}")
+    what = "a non-empty sequence of (name, param) pairs, e.g. [('stable', 1.5), ('gaussian', None)]"
+    laws = _args.items("laws", laws, what)
+    if not laws:
+        raise ValueError(f"laws is empty; it must be {what}")
+    for i, law in enumerate(laws):
+        if not (isinstance(law, (tuple, list)) and len(law) == 2):
+            raise ArgumentTypeError(f"laws[{i}]={show(law)} must be a (name, param) pair, e.g. ('stable', 1.5)")
+        _check_law(*law)
+    check_generator(generator)
     rows = []
     for name, param in laws:
         p = _check_law(name, param)

@@ -536,9 +536,9 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
 
 def _code_modules() -> tuple:
     from . import _common
-    from .. import gradients, noise, problems, sampling, sde, sgd, tails
+    from .. import _args, gradients, noise, problems, sampling, sde, sgd, tails
 
-    return (sys.modules[__name__], _common, gradients, noise, problems, sampling, sde, sgd, tails)
+    return (sys.modules[__name__], _common, _args, gradients, noise, problems, sampling, sde, sgd, tails)
 
 
 def run_dln(cfg: DLNConfig, *, cache: ResultCache | None = None, progress: bool = True,

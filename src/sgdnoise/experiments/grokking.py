@@ -526,9 +526,9 @@ def _names_read(func) -> dict[str, Any]:
 
 def _code_modules() -> tuple:
     from . import _common
-    from .. import noise, problems, sampling, sde
+    from .. import _args, noise, problems, sampling, sde
 
-    return (sys.modules[__name__], _common, noise, problems, sampling, sde)
+    return (sys.modules[__name__], _common, _args, noise, problems, sampling, sde)
 
 
 def run_grokking(cfg: ModAddConfig, *, cache: ResultCache | None = None, progress: bool = True,

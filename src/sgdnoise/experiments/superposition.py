@@ -456,9 +456,9 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
 
 def _code_modules() -> tuple:
     from . import _common
-    from .. import noise, sampling
+    from .. import _args, noise, sampling
 
-    return (sys.modules[__name__], _common, noise, sampling)
+    return (sys.modules[__name__], _common, _args, noise, sampling)
 
 
 def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None, progress: bool = True,

@@ -221,21 +221,24 @@ def current_on_refined_grids(drift, diffusion, box, cells=(60, 90)) -> dict:
 
     The solver is second order, so a current that is zero in the continuum shrinks like h² under refinement,
     while a real one converges to a non-zero value. Returns ``max|J| / max p`` on each grid (``"J"``), its
-    Richardson extrapolation to h = 0 (``"J_limit"``), the density's angular momentum
-    ``Ω = ½∫(θ₁J₂ - θ₂J₁)`` and the total circulation ``∫|θ₁J₂ - θ₂J₁|`` on the finest grid.
+    Richardson extrapolation to h = 0 (``"J_limit"``), the (1, 2) entry of the density's angular momentum
+    ``Ω = ½∫(Jθᵀ - θJᵀ)``, that is ``½∫(J₁θ₂ - θ₁J₂)`` (the convention of
+    :func:`sgdnoise.current.antisymmetric_lag_covariance`), on each grid (``"Omegas"``) and on the finest
+    (``"Omega"``), and the total circulation ``∫|J₁θ₂ - θ₁J₂|`` on the finest grid.
     """
     from ..fokker_planck import stationary_2d
 
-    J = []
+    J, omegas = [], []
     for m in cells:
         s = stationary_2d(drift, diffusion, box, (m, m))
         J.append(float(np.hypot(s.Jx, s.Jy).max() / s.p.max()))
+        X, Y = np.meshgrid(s.x, s.y, indexing="ij")
+        area = (s.x[1] - s.x[0]) * (s.y[1] - s.y[0])
+        moment = s.Jx * Y - X * s.Jy
+        omegas.append(0.5 * float(moment.sum() * area))
     h2 = [(1.0 / m) ** 2 for m in cells]
     limit = (J[1] * h2[0] - J[0] * h2[1]) / (h2[0] - h2[1])
-    X, Y = np.meshgrid(s.x, s.y, indexing="ij")
-    area = (s.x[1] - s.x[0]) * (s.y[1] - s.y[0])
-    moment = X * s.Jy - Y * s.Jx
-    return {"J": J, "J_limit": float(limit), "Omega": 0.5 * float(moment.sum() * area),
+    return {"J": J, "J_limit": float(limit), "Omegas": omegas, "Omega": omegas[-1],
             "circulation": float(np.abs(moment).sum() * area), "solution": s}
 
 
@@ -417,10 +420,12 @@ def constant_invertible(grad_L, S, coords, c, beta) -> bool:
     claim="With detailed balance and a constant positive definite Σ, SGD's stationary law is the tempered posterior "
     "p ∝ exp(-βL): up to the temperature, SGD is Bayesian inference; a constant Σ is not necessary.",
     verdict="holds only if",
-    statement="Σ acts as one number σ² on every gradient: p ∝ exp(-βL) is a zero-current law of the Itô SDE iff "
-    "((η/B)(β/2)Σ - I)∇L = ½(η/B)∇·Σ at every θ; for constant Σ iff Σ∇L(θ) = σ²∇L(θ) for all θ (Σ = σ²I when the "
-    "gradients span the space), with β = 2B/(ησ²). A zero current with constant Σ is not enough (Σ = diag(1, 2), "
-    "H = diag(1, 4): no β fits), and a θ-dependent Σ can still give it (Σ = (σ² + K e^{βL}) I)",
+    statement="((η/B)(β/2)Σ - I)∇L = ½(η/B)∇·Σ at every θ: that is exactly when p ∝ exp(-βL) is a zero-current "
+    "law of the Itô SDE. For constant Σ: iff Σ acts as one number σ² on every gradient, Σ∇L(θ) = σ²∇L(θ) for all θ "
+    "(Σ = σ²I when the gradients span the space), with β = 2B/(ησ²). A zero current with constant Σ is not enough "
+    "(Σ = diag(1, 2), H = diag(1, 4): no β fits), and a θ-dependent Σ can satisfy it (Σ = (σ² + K e^{βL}) I with "
+    "β = 2B/(ησ²), K ≥ 0, for any loss; so does σ²I + K e^{βL} M for a constant M ⪰ 0, which is not one number on "
+    "the gradients)",
     mutant={"condition": constant_invertible},
 )
 def _tempered_posterior(condition=tempered_condition):
@@ -433,6 +438,8 @@ def _tempered_posterior(condition=tempered_condition):
         "Σ = diag(1, 2), H = diag(1, 4)": (sp.diag(1, 4) * th, sp.diag(1, 2)),
         "Σ = diag(1, 4), H = [[2, 1], [1, 1]]": (sp.Matrix([[2, 1], [1, 1]]) * th, sp.diag(1, 4)),
         "Σ = (σ² + K e^{βL}) I": (sp.Matrix([sp.diff(Lr, v) for v in (t1, t2)]), (s2 + K * sp.exp(beta * Lr)) * sp.eye(2)),
+        "Σ = σ²I + K e^{βL} M": (sp.Matrix([sp.diff(Lr, v) for v in (t1, t2)]),
+                                 s2 * sp.eye(2) + K * sp.exp(beta * Lr) * sp.Matrix([[1, sp.Rational(1, 2)], [sp.Rational(1, 2), 2]])),
     }
     out, ok = [], True
     for name, (gL, S) in cases.items():

@@ -310,3 +310,23 @@ def test_bad_names_and_configs(tmp_path):
         cache.path_for("exp", [1, 2])
     with pytest.raises(TypeError, match="config.f is a builtin_function_or_method"):
         cache.path_for("exp", {"f": print})
+
+
+def test_directory_removed_inside_mkdir_is_recreated(tmp_path, monkeypatch):
+    """The race that failed CI under load: clear() removes the directory between Path.mkdir's "exists" check and
+    its is_dir(), so mkdir(exist_ok=True) raises FileExistsError. The writer must create it again."""
+    from pathlib import Path
+
+    cache, real_mkdir, calls = ResultCache(tmp_path), Path.mkdir, []
+
+    def racing_mkdir(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 1:
+            raise FileExistsError(17, "File exists", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    out = cache.get_or_compute("exp", Cfg(p=1), payload)
+    assert cache.store_failures == [] and len(calls) == 2
+    monkeypatch.undo()
+    assert cache.load("exp", Cfg(p=1)) is not None and out is not None

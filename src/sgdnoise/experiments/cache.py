@@ -229,6 +229,9 @@ def default_cache_dir() -> Path:
     return Path.cwd() / ".cache" / "experiments"
 
 
+WRITE_ATTEMPTS = 5  # tries to create an entry's directory and temporary file while a clear() may remove it
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -299,13 +302,16 @@ class ResultCache:
     def _write(self, path: Path, header: dict, data: bytes) -> None:
         header = {**header, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         head = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
-        for attempt in (0, 1):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(WRITE_ATTEMPTS):
+            # A concurrent clear() may remove the directory at any moment: between mkdir's own "exists" check and
+            # its is_dir() (Path.mkdir(exist_ok=True) then raises FileExistsError), or before mkstemp (which
+            # raises FileNotFoundError). Either way the directory is gone: create it again.
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
                 break
-            except FileNotFoundError:  # a concurrent clear() removed the directory in between: once more
-                if attempt:
+            except (FileNotFoundError, FileExistsError):
+                if attempt == WRITE_ATTEMPTS - 1:
                     raise
         try:
             with os.fdopen(fd, "wb") as f:

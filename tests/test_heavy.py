@@ -140,3 +140,24 @@ def test_quadratic_stationary_variance_of_sgd_and_its_gaussian_model():
         assert abs(v.mean() - exact) < 4 * v.std() / math.sqrt(len(v)), model
     with pytest.raises(ValueError, match="eta=2.0"):
         heavy.quadratic_stationary(a, eta=2.0, B=1, chains=2, steps=2, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("B", [1, 4])
+def test_gaussian_multiplier_index_is_two_where_the_second_moment_is_one(B):
+    """A Gaussian multiplier with SGD's mean and variance has SGD's E M², so both indices are exactly 2 at
+    η = 2B/(B+2), where E M² = 1; the SDE's index there is not (the failing variant)."""
+    eta = 2 * B / (B + 2)
+    assert heavy.gaussian_multiplier_index(eta, B) == pytest.approx(2.0, abs=1e-6)
+    assert heavy.kesten_index(eta, B) == pytest.approx(2.0, abs=1e-6)
+    assert abs(heavy.sde_tail_index(eta, B) - 2.0) > 0.4
+
+
+def test_sgd_tail_gap_to_the_sde_grows_as_eta_shrinks():
+    """Issue 17, item 1 (an independent quadrature gave 17.3 / 11.0 / 11.4 at η = 0.1 and 35.2 / 21 / 21.4 at
+    η = 0.05, B = 1): SGD's index over the SDE's grows as η → 0; the Gaussian multiplier's tends to 1."""
+    k = {e: heavy.kesten_index(e, 1) for e in (0.1, 0.05)}
+    g = {e: heavy.gaussian_multiplier_index(e, 1) for e in (0.1, 0.05)}
+    assert k[0.1] == pytest.approx(17.3, abs=0.05) and k[0.05] == pytest.approx(35.2, abs=0.1)
+    assert g[0.1] == pytest.approx(11.4, abs=0.05) and g[0.05] == pytest.approx(21.4, abs=0.1)
+    assert k[0.05] / heavy.sde_tail_index(0.05, 1) > k[0.1] / heavy.sde_tail_index(0.1, 1) > 1.5
+    assert abs(g[0.05] / heavy.sde_tail_index(0.05, 1) - 1) < abs(g[0.1] / heavy.sde_tail_index(0.1, 1) - 1) < 0.05

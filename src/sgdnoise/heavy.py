@@ -34,12 +34,12 @@ import torch
 from scipy import integrate, optimize, stats
 
 from . import _args
-from ._args import ArgumentTypeError, is_one_of, show
+from ._args import is_one_of, show
 from .sampling import check_generator
 from .sde import check_alpha, symmetric_stable
 from .sgd import DivergenceError, check_learning_rate
 
-__all__ = ["log_multiplier_mean", "kesten_index", "sde_tail_index", "sgd_stationary_variance",
+__all__ = ["log_multiplier_mean", "kesten_index", "gaussian_multiplier_index", "sde_tail_index", "sgd_stationary_variance",
            "sde_stationary_variance", "streaming_lr_1d", "stable_scale_from_median", "EscapeRun",
            "double_well_escape", "quadratic_stationary", "NOISE_MODELS"]
 
@@ -56,14 +56,7 @@ def _check_positive(name: str, value) -> float:
 
 def _as_data(name: str, a) -> torch.Tensor:
     """``a`` (a tensor, array or list of numbers) as a flat float64 tensor, or an error naming it."""
-    try:
-        bad = a is None or isinstance(a, (str, bytes, dict))
-        t = None if bad else torch.as_tensor(a, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        t = None
-    if t is None:
-        raise ArgumentTypeError(f"{name}={show(a)} must be the data: a tensor, array or list of numbers")
-    return t.flatten()
+    return _args.number_array(name, a, "the data: a tensor, array or list of numbers").flatten()
 
 
 def _moment_of_multiplier(p: float, c: float, B: int) -> float:
@@ -101,6 +94,39 @@ def kesten_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 
                          f"law (the iterates diverge); use eta*sigma2 below the point where E log|M| = 0")
     c = eta * sigma2 / B
     h = lambda p: math.log(_moment_of_multiplier(p, c, B))  # noqa: E731  (convex, h(0) = 0, h'(0) = E log|M| < 0)
+    hi = 1.0
+    while h(hi) < 0:
+        hi *= 2
+        if hi > alpha_max:
+            raise ValueError(f"eta={eta}, B={B}: the tail index exceeds alpha_max={alpha_max}; raise eta or alpha_max")
+    lo = hi / 2 if hi > 1.0 else 1e-6
+    return float(optimize.brentq(h, lo, hi, xtol=1e-10, rtol=1e-10))
+
+
+def gaussian_multiplier_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 200.0) -> float:
+    """Tail index of the same recursion with a *Gaussian* multiplier of SGD's mean and variance,
+    ``M = 1 - ησ² + ησ²√(2/B) Z``: the positive root of ``E|M|^α = 1``.
+
+    It isolates what the law of SGD's multiplier (a scaled χ²_B, bounded above by 1 and skewed) does to the tail
+    index: a finite step with a Gaussian multiplier against SGD's own (:func:`kesten_index`), both against the
+    SDE's ``1 + B/(ησ²)`` (:func:`sde_tail_index`).
+    """
+    eta, B, sigma2 = check_learning_rate(eta), _check_B(B), _check_positive("sigma2", sigma2)
+    alpha_max = _check_positive("alpha_max", alpha_max)
+    a, b = 1.0 - eta * sigma2, eta * sigma2 * math.sqrt(2.0 / B)
+    z0 = -a / b  # the zero of M; |M| is smooth on either side
+
+    def moment(p: float) -> float:
+        f = lambda z: math.exp(p * math.log(abs(a + b * z)) + stats.norm.logpdf(z)) if z != z0 else 0.0  # noqa: E731
+        return integrate.quad(f, -np.inf, z0, limit=200)[0] + integrate.quad(f, z0, np.inf, limit=200)[0]
+
+    lam = integrate.quad(lambda z: math.log(abs(a + b * z)) * stats.norm.pdf(z) if z != z0 else 0.0, -np.inf, z0,
+                         limit=200)[0] + integrate.quad(lambda z: math.log(abs(a + b * z)) * stats.norm.pdf(z)
+                                                        if z != z0 else 0.0, z0, np.inf, limit=200)[0]
+    if lam >= 0:
+        raise ValueError(f"eta={eta}, B={B}, sigma2={sigma2}: E log|M| = {lam:.3g} >= 0 for the Gaussian multiplier, "
+                         "so the recursion has no stationary law")
+    h = lambda p: math.log(moment(p))  # noqa: E731
     hi = 1.0
     while h(hi) < 0:
         hi *= 2

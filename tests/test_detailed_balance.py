@@ -96,3 +96,13 @@ def test_sgd_follows_ito_as_eta_goes_to_zero():
     exact = eta_f / (2 - eta_f - 0.4)
     assert abs(est - exact) < 3 * se
     assert abs(est - eta_f / (2 - 0.8)) > 10 * se  # Stratonovich's value is far outside
+
+
+def test_sampling_mean_monte_carlo_can_fail():
+    """ch1:sampling-mean is no longer only linearity: simulated data sets against the closed-form population
+    gradient; a population gradient off by 10% (the failing variant) is rejected."""
+    from sgdnoise.claims import gradient_noise as gn
+
+    assert max(abs(z) for z in gn._mc_sampling_mean()) < 4
+    wrong = gn._mc_sampling_mean(population_gradient=lambda S, th, tt: 0.9 * S @ (th - tt))
+    assert max(abs(z) for z in wrong) > 4

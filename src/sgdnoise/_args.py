@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["ArgumentTypeError", "show", "as_int", "as_real", "is_one_of", "integer", "real", "flag", "tensor",
-           "function", "items", "shape", "float_dtype", "device"]
+           "number_array", "function", "items", "shape", "float_dtype", "device"]
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -145,6 +145,19 @@ def tensor(name: str, value, what: str = "a torch tensor") -> Tensor:
     if not isinstance(value, Tensor):
         raise ArgumentTypeError(f"{name}={show(value)} must be {what}")
     return value
+
+
+def number_array(name: str, value, what: str) -> Tensor:
+    """``value`` (a tensor, array or list of numbers) as a float64 tensor, or an :class:`ArgumentTypeError` saying
+    ``name`` must be ``what``."""
+    try:
+        bad = value is None or isinstance(value, (str, bytes, dict))
+        t = None if bad else torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None:
+        raise ArgumentTypeError(f"{name}={show(value)} must be {what}")
+    return t
 
 
 def function(name: str, value, signature: str):

@@ -190,14 +190,7 @@ def sigma_spectrum(model, loss_fn, X: Tensor, y: Tensor) -> Tensor:
 
 def effective_rank(eigenvalues: Tensor) -> float:
     """Participation ratio ``(Σ λ)² / Σ λ²`` of a spectrum: 1 for rank one, ``r`` for ``r`` equal values."""
-    try:
-        bad = eigenvalues is None or isinstance(eigenvalues, (str, bytes, dict))
-        lam = None if bad else torch.as_tensor(eigenvalues, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        lam = None
-    if lam is None:
-        raise ArgumentTypeError(f"eigenvalues={show(eigenvalues)} must be a 1-D spectrum: a tensor, array or list "
-                                "of numbers")
+    lam = _args.number_array("eigenvalues", eigenvalues, "a 1-D spectrum: a tensor, array or list of numbers")
     if lam.ndim != 1:
         raise ValueError(f"eigenvalues must be a 1-D spectrum; got shape {tuple(lam.shape)} "
                          "(for a covariance matrix, pass torch.linalg.eigvalsh(matrix))")

@@ -80,6 +80,18 @@ def log_multiplier_mean(eta: float, B: int, sigma2: float = 1.0) -> float:
     return integrate.quad(f, 0.0, x0, limit=200)[0] + integrate.quad(f, x0, np.inf, limit=200)[0]
 
 
+def _positive_root(h, eta: float, B: int, alpha_max: float) -> float:
+    """The positive root of a convex ``h`` with ``h(0) = 0`` and ``h'(0) < 0`` (``h(p) = log E|M|^p``): bracket it by
+    doubling from 1, then Brent. Raises ``ValueError`` when it lies above ``alpha_max``."""
+    hi = 1.0
+    while h(hi) < 0:
+        hi *= 2
+        if hi > alpha_max:
+            raise ValueError(f"eta={eta}, B={B}: the tail index exceeds alpha_max={alpha_max}; raise eta or alpha_max")
+    lo = hi / 2 if hi > 1.0 else 1e-6
+    return float(optimize.brentq(h, lo, hi, xtol=1e-10, rtol=1e-10))
+
+
 def kesten_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 200.0) -> float:
     """Tail index ``α`` of SGD's stationary iterates on 1D streaming least squares: ``E|M|^α = 1``.
 
@@ -94,13 +106,7 @@ def kesten_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 
                          f"law (the iterates diverge); use eta*sigma2 below the point where E log|M| = 0")
     c = eta * sigma2 / B
     h = lambda p: math.log(_moment_of_multiplier(p, c, B))  # noqa: E731  (convex, h(0) = 0, h'(0) = E log|M| < 0)
-    hi = 1.0
-    while h(hi) < 0:
-        hi *= 2
-        if hi > alpha_max:
-            raise ValueError(f"eta={eta}, B={B}: the tail index exceeds alpha_max={alpha_max}; raise eta or alpha_max")
-    lo = hi / 2 if hi > 1.0 else 1e-6
-    return float(optimize.brentq(h, lo, hi, xtol=1e-10, rtol=1e-10))
+    return _positive_root(h, eta, B, alpha_max)
 
 
 def gaussian_multiplier_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_max: float = 200.0) -> float:
@@ -127,13 +133,7 @@ def gaussian_multiplier_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_
         raise ValueError(f"eta={eta}, B={B}, sigma2={sigma2}: E log|M| = {lam:.3g} >= 0 for the Gaussian multiplier, "
                          "so the recursion has no stationary law")
     h = lambda p: math.log(moment(p))  # noqa: E731
-    hi = 1.0
-    while h(hi) < 0:
-        hi *= 2
-        if hi > alpha_max:
-            raise ValueError(f"eta={eta}, B={B}: the tail index exceeds alpha_max={alpha_max}; raise eta or alpha_max")
-    lo = hi / 2 if hi > 1.0 else 1e-6
-    return float(optimize.brentq(h, lo, hi, xtol=1e-10, rtol=1e-10))
+    return _positive_root(h, eta, B, alpha_max)
 
 
 def sde_tail_index(eta: float, B: int, sigma2: float = 1.0) -> float:

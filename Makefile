@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# Every executed page records its per-cell times here (sgdnoise.book.record_cell_times); the execution-statistics
+# page renders them.
+export SGDNOISE_CELL_TIMES ?= $(CURDIR)/_build/cell_times
 # The same floating-point arithmetic on every x86 machine: torch's AVX2 kernels and MKL's AVX2 code path even
 # where AVX-512 is available. Training runs are chaotic in rounding, so without this the same seeds end
 # differently on machines with other vector units (measured: chapter 4's SGD at eta = 0.8 reaches loss 0.30
@@ -61,7 +64,7 @@ browser: browser-deps $(STAMP)
 
 # Re-execute every page and compare its glued numbers and ledger tables with the build's.
 determinism: $(STAMP)
-	$(BIN)/python scripts/determinism_check.py _build
+	SGDNOISE_CELL_TIMES= $(BIN)/python scripts/determinism_check.py _build
 
 test: pytest book browser determinism
 

@@ -4,6 +4,8 @@ Sphinx's -W catches warnings and nb_execution_raise_on_error catches failing cel
 last line of defence against a page that silently rendered an error as output.
 """
 
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +20,23 @@ def toc_files(toc: dict) -> list[str]:
             files.append(ch["file"])
             files += [s["file"] for s in ch.get("sections", [])]
     return files
+
+
+BUDGET_S = 90  # per page on the CI machine (DESIGN.md); reported, not enforced: a slower machine must not fail
+
+
+def report_times(directory: Path) -> None:
+    """Print each page's recorded cell time, and the pages over the budget (information for the note)."""
+    if not directory.is_dir():
+        print(f"check_build: no per-cell times in {directory}")
+        return
+    totals = {}
+    for path in sorted(directory.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        totals[data["page"]] = sum(c["seconds"] for c in data["cells"])
+    print("check_build: page times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in totals.items()))
+    over = [k for k, v in totals.items() if v > BUDGET_S]
+    print(f"check_build: over the {BUDGET_S} s budget: {', '.join(over) if over else 'none'}")
 
 
 def main(build: str) -> int:
@@ -37,6 +56,7 @@ def main(build: str) -> int:
             block = text[m.start() : m.start() + 4000].split("</pre>")[0]
             if "Warning" in block:
                 problems.append(f"{f}: a cell printed a warning: {re.sub('<[^>]+>', '', block)[:200]!r}")
+    report_times(Path(os.environ.get("SGDNOISE_CELL_TIMES") or Path(build) / "cell_times"))
     for p in problems:
         print("check_build:", p, file=sys.stderr)
     print(f"check_build: {len(toc_files(toc))} pages checked, {len(problems)} problems")

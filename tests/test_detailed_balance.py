@@ -69,9 +69,18 @@ def test_vanishes_refuses_an_unproven_zero():
     assert not fpc._vanishes(sp.Matrix([sp.tanh(x) * 1e-3 * y]), (x, y))
 
 
-def test_tempered_posterior_condition_and_its_failing_variant():
-    assert ledger.run_check("ch3:tempered-posterior").ok
-    assert not ledger.run_check("ch3:tempered-posterior", condition=fpc.constant_invertible).ok
+def test_tempered_posterior_truth_is_stationarity_not_the_condition():
+    """The row's truth solves the stationary Fokker–Planck equation for β (test_ledger runs the row and its
+    failing variant, the notes' "Σ constant and invertible"). Given a wrong trial β it still finds the one β
+    that works; where none works it says so; and it refuses a residual it cannot decide."""
+    t1, t2 = sp.symbols("theta1 theta2", real=True)
+    th, c = sp.Matrix([t1, t2]), sp.Rational(1, 5)
+    H = sp.diag(1, 4)
+    assert fpc._tempered_is_stationary(H * th, sp.Rational(3, 2) * sp.eye(2), (t1, t2), c, 1) == (True, [sp.Rational(20, 3)])
+    assert fpc._tempered_is_stationary(H * th, sp.diag(1, 2), (t1, t2), c, 1) == (False, [])
+    assert not fpc.tempered_condition(H * th, sp.diag(1, 2), (t1, t2), c, sp.Rational(20, 3))
+    with pytest.raises(ValueError, match="not polynomial"):
+        fpc._tempered_is_stationary(H * th, (1 + sp.exp(t1)) * sp.eye(2), (t1, t2), c, 1)
 
 
 def test_sgd_follows_ito_as_eta_goes_to_zero():

@@ -32,12 +32,38 @@ def test_bad_registrations():
         ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="maybe")
     with pytest.raises(ValueError, match="needs its conditions"):
         ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="wrong")
+    with pytest.raises(ValueError, match="illustration rewrites definitions"):
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="wrong",
+                        statement="s", illustration=True)
+    with pytest.raises(ValueError, match="illustration='yes'"):
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="holds",
+                        illustration="yes")
     with pytest.raises(KeyError, match="no claim"):
         ledger.run_check("nope")
 
 
-def test_table_and_counts():
+def test_table_and_counts(monkeypatch):
+    """The table's shape and its refusal of an unconfirmed row; the checks themselves run above, so here a
+    stub answers for them (running chapter 1's checks again cost 30 s)."""
+    monkeypatch.setattr(ledger, "run_check", lambda key, **kw: ledger.Evidence(True, f"stub {key}"))
     df = ledger.ledger_table("chapters/01_gradient_noise")
     assert len(df) == len(ledger.claims("chapters/01_gradient_noise")) > 0
+    assert list(df.columns) == ["location", "section", "claim", "verdict", "conditions / correction", "evidence",
+                                "method", "chapter"]
+    assert set(df.verdict) <= set(ledger.VERDICTS) | {ledger.IDENTITY}
+    monkeypatch.setattr(ledger, "run_check", lambda key, **kw: ledger.Evidence(key != "ch1:diagonal", "stub"))
+    with pytest.raises(AssertionError, match="ch1:diagonal"):
+        ledger.ledger_table("chapters/01_gradient_noise")
     counts = ledger.verdict_counts()
     assert sum(counts.values()) == len(CLAIMS)
+
+
+def test_identities_are_shown_apart_from_the_verdicts():
+    """The rows that only rewrite definitions (issue 16) are marked in the table and left out of the counts."""
+    illustrations = {c.key for c in CLAIMS if c.illustration}
+    assert illustrations == {"ch1:expansion", "ch2:update"}
+    assert {c.key for c in CLAIMS if c.shown_verdict == ledger.IDENTITY} == illustrations  # what the table shows
+    counts = ledger.verdict_counts("chapters/02_continuous_limit")
+    assert counts[ledger.IDENTITY] == 1
+    assert counts["holds"] == sum(1 for c in ledger.claims("chapters/02_continuous_limit")
+                                  if c.verdict == "holds" and not c.illustration)

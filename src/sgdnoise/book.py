@@ -1,12 +1,20 @@
-"""Helpers for the chapters: glue that always stores plain Python scalars, one figure theme."""
+"""Helpers for the chapters: glue that always stores plain Python scalars, one figure theme, and a
+recorder of per-cell execution times for the book's execution-statistics page."""
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_python_scalar", "glue", "set_theme", "PALETTE", "SCHEME_LABELS"]
+__all__ = ["as_python_scalar", "glue", "set_theme", "record_cell_times", "CELL_TIMES_ENV", "PALETTE", "SCHEME_LABELS"]
+
+CELL_TIMES_ENV = "SGDNOISE_CELL_TIMES"  # a directory; `make book` sets it to _build/cell_times
 
 SCHEME_LABELS = {
     "with_replacement": "with replacement",
@@ -54,3 +62,72 @@ def set_theme():
 
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
     mpl.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "figure.figsize": (7.0, 4.0)})
+
+
+def _first_line(source: str) -> str:
+    """The first line of a cell that is not blank or a comment, shortened: how the times table names it."""
+    for line in source.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line if len(line) <= 70 else line[:67] + "..."
+    return "(comments only)"
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_cell_times(page: str, directory: str | os.PathLike | None = None, *, shell=None) -> Path | None:
+    """Record the wall time of every code cell of this notebook, from the calling cell on.
+
+    Writes ``<directory>/<page>.json`` (rewritten atomically after each cell, so the file is whole at any
+    moment) with the page, when it ran, and for each cell its index among the code cells executed, its
+    first line and its wall time in seconds. The book's execution-statistics page renders these files.
+    ``directory`` defaults to the environment variable ``SGDNOISE_CELL_TIMES`` (set by ``make book``);
+    with neither, or outside IPython, nothing is recorded and ``None`` is returned.
+    """
+    from ._args import ArgumentTypeError, show
+
+    if not isinstance(page, str):
+        raise ArgumentTypeError(f"record_cell_times: page={show(page)} is a {type(page).__name__}; valid: a str, "
+                                f"the page's file name without its directory or suffix")
+    if not page or "/" in page or "\\" in page or page.startswith("."):
+        raise ValueError(f"record_cell_times: page={page!r}; give the page's file name without its "
+                         f"directory or suffix, e.g. '01_gradient_noise'")
+    directory = directory if directory is not None else os.environ.get(CELL_TIMES_ENV)
+    if not directory:
+        return None
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython ships with the book's requirements
+            return None
+        shell = get_ipython()
+        if shell is None:
+            return None
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{page}.json"
+    record = {"page": page, "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cells": []}
+    state = {"start": time.perf_counter(), "source": "record_cell_times(...)  # the cell that started the recorder"}
+
+    def pre(info):
+        state["start"], state["source"] = time.perf_counter(), info.raw_cell
+
+    def post(result):
+        seconds = time.perf_counter() - state["start"]
+        record["cells"].append({"index": len(record["cells"]), "first_line": _first_line(state["source"]),
+                                "seconds": round(seconds, 3), "ok": bool(result.success)})
+        _write_json_atomically(path, record)
+
+    shell.events.register("pre_run_cell", pre)
+    shell.events.register("post_run_cell", post)
+    _write_json_atomically(path, record)
+    return path

@@ -10,6 +10,11 @@ returns :class:`Evidence`. The verdicts:
 - ``"notation slip"``: the result is right but a symbol in its derivation names the wrong object (the
   statement says which reading makes it right).
 
+A claim that only rewrites definitions (the algebra of a sum, the name given to a difference) is registered
+with ``illustration=True``: its check confirms the algebra, which could not have come out otherwise once
+the definitions are granted, so it is evidence of nothing about SGD. The ledger shows it with the verdict
+``"holds (identity)"`` and keeps it out of the verdict counts.
+
 ``Evidence.ok`` is true when the computation confirms the *verdict* (for ``"wrong"``: the notes' statement
 fails and the corrected one holds; for ``"notation slip"``: the literal reading fails and the intended one
 holds).
@@ -27,9 +32,10 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["VERDICTS", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts"]
+__all__ = ["VERDICTS", "IDENTITY", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts"]
 
 VERDICTS = ("holds", "holds only if", "wrong", "notation slip")
+IDENTITY = "holds (identity)"  # how the ledger shows an illustration: not counted among the verdicts
 
 _REGISTRY: dict[str, "Claim"] = {}
 
@@ -52,19 +58,31 @@ class Claim:
     check: Callable[..., Evidence]
     mutant: dict = field(default_factory=dict)
     method: str = "sympy"  # "sympy" (exact) or "simulation" (seeded Monte Carlo)
+    illustration: bool = False  # the claim only rewrites definitions: shown, not counted
+
+    @property
+    def shown_verdict(self) -> str:
+        return IDENTITY if self.illustration else self.verdict
 
 
-def register(*, key, location, section, chapter, claim, verdict, statement="", mutant=None, method="sympy"):
+def register(*, key, location, section, chapter, claim, verdict, statement="", mutant=None, method="sympy",
+             illustration=False):
     """Decorator: register ``check`` as the evidence for one claim of the notes."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict={verdict!r}; valid verdicts are {VERDICTS}")
+    if not isinstance(illustration, bool):
+        raise ValueError(f"claim {key}: illustration={illustration!r}; valid: True or False")
+    if illustration and verdict != "holds":
+        raise ValueError(f"claim {key}: an illustration rewrites definitions, so its verdict is 'holds', "
+                         f"not {verdict!r}; a claim the notes get wrong is evidence")
     if verdict != "holds" and not statement:
         raise ValueError(f"claim {key}: verdict {verdict!r} needs its conditions or corrected statement")
 
     def deco(check):
         if key in _REGISTRY:
             raise ValueError(f"claim {key!r} registered twice")
-        _REGISTRY[key] = Claim(key, location, section, chapter, claim, verdict, statement, check, dict(mutant or {}), method)
+        _REGISTRY[key] = Claim(key, location, section, chapter, claim, verdict, statement, check, dict(mutant or {}), method,
+                               illustration)
         return check
 
     return deco
@@ -97,7 +115,8 @@ def run_check(key: str, **overrides) -> Evidence:
 def ledger_table(chapter: str | None = None, *, link: bool = False):
     """Run the checks and return a ``pandas.DataFrame`` with one row per claim.
 
-    Columns: location, section, claim, verdict, conditions / correction, evidence, checked.
+    Columns: location, section, claim, verdict (``IDENTITY`` for an illustration), conditions / correction,
+    evidence, method, chapter.
     A check that does not confirm its verdict raises: the book never shows an unconfirmed row.
     """
     import pandas as pd
@@ -113,7 +132,7 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
                 "location": c.location,
                 "section": c.section,
                 "claim": c.claim,
-                "verdict": c.verdict,
+                "verdict": c.shown_verdict,
                 "conditions / correction": c.statement,
                 "evidence": ev.details,
                 "method": c.method,
@@ -124,8 +143,11 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
 
 
 def verdict_counts(chapter: str | None = None) -> dict[str, int]:
-    """How many registered claims (of one chapter, or all) carry each verdict; the checks are not run."""
-    counts = {v: 0 for v in VERDICTS}
+    """How many registered claims (of one chapter, or all) carry each verdict; the checks are not run.
+
+    Illustrations are counted under ``IDENTITY``, apart from the verdicts.
+    """
+    counts = {v: 0 for v in VERDICTS} | {IDENTITY: 0}
     for c in claims(chapter):
-        counts[c.verdict] += 1
+        counts[c.shown_verdict] += 1
     return counts

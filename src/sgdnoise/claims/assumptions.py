@@ -11,6 +11,7 @@ import itertools
 import math
 from functools import lru_cache
 
+import numpy as np
 import sympy as sp
 import torch
 
@@ -29,6 +30,29 @@ def _small_mlp_grads() -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- finite variance, heavy tails
+@lru_cache(maxsize=None)
+def _trained_mlp_grads() -> torch.Tensor:
+    """Per-sample gradients of the small digits MLP after 1500 SGD steps (η = 0.1, B = 32): where chapter 4
+    finds the noise heavy-looking at small B."""
+    from ..gradients import per_sample_grads
+    from ..problems import digits_mlp
+    from ..sgd import train_sgd
+
+    p = digits_mlp(n=400, hidden=16, dtype=torch.float64, seed=0)
+    train_sgd(p, eta=0.1, B=32, steps=1500, generator=torch.Generator().manual_seed(1))
+    return per_sample_grads(p.model, p.loss_fn, p.X, p.y)
+
+
+def _reads_heavy(alpha: float, se: float) -> bool:
+    """The estimate is below 2 beyond its error and the estimator's bias on Gaussian samples (0.05)."""
+    return alpha + 4 * se + 0.05 < 2
+
+
+def _reads_two(alpha: float, se: float) -> bool:
+    """The old statement: along a fixed direction the index is 2 (within error and bias)."""
+    return abs(alpha - 2) < 4 * se + 0.05
+
+
 @register(
     key="ch4:finite-variance",
     location="§2.3 (second assumption); §2.4 (first item)",
@@ -36,41 +60,58 @@ def _small_mlp_grads() -> torch.Tensor:
     chapter=CH,
     claim="The gradient noise may have infinite variance; it is likely not Gaussian but Lévy (heavy-tailed), "
     "which makes the CLT's Gaussian, finite-variance noise the most important assumption.",
-    verdict="wrong",
-    statement="given the data set, the minibatch noise averages B draws from n fixed per-sample gradients: its "
-    "variance Σ_emp/B is always finite. Tail indices below 2 appear when the coordinates of one noise vector, "
-    "which have different scales, are pooled into one sample; along any fixed direction, across batches, "
-    "the index is 2",
-    mutant={"sample": "pooled"},
+    verdict="holds only if",
+    statement="only for one-pass (online) SGD, whose noise follows the population law, when that law has "
+    "infinite variance. Given a finite data set the noise averages B draws from n fixed per-sample gradients: "
+    "its variance is exactly Σ_emp/B, finite. What a tail estimator reports is another matter: on a trained "
+    "network at B = 1 the index read along fixed directions is far below 2 and rises with B, because a few "
+    "samples carry most of the gradient; the same estimator reads the n per-sample values themselves, a law of "
+    "finite support, as heavy. Such a reading describes the shape of a finite sample over its range, not an "
+    "infinite variance, and not a Lévy law (which has none)",
+    mutant={"reading_at_B1": _reads_two},
     method="simulation",
 )
-def _finite_variance(sample: str = "directions"):
+def _finite_variance(reading_at_B1=_reads_heavy):
     from ..tails import stable_alpha
 
-    G = _small_mlp_grads()
-    n, d = G.shape
-    gen = torch.Generator().manual_seed(0)
-    B, M, r = 32, 4096, 16
+    G = _trained_mlp_grads()
     Gc = G - G.mean(0)
     Gc = Gc[:, Gc.abs().amax(0) > 0]  # drop parameters that never receive a gradient (always-blank pixels)
-    d = Gc.shape[1]
-    idx = torch.randint(n, (M, B), generator=gen)
+    n, d = Gc.shape
+    gen = torch.Generator().manual_seed(0)
+    M, r = 4096, 16
     dirs = torch.randn(d, r, generator=gen, dtype=torch.float64)
     dirs /= dirs.norm(dim=0)
-    xi_dirs = (Gc @ dirs)[idx].mean(1).T  # (r, M): the noise along r fixed directions, across M batches
-    xi_one = Gc[idx[:r]].mean(1)  # (r, d): r noise vectors, each pooled over its d coordinates
-    per_dir = stable_alpha(xi_dirs, center=None)  # noise: centred by construction
-    pooled = stable_alpha(xi_one, center=None)
-    est = per_dir if sample == "directions" else pooled
-    se = float(est.std() / math.sqrt(r))
-    bound = float(Gc.pow(2).sum(1).max() / B)
-    var = float(Gc.pow(2).sum(1).mean() / B)
-    ok = abs(float(est.mean()) - 2.0) < 4 * se + 0.05 and float(pooled.mean()) < 1.8 and var <= bound
-    return Evidence(ok, f"digits MLP (n = {n}, d = {d}), B = {B}: tr Cov[ξ] = {var:.3g} ≤ max‖g_i - g_n‖²/B = {bound:.3g}; "
-                    f"stable-index estimate along {r} fixed directions across {M} batches {float(per_dir.mean()):.3f} "
-                    f"± {float(per_dir.std() / math.sqrt(r)):.3f}; pooled over the coordinates of one noise vector "
-                    f"{float(pooled.mean()):.3f} ± {float(pooled.std() / math.sqrt(r)):.3f} (allowance 0.05: the "
-                    f"estimator's bias on Gaussian samples of this size, see the validation table)")
+    proj = Gc @ dirs  # (n, r): each sample's centred gradient along r fixed directions
+    # the quantity: the noise's variance over batches, against Σ_emp/B (exact), at B = 1 and 8
+    trace_emp = float(Gc.pow(2).sum(1).mean())
+    est, var_z = {}, {}
+    for B in (1, 8):
+        idx = torch.randint(n, (M, B), generator=gen)
+        a = stable_alpha(proj[idx].mean(1).T, center=None)
+        est[B] = (float(a.mean()), float(a.std() / math.sqrt(r)))
+        sq = Gc[idx].mean(1).pow(2).sum(1)  # ‖ξ‖² for each of the M batches
+        var_z[B] = float((sq.mean() - trace_emp / B) / (sq.std() / math.sqrt(M)))
+    # the estimate of the law itself: the n values along each direction, a law of finite support
+    a_n = stable_alpha(proj.T.contiguous(), center=None)
+    exact_kurt = float(((proj**4).mean(0) / (proj**2).mean(0) ** 2 - 3).median())
+    # one-pass SGD: the population's per-sample gradient g = -e x (x ~ N(0, 1), e ~ Student-t(1.5)) at θ*
+    # has infinite variance; the sample variance of fresh draws keeps growing (like M^(1/3)), 20 replicates
+    rng = np.random.default_rng(1)
+    grow = [float(np.median((rng.standard_t(1.5, (20, m)) * rng.standard_normal((20, m))).var(1)))
+            for m in (1_000, 100_000)]
+    ok = (all(abs(z) < 4 for z in var_z.values()) and reading_at_B1(*est[1])
+          and est[8][0] > est[1][0] + 4 * math.hypot(est[1][1], est[8][1])
+          and _reads_heavy(float(a_n.mean()), float(a_n.std() / math.sqrt(r))) and math.isfinite(exact_kurt)
+          and grow[1] > 3 * grow[0])
+    return Evidence(ok, f"digits MLP (n = {n}, d = {d}) after 1500 SGD steps: E‖ξ‖² over {M} batches against "
+                    f"tr Σ_emp/B, z = {var_z[1]:.1f} (B = 1), {var_z[8]:.1f} (B = 8): the variance is finite and "
+                    f"the formula's; stable-index estimate along {r} fixed directions {est[1][0]:.2f} ± {est[1][1]:.2f} "
+                    f"at B = 1, {est[8][0]:.2f} ± {est[8][1]:.2f} at B = 8; on the n per-sample values themselves "
+                    f"{float(a_n.mean()):.2f} (a finite law: excess kurtosis {exact_kurt:.0f}, median over the "
+                    f"directions). One-pass SGD on a population with Student-t(1.5) residuals: the median sample "
+                    f"variance of fresh per-sample gradients grows from {grow[0]:.2f} (10³ draws) to {grow[1]:.2f} "
+                    f"(10⁵): no finite variance to converge to")
 
 
 @register(

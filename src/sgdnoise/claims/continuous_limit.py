@@ -35,6 +35,7 @@ def _G(n: int) -> sp.Matrix:
     chapter=CH,
     claim="SGD is θ_{k+1} = θ_k - η g_{B_k}(θ_k); with ξ = g_n - g_B this is θ_{k+1} = θ_k - η g_n + η ξ.",
     verdict="holds",
+    illustration=True,
     mutant={"xi": lambda gn, gB: gB - gn},
 )
 def _update(xi=lambda gn, gB: gn - gB):

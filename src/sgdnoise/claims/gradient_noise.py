@@ -330,6 +330,7 @@ def _estimator(kappa=estimator_expectation_factor):
     claim="ν_batch = (1/B) Σ_j [g_{I_j} - g_n], and its outer product expands into the double sum (44).",
     verdict="holds",
     statement="",
+    illustration=True,
     mutant={"scale": lambda n, B: sp.Rational(1, n)},
 )
 def _expansion(scale=lambda n, B: sp.Rational(1, B)):

@@ -199,5 +199,5 @@ def test_optional_generators_alpha_and_momentum_are_checked():
         hessian_top_eigs(p, k=1, generator="abc")
     with pytest.raises(ValueError, match=r"alpha=None must lie in \(0, 2\]"):
         symmetric_stable((3,), None, gen())
-    with pytest.raises(ValueError, match=r"momentum=None must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"momentum=None must be a number in \[0, 1\)"):
         train_sgd(p, eta=0.1, B=2, steps=2, generator=gen(), momentum=None)

@@ -161,3 +161,68 @@ def test_mismatched_shapes():
         expected_loss(X, y, torch.eye(4))
     with pytest.raises(ValueError, match=r"X and y must be finite"):
         sgd_moments(X * float("nan"), y, torch.zeros(2), eta=0.1, B=2, steps=2)
+
+
+# ------------------------------------------------------------------ heavy-ball momentum (issue 17, item 6)
+from sgdnoise.exact import HeavyBallMoments, heavy_ball_stationary_moments, sde_stationary_moments, sgd_stationary_moments  # noqa: E402
+from sgdnoise.sgd import linear_regression_chains  # noqa: E402
+
+
+def _lin2():
+    S = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)
+    return linear_regression(400, 2, sigma=0.5, S=S, seed=1)
+
+
+def _cov(W, d=2):
+    return W[:d, :d] - torch.outer(W[:d, -1], W[:d, -1])
+
+
+def test_heavy_ball_without_momentum_is_plain_sgd():
+    lin = _lin2()
+    W = heavy_ball_stationary_moments(lin.X, lin.y, eta=0.1, B=4, beta=0.0)
+    Z = sgd_stationary_moments(lin.X, lin.y, eta=0.1, B=4)
+    assert torch.allclose(_cov(W), _cov(Z), rtol=1e-9, atol=1e-14)
+    assert torch.allclose(W[:2, -1], Z[:2, -1], rtol=1e-9)
+
+
+def test_heavy_ball_matches_the_one_dimensional_frozen_noise_formula():
+    """1D, x_i = ±1 (so A_B = 1 for every batch: additive noise s/B): Var θ = ηs(1+β)/(h(1-β)(2(1+β) - ηh)) with
+    h = 1, derived in chapter 4; the SDE with η/(1-β) gives ηs/(2h(1-β)); a wrong β-dependence fails."""
+    n = 200
+    X = torch.ones(n, 1, dtype=torch.float64)
+    y = torch.linspace(-1, 1, n, dtype=torch.float64)
+    s = float(((y - y.mean()) ** 2).mean())
+    for eta, beta, B in ((0.1, 0.5, 2), (0.5, 0.9, 1), (1.0, 0.0, 3)):
+        var = float(_cov(heavy_ball_stationary_moments(X, y, eta=eta, B=B, beta=beta), 1)[0, 0])
+        exact = eta * s / B * (1 + beta) / ((1 - beta) * (2 * (1 + beta) - eta))
+        assert var == pytest.approx(exact, rel=1e-9)
+        sde = float(_cov(sde_stationary_moments(X, y, eta=eta / (1 - beta), B=B), 1)[0, 0])
+        assert sde == pytest.approx(eta * s / B / (2 * (1 - beta)), rel=1e-9)
+        assert var != pytest.approx(eta * s / B * (1 + beta) / ((1 - beta) * 2 * (1 + beta)), rel=1e-3)  # no edge term
+
+
+def test_heavy_ball_moments_match_chains_and_the_edge_is_detected():
+    lin = _lin2()
+    eta, B, beta = 0.03, 8, 0.9
+    hb = HeavyBallMoments(lin.X, lin.y, eta=eta, B=B, beta=beta)
+    W = hb.stationary()
+    th = linear_regression_chains(lin.X, lin.y, lin.theta_star().expand(500, -1).clone(), eta=eta, B=B, steps=800,
+                                  generator=torch.Generator().manual_seed(3), record_from=300, record_every=25,
+                                  momentum=beta)
+    dev = th - W[:2, -1]
+    per_chain = (dev**2).sum(-1).mean(0)  # (chains,): each chain's time average of |θ - Eθ|²
+    se = float(per_chain.std() / per_chain.numel() ** 0.5)
+    assert abs(float(per_chain.mean()) - float(torch.trace(_cov(W)))) < 4 * se
+    ac = hb.theta_autocovariance(W, 3)
+    assert ac.shape == (4, 2, 2) and torch.allclose(ac[0], _cov(W))
+    assert HeavyBallMoments(lin.X, lin.y, eta=3.0, B=B, beta=beta).stationary() is None
+
+
+@pytest.mark.parametrize("kw, match", [(dict(beta=1.0), "momentum=1.0"), (dict(beta=-0.1), "momentum=-0.1"),
+                                       (dict(beta="0.9"), "momentum='0.9'"), (dict(B=0), "B=0"),
+                                       (dict(eta=0.0), "eta=0.0")])
+def test_heavy_ball_bad_input(kw, match):
+    lin = _lin2()
+    args = dict(eta=0.1, B=2, beta=0.5) | kw
+    with pytest.raises(ValueError, match=match):
+        HeavyBallMoments(lin.X, lin.y, **args)

@@ -116,7 +116,8 @@ def record_cell_times(page: str, directory: str | os.PathLike | None = None, *, 
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{page}.json"
     record = {"page": page, "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cells": []}
-    state = {"start": time.perf_counter(), "source": "record_cell_times(...)  # the cell that started the recorder"}
+    history = getattr(shell, "user_ns", {}).get("In") or [""]  # IPython's input history: this cell is the last
+    state = {"start": time.perf_counter(), "source": history[-1] or "record_cell_times(...)"}
 
     def pre(info):
         state["start"], state["source"] = time.perf_counter(), info.raw_cell

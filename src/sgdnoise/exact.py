@@ -29,9 +29,10 @@ from . import _args
 from ._args import is_one_of, show
 from .gradients import check_data
 from .noise import noise_covariance_factor
-from .sgd import check_learning_rate, check_steps, svag_coefficients
+from .sgd import check_learning_rate, check_momentum, check_steps, svag_coefficients
 
-__all__ = ["LinearMoments", "sgd_moment_operator", "sgd_moments", "sgd_stationary_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
+__all__ = ["LinearMoments", "sgd_moment_operator", "sgd_moments", "sgd_stationary_moments", "sde_stationary_moments",
+           "HeavyBallMoments", "heavy_ball_stationary_moments", "sde_moments", "sde_em_moments", "gradient_flow_moments", "initial_moments", "expected_loss"]
 
 
 def _check_linear_data(X: Tensor, y: Tensor) -> tuple[int, int]:
@@ -202,6 +203,97 @@ def sgd_stationary_moments(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: 
     Z = vecs[:, one].real.view(D, D)
     Z = Z / Z[D - 1, D - 1]
     return 0.5 * (Z + Z.T)
+
+
+def _stationary_null_vector(M: Tensor, D: int, *, discrete: bool) -> Tensor | None:
+    """The stationary ``Z`` of a linear second-moment map ``M`` on ``vec(Z)`` (``D × D``), normalised so that
+    the constant coordinate's entry is 1; ``None`` when another mode does not decay (``|λ| ≥ 1`` for a step,
+    ``Re λ ≥ 0`` for a generator)."""
+    vals, vecs = torch.linalg.eig(M)
+    target = 1.0 if discrete else 0.0
+    one = int(torch.argmin((vals - target).abs()))
+    others = torch.cat([vals[:one], vals[one + 1 :]])
+    if others.numel():
+        if discrete and float(others.abs().max()) >= 1.0:
+            return None
+        if not discrete and float(others.real.max()) >= 0.0:
+            return None
+    Z = vecs[:, one].real.view(D, D)
+    Z = Z / Z[D - 1, D - 1]
+    return 0.5 * (Z + Z.T)
+
+
+def sde_stationary_moments(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: str = "with_replacement") -> Tensor | None:
+    """The SDE's exact stationary ``Z`` (``d+1`` square: the null vector of its second-moment generator), or
+    ``None`` when its second moments diverge. ``eta`` enters only through ``η · c(n, B)``: pass an effective
+    learning rate (``η/(1-β)`` for heavy-ball momentum) to get that SDE's law."""
+    eta = check_learning_rate(eta)
+    lm = LinearMoments(X, y)
+    c = noise_covariance_factor(lm.n, B, scheme)
+    return _stationary_null_vector(_sde_generator(lm, eta, c), lm.d + 1, discrete=False)
+
+
+class HeavyBallMoments:
+    """Exact second moments of heavy-ball SGD on linear regression, batches drawn with replacement.
+
+    The update is the package's (and PyTorch's): ``v ← βv + g_B(θ)``, ``θ ← θ - ηv``. In the lifted state
+    ``w = (θ, v, 1)`` one step is ``w ← U_B w`` with ``U_B = [[I - ηA_B, -ηβI, ηb_B], [A_B, βI, -b_B], [0, 0, 1]]``,
+    affine in the batch means ``A_B``, ``b_B``; so ``W = E[wwᵀ]`` follows
+    ``W ← (1/B)(mean_i U_i W U_iᵀ - ŪWŪᵀ) + ŪWŪᵀ``, as for plain SGD, and the lag covariances of the
+    stationary chain are ``E[w_{k+ℓ} w_kᵀ] = Ū^ℓ W`` (later batches are independent of ``w_k``).
+    ``β = 0`` gives plain SGD.
+    """
+
+    def __init__(self, X: Tensor, y: Tensor, *, eta: float, B: int, beta: float):
+        self.eta = check_learning_rate(eta)
+        self.beta = check_momentum(beta)
+        lm = LinearMoments(X, y)
+        self.n, self.d = lm.n, lm.d
+        self.B = _args.integer("B", B, minimum=1, valid="the batch size, an int >= 1 (batches are drawn with replacement)")
+        d, D = self.d, 2 * self.d + 1
+        I = torch.eye(d, dtype=torch.float64)
+        A = lm.At[:, :, :d]  # a_i = x_i x_iᵀ
+        b = -lm.At[:, :, d]  # b_i = x_i y_i
+        Ui = torch.zeros(self.n, D, D, dtype=torch.float64)
+        Ui[:, :d, :d] = I - self.eta * A
+        Ui[:, :d, d : 2 * d] = -self.eta * self.beta * I
+        Ui[:, :d, 2 * d] = self.eta * b
+        Ui[:, d : 2 * d, :d] = A
+        Ui[:, d : 2 * d, d : 2 * d] = self.beta * I
+        Ui[:, d : 2 * d, 2 * d] = -b
+        Ui[:, 2 * d, 2 * d] = 1.0
+        self.Ui, self.Ubar, self.D = Ui, Ui.mean(0), D
+
+    def step(self, W: Tensor) -> Tensor:
+        UWU = self.Ubar @ W @ self.Ubar.T
+        return UWU + (torch.einsum("iab,bc,idc->ad", self.Ui, W, self.Ui) / self.n - UWU) / self.B
+
+    def operator(self) -> Tensor:
+        """``T`` with ``vec(W_{k+1}) = T vec(W_k)``, ``(D², D²)`` with ``D = 2d + 1``."""
+        D = self.D
+        return torch.stack([self.step(E).reshape(-1) for E in torch.eye(D * D, dtype=torch.float64).view(D * D, D, D)],
+                           dim=1)
+
+    def stationary(self) -> Tensor | None:
+        """The stationary ``W`` (``D × D``; ``W[:d, :d]`` holds ``E θθᵀ``, ``W[:d, -1]`` holds ``E θ``), or ``None``
+        when the second moments diverge."""
+        return _stationary_null_vector(self.operator(), self.D, discrete=True)
+
+    def theta_autocovariance(self, W: Tensor, lags: int) -> Tensor:
+        """``Cov(θ_{k+ℓ}, θ_k)`` of the stationary chain for ``ℓ = 0 … lags``, shape ``(lags + 1, d, d)``."""
+        lags = _args.integer("lags", lags, minimum=0)
+        d = self.d
+        mean = W[:d, -1]
+        out, M = [], W
+        for _ in range(lags + 1):
+            out.append(M[:d, :d] - torch.outer(mean, mean))
+            M = self.Ubar @ M
+        return torch.stack(out)
+
+
+def heavy_ball_stationary_moments(X: Tensor, y: Tensor, *, eta: float, B: int, beta: float) -> Tensor | None:
+    """Heavy-ball SGD's exact stationary ``W`` (see :class:`HeavyBallMoments`), or ``None`` if it diverges."""
+    return HeavyBallMoments(X, y, eta=eta, B=B, beta=beta).stationary()
 
 
 def _sde_generator(lm: LinearMoments, eta: float, c: float) -> Tensor:

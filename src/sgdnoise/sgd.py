@@ -35,6 +35,11 @@ def check_learning_rate(eta) -> float:
     return _args.real("learning rate eta", eta, gt=0)
 
 
+def check_momentum(momentum) -> float:
+    """The heavy-ball coefficient as a ``float`` in ``[0, 1)``; else an error naming it."""
+    return _args.real("momentum", momentum, ge=0, lt=1)
+
+
 @dataclass
 class SGDRun:
     """What :func:`train_sgd` recorded: losses at every step, parameter snapshots where asked."""
@@ -74,8 +79,7 @@ def train_sgd(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, callback(step, problem), or None; got {type(callback).__name__}")
     steps = check_steps("steps", steps)
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum={momentum} must lie in [0, 1)")
+    momentum = check_momentum(momentum)
     snaps = _check_step_list("snapshot_at", [] if snapshot_at is None else snapshot_at, steps)
     explode_factor = check_threshold("explode_factor", explode_factor)
     theta_start = flat_params(problem.model)
@@ -311,8 +315,7 @@ def run_chains(
         raise ValueError(f"svag_l={svag_l!r} must be an int >= 1 (1 is plain SGD)")
     if svag_l > 1 and momentum:
         raise ValueError("SVAG is defined for plain SGD; use momentum=0 with svag_l > 1")
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum={momentum} must lie in [0, 1)")
+    momentum = check_momentum(momentum)
     steps = check_steps("steps", steps)
     explode, explode_loss = check_threshold("explode", explode), check_threshold("explode_loss", explode_loss)
     theta = parameter_batch(problem, theta0, "C")
@@ -390,11 +393,13 @@ def run_chains(
 
 
 def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,
-                             generator: torch.Generator, record_from: int = 0, record_every: int = 1) -> Tensor:
+                             generator: torch.Generator, record_from: int = 0, record_every: int = 1,
+                             momentum: float = 0.0) -> Tensor:
     """Many SGD chains on linear regression with closed-form gradients (batches with replacement).
 
     ``θ ← θ - η (A_B θ - b_B)`` with ``A_B``, ``b_B`` the batch means of ``x_i x_iᵀ`` and ``x_i y_i``; much
-    faster than :func:`run_chains` for this one model. ``theta0`` is ``(C, d)``; returns the iterates at
+    faster than :func:`run_chains` for this one model. With ``momentum = β > 0``, heavy ball as in
+    :func:`train_sgd`: ``v ← βv + g_B``, ``θ ← θ - ηv``, from ``v = 0``. ``theta0`` is ``(C, d)``; returns the iterates at
     steps ``record_from, record_from + record_every, …`` as ``(R, C, d)``. Raises
     :class:`DivergenceError` if a chain becomes non-finite or exceeds 1e8 in absolute value.
     """
@@ -413,7 +418,9 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
         raise ValueError(f"record_from={record_from} must not exceed steps={steps}")
     if isinstance(record_every, bool) or not isinstance(record_every, numbers.Integral) or record_every < 1:
         raise ValueError(f"record_every={record_every!r} must be an int >= 1")
+    beta = check_momentum(momentum)
     theta = theta0.clone().to(X.dtype)
+    velocity = torch.zeros_like(theta)
     C = theta.shape[0]
     out = []
     for k in range(steps + 1):
@@ -424,7 +431,11 @@ def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float
         idx = torch.randint(n, (C, B), generator=generator)
         Xb, yb = X[idx], y[idx]  # (C, B, d), (C, B)
         resid = (Xb @ theta[:, :, None])[..., 0] - yb
-        theta = theta - eta * (Xb * resid[..., None]).mean(1)
+        g = (Xb * resid[..., None]).mean(1)
+        if beta:
+            velocity = beta * velocity + g
+            g = velocity
+        theta = theta - eta * g
         if k % 100 == 99:
             check_bounded(theta, 1e8, f"SGD chains diverged by step {k} with eta={eta}, B={B}; lower eta or raise B")
     check_bounded(theta, 1e8, f"SGD chains diverged by step {steps} with eta={eta}, B={B}; lower eta or raise B")

@@ -3,6 +3,7 @@ import itertools
 import pytest
 import torch
 
+from sgdnoise import diagnostics as dg
 from sgdnoise.diagnostics import (
     autocorrelation,
     noise_scale,
@@ -225,3 +226,53 @@ def test_trace_h_sigma_on_a_small_network_matches_the_dense_hessian():
     r = trace_h_sigma(p, theta, G, probes=None)
     assert r.trace_h_sigma == pytest.approx(float(torch.trace(H @ empirical_noise_covariance(G))), rel=1e-9)
     assert r.trace_h == pytest.approx(float(torch.trace(H)), rel=1e-9)
+
+
+# ------------------------------------------------------------------ the commutator [H, Σ] (issue 17, item 8)
+def _axis_aligned_problem():
+    """Least squares whose samples each lie along one axis, at its minimiser: H and Σ_emp are both diagonal."""
+    from sgdnoise.gradients import per_sample_grads
+    from sgdnoise.problems import linear_regression
+
+    p = linear_regression(60, 3, seed=0)
+    g = torch.Generator().manual_seed(1)
+    axis = torch.arange(60) % 3
+    X = torch.zeros(60, 3, dtype=torch.float64)
+    scale = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)[axis]
+    X[torch.arange(60), axis] = torch.randn(60, generator=g, dtype=torch.float64) * scale
+    p.X, p.y = X, torch.randn(60, generator=g, dtype=torch.float64)
+    p.set_theta(torch.linalg.lstsq(p.X, p.y).solution)
+    return p, per_sample_grads(p.model, p.loss_fn, p.X, p.y)
+
+
+def test_commutator_vanishes_for_commuting_h_and_sigma_and_not_otherwise():
+    from sgdnoise.gradients import per_sample_grads
+    from sgdnoise.problems import linear_regression
+
+    p, G = _axis_aligned_problem()
+    c = dg.commutator_in_top_subspace(p, p.theta(), G, 2, permutations=2)
+    assert c.relative < 1e-12 and c.leakage < 1e-12 and len(c.null_relative) == 2
+    S = torch.tensor([[1.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 2.0]], dtype=torch.float64)
+    q = linear_regression(60, 3, seed=0, S=S)
+    c2 = dg.commutator_in_top_subspace(q, q.theta(), per_sample_grads(q.model, q.loss_fn, q.X, q.y), 2, permutations=0)
+    assert c2.relative > 1e-3 and c2.null_relative == ()
+    # the same computation by dense matrices
+    Gc = per_sample_grads(q.model, q.loss_fn, q.X, q.y)
+    Gc = Gc - Gc.mean(0)
+    Sig = Gc.T @ Gc / q.n
+    lam, V = torch.linalg.eigh(Sig)
+    V = V[:, [2, 1]]
+    H = q.hessian()
+    C = (H @ Sig - Sig @ H) @ V
+    dense = float(C.norm() / ((H @ Sig @ V).norm() + (Sig @ H @ V).norm()))
+    assert c2.relative == pytest.approx(dense, rel=1e-8)
+
+
+def test_commutator_bad_input():
+    p, G = _axis_aligned_problem()
+    with pytest.raises(ValueError, match="theta has 2 entries"):
+        dg.commutator_in_top_subspace(p, torch.zeros(2, dtype=torch.float64), G, 1)
+    with pytest.raises(ValueError, match="permutations=-1"):
+        dg.commutator_in_top_subspace(p, p.theta(), G, 1, permutations=-1)
+    with pytest.raises(ValueError, match="k=5"):
+        dg.commutator_in_top_subspace(p, p.theta(), G, 5)

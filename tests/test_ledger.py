@@ -67,3 +67,9 @@ def test_identities_are_shown_apart_from_the_verdicts():
     assert counts[ledger.IDENTITY] == 1
     assert counts["holds"] == sum(1 for c in ledger.claims("chapters/02_continuous_limit")
                                   if c.verdict == "holds" and not c.illustration)
+
+
+def test_finite_variance_row_needs_an_infinite_variance_population():
+    """ch4:finite-variance's second failing variant (issue 17, item 2): with Student-t(3) residuals the one-pass
+    population has finite variance, the sample variance of fresh gradients settles, and the check must fail."""
+    assert not ledger.run_check("ch4:finite-variance", population_df=3.0).ok

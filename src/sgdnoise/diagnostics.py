@@ -44,7 +44,7 @@ from .sampling import check_batch_size, check_generator, sample_batches
 __all__ = [
     "NoiseScaleEstimate", "noise_scale", "noise_scale_from_gram", "noise_scale_two_batch", "Autocorrelation",
     "autocorrelation", "random_reshuffling_lag_correlation", "noise_top_eigs", "subspace_overlap",
-    "random_subspace_overlap", "TraceHSigma", "trace_h_sigma",
+    "random_subspace_overlap", "TraceHSigma", "trace_h_sigma", "CommutatorInSubspace", "commutator_in_top_subspace",
 ]
 
 
@@ -334,3 +334,52 @@ def trace_h_sigma(problem: Problem, theta: Tensor, G: Tensor, m: int | None = No
     ratio = ths / iso if iso else math.nan
     ratio_se = abs(ratio) * math.hypot(ths_se / abs(ths) if ths else 0.0, tr_h_se / abs(tr_h)) if iso else math.nan
     return TraceHSigma(ths, ths_se, tr_h, tr_h_se, trace_sigma, iso, ratio, ratio_se, rows.shape[0], probes)
+
+
+@dataclass(frozen=True)
+class CommutatorInSubspace:
+    """How far ``H`` and ``Σ_emp`` are from commuting on the top-``k`` eigenvectors ``V`` of ``Σ_emp``.
+
+    ``relative = ‖[H, Σ]V‖_F / (‖HΣV‖_F + ‖ΣHV‖_F)``: 0 when ``H`` maps each of those eigenvectors into the
+    eigenspace of its own eigenvalue (so, for distinct eigenvalues, when they are eigenvectors of ``H`` too);
+    at most 1. ``leakage = ‖(I - VVᵀ)HV‖_F / ‖HV‖_F``: the part of ``HV`` outside the subspace (0 when the subspace
+    is invariant under ``H``). ``null_relative``: the same ``relative`` with the coordinates of the per-sample
+    gradients randomly permuted (``Σ → PΣPᵀ``, the same spectrum, its alignment with ``H`` destroyed), one value
+    per permutation: the chance level the measured value is read against.
+    """
+
+    k: int
+    relative: float
+    leakage: float
+    null_relative: tuple[float, ...]
+
+
+def commutator_in_top_subspace(problem: Problem, theta: Tensor, G: Tensor, k: int, *, permutations: int = 5,
+                               generator: torch.Generator | None = None, chunk_size: int = 16) -> CommutatorInSubspace:
+    """Measure the commutator ``[H, Σ_emp]`` on the top-``k`` eigenvectors of ``Σ_emp`` (what chapter 3's current
+    depends on), with ``k`` Hessian-vector products per evaluation; see :class:`CommutatorInSubspace`.
+
+    ``G`` are the per-sample gradients at ``theta``; ``Σ_emp`` is applied as ``G_cᵀ(G_c x)/n``, never formed.
+    ``permutations`` (an int ``>= 0``) random coordinate permutations give the chance level.
+    """
+    n, d = _check_G(G), G.shape[1]
+    _args.tensor("theta", theta, f"the flat parameter vector, shape ({d},), at which G was taken")
+    if theta.numel() != d:
+        raise ValueError(f"theta has {theta.numel()} entries but G has d={d} columns; they must match")
+    permutations = _args.integer("permutations", permutations, minimum=0)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
+    Gc = _centred(G).double()
+    lam, V = noise_top_eigs(Gc, k)  # a permutation of the coordinates permutes the eigenvectors' rows, nothing else
+
+    def measure(Gc_, V_):
+        HV = batched_hvp(problem, theta, V_.to(theta.dtype).T.contiguous(), chunk_size=chunk_size).double().T  # (d, k)
+        SHV = Gc_.T @ (Gc_ @ HV) / n
+        HSV = HV * lam
+        rel = float((HSV - SHV).norm() / (HSV.norm() + SHV.norm()))
+        leak = float((HV - V_ @ (V_.T @ HV)).norm() / HV.norm())
+        return rel, leak
+
+    rel, leak = measure(Gc, V)
+    perms = [torch.randperm(d, generator=gen) for _ in range(permutations)]
+    null = tuple(measure(Gc[:, P], V[P])[0] for P in perms)
+    return CommutatorInSubspace(int(k), rel, leak, null)

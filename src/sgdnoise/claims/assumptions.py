@@ -112,8 +112,9 @@ def _finite_variance(reading_at_B1=_reads_heavy, population_df: float = 1.5):
                     f"at B = 1, {est[8][0]:.2f} ± {est[8][1]:.2f} at B = 8; on the n per-sample values themselves "
                     f"{float(a_n.mean()):.2f} (a finite law: excess kurtosis {exact_kurt:.0f}, median over the "
                     f"directions: a few samples carry most of the gradient). One-pass SGD on a population with "
-                    f"Student-t({population_df:g}) residuals: the median sample variance of fresh per-sample gradients "
-                    f"grows from {grow[0]:.2f} (10³ draws) to {grow[1]:.2f} (10⁶): no finite variance to converge to")
+                    f"Student-t({population_df:g}) residuals: the median sample variances of fresh per-sample gradients "
+                    f"go from {grow[0]:.2f} (10³ draws) to {grow[1]:.2f} (10⁶): "
+                    + ("no finite variance to converge to" if grow[1] > 3 * grow[0] else "it settles, a finite variance"))
 
 
 @register(

@@ -1,8 +1,8 @@
 """The reading rules of DESIGN.md, on the chapters' source (issue 15): no bookkeeping in the main text.
 
 A code cell a reader sees (no hide/remove tag) teaches: it ends in its figure or table. The lines that glue a
-number into the prose or assert a verdict belong in a cell tagged ``remove-cell``. Exercise solutions are
-exempt: their asserts are the self-check the exercise asks for.
+number into the prose or assert a verdict belong in a hidden cell (``hide-input`` for asserts, ``remove-cell``
+for glue), exercise solutions included: their self-check is one click away like every other.
 """
 
 import re
@@ -18,12 +18,9 @@ BOOKKEEPING = re.compile(r"^\s*(glue\w*\(|assert\b)|#.*\b(verdicts? below|checke
 
 
 def visible_bookkeeping(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of every glue/assert line in a code cell a reader sees, outside solutions."""
-    solutions = [(m.start(), m.end()) for m in re.finditer(r"```\{solution-start\}.*?```\{solution-end\}", text, re.S)]
+    """(line number, line) of every glue/assert line in a code cell a reader sees."""
     found = []
     for m in CELL.finditer(text):
-        if any(a <= m.start() < b for a, b in solutions):
-            continue
         body = m.group(1)
         head = body.split("\n---\n", 1)[0] if body.startswith("---\n") else "\n".join(
             line for line in body.split("\n") if line.startswith(":"))
@@ -40,11 +37,12 @@ def test_no_glue_or_assert_in_visible_cells(path):
     assert not found, "\n".join(f"{path.name}:{n}: {line.strip()}" for n, line in found)
 
 
-def test_the_rule_catches_a_visible_glue_and_spares_hidden_cells_and_solutions():
+def test_the_rule_catches_a_visible_glue_or_assert_and_spares_hidden_cells():
     visible = "```{code-cell} ipython3\nx = 1\nglue('x', x)\n```\n"
     hidden = "```{code-cell} ipython3\n:tags: [remove-cell]\n\nassert x == 1\n```\n"
     yaml_hidden = "```{code-cell} ipython3\n---\ntags: [hide-input]\n---\nassert x\n```\n"
     solution = "```{solution-start} ex\n```\n" + visible.replace("glue('x', x)", "assert x == 1") + "```{solution-end}\n```\n"
     assert [n for n, _ in visible_bookkeeping("text\n" + visible)] == [4]
-    assert visible_bookkeeping(hidden + yaml_hidden + solution) == []
+    assert visible_bookkeeping(hidden + yaml_hidden) == []
+    assert visible_bookkeeping(solution)  # a solution's visible assert is caught too
     assert visible_bookkeeping("```{code-cell} ipython3\ny = 2\n# The verdicts below: ...\n```\n")

@@ -194,15 +194,7 @@ def sgd_stationary_moments(X: Tensor, y: Tensor, *, eta: float, B: int, scheme: 
     """SGD's exact stationary ``Z`` (the eigenvector of ``T`` for the eigenvalue 1 with ``Z[d, d] = 1``), or
     ``None`` when the second moments diverge (another eigenvalue of modulus ≥ 1)."""
     T = sgd_moment_operator(X, y, eta=eta, B=B, scheme=scheme)
-    D = X.shape[1] + 1
-    vals, vecs = torch.linalg.eig(T)
-    one = int(torch.argmin((vals - 1).abs()))
-    others = torch.cat([vals[:one], vals[one + 1 :]]).abs()
-    if others.numel() and float(others.max()) >= 1.0:
-        return None
-    Z = vecs[:, one].real.view(D, D)
-    Z = Z / Z[D - 1, D - 1]
-    return 0.5 * (Z + Z.T)
+    return _stationary_null_vector(T, X.shape[1] + 1, discrete=True)
 
 
 def _stationary_null_vector(M: Tensor, D: int, *, discrete: bool) -> Tensor | None:

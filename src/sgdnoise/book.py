@@ -55,6 +55,19 @@ def glue(name: str, value, display: bool = False):
     return value
 
 
+def glue_markdown(name: str, text: str) -> str:
+    """Glue ``text`` as Markdown (for ``{glue:md}`name```), and the same text as a plain string under
+    ``name + "-plain"``, which the determinism check compares; returns ``text``."""
+    from IPython.display import Markdown
+    from myst_nb import glue as _glue
+
+    if not isinstance(text, str):
+        raise TypeError(f"glue_markdown({name!r}, ...) needs a str; got a {type(text).__name__}")
+    _glue(name, Markdown(text), display=False)
+    _glue(name + "-plain", text, display=False)
+    return text
+
+
 def set_theme():
     """The one seaborn theme every figure of the book uses."""
     import matplotlib as mpl

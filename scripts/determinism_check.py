@@ -1,22 +1,34 @@
-"""Re-execute every notebook page of the book from scratch and compare with the build's execution.
+"""The book's numbers, reproduced: compare every glued value and ledger table of a build with a reference.
 
 The book build (``make book``) executes each page once and keeps the executed notebook in its
-jupyter-cache. This script executes each page again, in a fresh kernel, and requires that every
-glued value (every number quoted in the prose) and every ledger table comes out identical. Seeds are
-fixed everywhere, so any difference is a defect: unseeded randomness, or an order-dependent result.
+jupyter-cache. Every glued value (every number quoted in the prose) and every ledger table of that
+execution must equal the committed reference, ``results/book_numbers.json``, which an earlier build
+wrote. Seeds are fixed everywhere, so a difference is either a defect (unseeded randomness, an
+order-dependent or machine-dependent result) or an intended change of a result, which is then
+committed with a new reference (``make snapshot``) and shows up, number by number, in the diff.
+
+This replaces re-executing every page a second time (which doubled CI's time) and is stricter: the
+reference was computed by another build, in another directory, at another time.
 
 What must be identical is what a reader sees: each glued number as the page formats it
-(``{glue:text}`name:.2f```) and each ledger table. Raw glued floats may differ in their last bits between
-two runs (multithreaded BLAS reductions may add in a different order), so unformatted values are compared
-to a relative 1e-12, far below any printed digit.
+(``{glue:text}`name:.2f```) and each ledger table. Raw glued floats may differ in their last bits
+(multithreaded BLAS reductions may add in a different order), so unformatted values are compared to a
+relative 1e-12, far below any printed digit.
 
-Usage: ``python scripts/determinism_check.py [_build]``; exits 1, naming the page and the value.
+Usage:
+  ``python scripts/determinism_check.py [_build]``            compare the build with the reference
+  ``python scripts/determinism_check.py --update [_build]``   write the reference from the build
+  ``python scripts/determinism_check.py --reexecute [_build]``  execute every page again and compare
+Exits 1, naming the page and the value, on any difference.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import jupytext
@@ -89,28 +101,83 @@ def cell_timeout() -> int:
     return int(yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())["execute"]["timeout"])
 
 
-def main(build: str = "_build") -> int:
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "book_numbers.json"
+
+
+def built_facts(build: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """``{page: facts}`` from the build's execution cache, and the pages missing from it."""
     cache = get_cache(str(Path(build) / ".jupyter_cache"))
     records = cache.list_cache_records()
-    failures = []
+    out, missing = {}, []
     for page in notebook_pages():
         uri = str(page.resolve())
         mine = [r for r in records if r.uri == uri]
         if not mine:
-            failures.append(f"{page}: not in the build's execution cache (build the book first)")
+            missing.append(f"{page}: not in the build's execution cache (build the book first)")
             continue
-        built = facts(cache.get_cache_bundle(max(mine, key=lambda r: r.created).pk).nb)
-        nb = jupytext.read(page)
-        nbclient.NotebookClient(nb, timeout=cell_timeout(), kernel_name="python3",
-                                resources={"metadata": {"path": str(page.parent)}}).execute()
-        again = facts(nb)
-        formats = displayed_formats(page)
-        diffs = [k for k in sorted(set(built) | set(again)) if not same(k, built.get(k), again.get(k), formats)]
-        for k in diffs:
-            failures.append(f"{page}: {k}: build {str(built.get(k))[:300]!r} != re-execution {str(again.get(k))[:300]!r}")
-        print(f"determinism_check: {page}: {len(built)} glued values and ledger tables compared, {len(diffs)} differ")
+        out[str(page)] = facts(cache.get_cache_bundle(max(mine, key=lambda r: r.created).pk).nb)
+    return out, missing
+
+
+def compare(page: str, built: dict, other: dict, what: str) -> list[str]:
+    formats = displayed_formats(Path(page))
+    diffs = [k for k in sorted(set(built) | set(other)) if not same(k, built.get(k), other.get(k), formats)]
+    print(f"determinism_check: {page}: {len(built)} glued values and ledger tables compared with the {what}, "
+          f"{len(diffs)} differ")
+    return [f"{page}: {k}: build {str(built.get(k))[:300]!r} != {what} {str(other.get(k))[:300]!r}" for k in diffs]
+
+
+def write_reference(pages: dict) -> None:
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".book_numbers.", suffix=".tmp", dir=REFERENCE.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(pages, fh, indent=1, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0o600; the reference is committed
+    os.replace(tmp, REFERENCE)
+
+
+def main(*argv: str) -> int:
+    mode = "compare"
+    args = list(argv)
+    for flag in ("--update", "--reexecute"):
+        if flag in args:
+            args.remove(flag)
+            mode = flag[2:]
+    build = args[0] if args else "_build"
+    pages, failures = built_facts(build)
+    if mode == "update":
+        if failures:
+            for f in failures:
+                print("determinism_check: FAIL", f, file=sys.stderr)
+            return 1
+        write_reference(pages)
+        print(f"determinism_check: wrote {REFERENCE} ({sum(len(v) for v in pages.values())} values, {len(pages)} pages)")
+        return 0
+    if mode == "reexecute":
+        for page, built in pages.items():
+            nb = jupytext.read(page)
+            nbclient.NotebookClient(nb, timeout=cell_timeout(), kernel_name="python3",
+                                    resources={"metadata": {"path": str(Path(page).parent)}}).execute()
+            failures += compare(page, built, facts(nb), "re-execution")
+    else:
+        if not REFERENCE.exists():
+            failures.append(f"no reference at {REFERENCE}: run `make snapshot` after a build and commit it")
+            reference = {}
+        else:
+            reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
+        for page, built in pages.items():
+            if page not in reference:
+                failures.append(f"{page}: not in the reference {REFERENCE.name}; run `make snapshot` and commit it")
+                continue
+            failures += compare(page, built, reference[page], "reference")
+        for page in sorted(set(reference) - set(pages)):
+            failures.append(f"{page}: in the reference but not a page of the book any more; run `make snapshot`")
     for f in failures:
         print("determinism_check: FAIL", f, file=sys.stderr)
+    if failures and mode == "compare":
+        print("determinism_check: if these changes are intended, run `make snapshot` and commit "
+              "results/book_numbers.json with the change that caused them", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -276,3 +276,14 @@ def test_commutator_bad_input():
         dg.commutator_in_top_subspace(p, p.theta(), G, 1, permutations=-1)
     with pytest.raises(ValueError, match="k=5"):
         dg.commutator_in_top_subspace(p, p.theta(), G, 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_autocorrelation_gram_route_equals_the_lag_passes(monkeypatch, dtype):
+    gen = torch.Generator().manual_seed(5)
+    xi = torch.randn(300, 50, generator=gen, dtype=dtype).cumsum(0) * 0.1 + torch.randn(300, 50, generator=gen, dtype=dtype)
+    fast = dg.autocorrelation(xi, 30, block=4)
+    monkeypatch.setattr(dg, "_GRAM_MAX_T", 0)  # force the passes over the array
+    slow = dg.autocorrelation(xi, 30, block=4)
+    torch.testing.assert_close(fast.rho, slow.rho, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+    torch.testing.assert_close(fast.se, slow.se, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-12)  # lag 0: se = 0

@@ -58,8 +58,10 @@ def test_agreement_z_and_bonferroni_threshold():
     assert a.ok
     with pytest.raises(ValueError, match="one non-zero length"):
         fullscale.agreement([1.0], [0.1], [1.0, 2.0], [0.1, 0.1])
-    with pytest.raises(ValueError, match="positive standard errors"):
-        fullscale.agreement([1.0], [0.0], [1.0], [0.0])
+    exact = fullscale.agreement([1.0, 2.0], [0.0, 0.0], [1.0, 3.0], [0.0, 0.0])  # zero SEs: exact or not at all
+    assert exact.z[0] == 0 and exact.z[1] == np.inf and not exact.ok
+    with pytest.raises(ValueError, match="negative standard error"):
+        fullscale.agreement([1.0], [-0.1], [1.0], [0.1])
     with pytest.raises(ValueError, match="non-finite"):
         fullscale.agreement([np.nan], [0.1], [1.0], [0.1])
     with pytest.raises(ValueError, match="alpha"):
@@ -115,3 +117,33 @@ def test_every_registered_experiment_has_its_committed_file(monkeypatch):
 def test_cli_lists_the_experiments(capsys):
     assert fullscale.main(["--list"]) == 0
     assert "ch2_weak_mlp" in capsys.readouterr().out
+
+
+def test_sample_agreement_on_skewed_samples():
+    """The rank version: same-law lognormal samples agree; a 20% scale change is caught (the failing variant)."""
+    rng = np.random.default_rng(0)
+    full, live = rng.lognormal(0, 1.5, 256), rng.lognormal(0, 1.5, 32)
+    ok = fullscale.sample_agreement([full], [live], labels=["loss"])
+    assert ok.ok, ok
+    bad = fullscale.sample_agreement([full], [rng.lognormal(0, 1.5, 256) * 3.0], labels=["loss"])
+    assert not bad.ok, bad
+    # calibration: over 400 same-law pairs about 1% exceed the 1% threshold (binomial 3-sigma band: 0 to 10)
+    hits = sum(not fullscale.sample_agreement([rng.lognormal(0, 1.5, 256)], [rng.lognormal(0, 1.5, 32)]).ok
+               for _ in range(400))
+    assert hits <= 10, hits
+    with pytest.raises(ValueError, match="one live sample per committed one"):
+        fullscale.sample_agreement([full], [])
+    with pytest.raises(ValueError, match="two finite values"):
+        fullscale.sample_agreement([full], [[1.0]])
+
+
+def test_chapter_drivers_name_bad_input_before_computing():
+    from sgdnoise.experiments import chapter4, chapter5, chapter6
+
+    with pytest.raises(ValueError, match=r"variants \['Adam'\] are not among"):
+        chapter6.optimiser_runs(variants=["Adam"], seeds=[0])
+    with pytest.raises(ValueError, match=r"models \['Lévy'\] are not among"):
+        chapter4.network_sde_paths(paths=2, B=8, eta=0.1, steps=1, seed_sgd=0, seed_gauss=0, seed_stable=0,
+                                   models=["Lévy"])
+    with pytest.raises(ValueError, match=r"settings=\['adam'\]"):
+        chapter5.tms_noise_sweep(sparsities=[0.0], seeds=[0], settings=["adam"])

@@ -167,3 +167,26 @@ def test_bad_record_steps_and_increments():
     with pytest.raises(ValueError, match=r"need \(3, 4, 1\)"):
         euler_maruyama(lambda x: -x, lambda x, dW: dW, torch.zeros(4, 1), dt=0.1, steps=3, noise_dim=1,
                        increments=torch.zeros(3, 4, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symmetric_stable_survives_an_exact_zero_uniform(monkeypatch, dtype):
+    """torch.rand returns an exact 0 about once in 1.7e7 float32 draws; there the Chambers–Mallows–Stuck map sat on
+    the edge of its domain (V = -π/2, float32 cos < 0) and the draw was NaN. Failing variant: the raw rand."""
+    import sgdnoise.sde as sde_mod
+
+    real_rand = torch.rand
+
+    def rand_with_zeros(shape, *, generator, dtype, device):
+        U = real_rand(shape, generator=generator, dtype=dtype, device=device)
+        U.view(-1)[:3] = 0.0  # force the edge case
+        return U
+
+    monkeypatch.setattr(sde_mod.torch, "rand", rand_with_zeros)
+    x = symmetric_stable((1000,), 1.55, torch.Generator().manual_seed(0), dtype=dtype)
+    assert torch.isfinite(x).all()
+    U = sde_mod._open_uniform((10,), torch.Generator().manual_seed(0), dtype)
+    assert (U[:3] == torch.finfo(dtype).eps / 4).all() and (U > 0).all()
+    # the unfixed map at U = 0 in float32 is NaN: the case this guards against
+    V = (torch.zeros(1, dtype=torch.float32) - 0.5) * math.pi
+    assert torch.isnan(torch.cos(V) ** (1 / 1.55)).all()

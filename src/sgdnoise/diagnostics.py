@@ -137,6 +137,9 @@ class Autocorrelation:
     se: Tensor
 
 
+_GRAM_MAX_T = 4096  # autocorrelation's Gram-matrix route up to this many steps
+
+
 def autocorrelation(xi: Tensor, max_lag: int, *, center: bool = False, block: int = 1) -> Autocorrelation:
     """``ρ(ℓ) = mean_{k<T-ℓ} ⟨ξ_k, ξ_{k+ℓ}⟩ / mean_{k<T} ‖ξ_k‖²`` for ``xi`` of shape ``(T, d)`` or ``(T,)``.
 
@@ -158,11 +161,23 @@ def autocorrelation(xi: Tensor, max_lag: int, *, center: bool = False, block: in
     X = xi.reshape(T, -1)
     if center:
         X = X - X.mean(dim=0, keepdim=True)
-    s = (X * X).sum(1, dtype=torch.float64)
+    # The inner products <ξ_k, ξ_{k+ℓ}> are the ℓ-th diagonal of the T x T Gram matrix: one matrix product
+    # instead of max_lag + 1 passes over the (T, d) array (10x faster at T = 320, d = 26k); a long run falls back
+    # to the passes, whose memory does not grow like T².
+    gram = None
+    if T <= _GRAM_MAX_T:
+        Xd = X.to(torch.float64)
+        gram = Xd @ Xd.T
+        s = torch.diagonal(gram).clone()
+    else:
+        s = (X * X).sum(1, dtype=torch.float64)
     mean_s = s.mean()
     rho, se = [], []
     for lag in range(max_lag + 1):
-        p = (X[: T - lag] * X[lag:]).sum(1, dtype=torch.float64)
+        if gram is not None:
+            p = torch.diagonal(gram, offset=lag)
+        else:
+            p = (X[: T - lag] * X[lag:]).sum(1, dtype=torch.float64)
         r = p.mean() / mean_s
         res = p - r * s[: T - lag]
         nb = (T - lag) // block

@@ -59,12 +59,28 @@ def _as_data(name: str, a) -> torch.Tensor:
     return _args.number_array(name, a, "the data: a tensor, array or list of numbers").flatten()
 
 
+def _chi2_logpdf(x: float, B: int) -> float:
+    """``log`` of the χ²_B density at ``x > 0`` (scipy's formula without its per-call overhead, which dominates
+    the quadratures below)."""
+    return (B / 2 - 1) * math.log(x) - x / 2 - (B / 2) * _LOG2 - math.lgamma(B / 2) if x > 0 else -math.inf
+
+
+_LOG2 = math.log(2.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _norm_logpdf(z: float) -> float:
+    return -0.5 * z * z - _LOG_SQRT_2PI
+
+
 def _moment_of_multiplier(p: float, c: float, B: int) -> float:
     """``E|1 - c X|^p`` for ``X ~ χ²_B``, by quadrature split at the zero ``X = 1/c``."""
     x0 = 1.0 / c
 
     def f(x):
-        return math.exp(p * math.log(abs(1.0 - c * x)) + stats.chi2.logpdf(x, B)) if x != x0 else 0.0
+        if x == x0 or x <= 0:
+            return 0.0
+        return math.exp(p * math.log(abs(1.0 - c * x)) + _chi2_logpdf(x, B))
 
     lo, _ = integrate.quad(f, 0.0, x0, limit=200)
     hi, _ = integrate.quad(f, x0, np.inf, limit=200)
@@ -76,7 +92,7 @@ def log_multiplier_mean(eta: float, B: int, sigma2: float = 1.0) -> float:
     eta, B, sigma2 = check_learning_rate(eta), _check_B(B), _check_positive("sigma2", sigma2)
     c = eta * sigma2 / B
     x0 = 1.0 / c
-    f = lambda x: math.log(abs(1.0 - c * x)) * stats.chi2.pdf(x, B) if x != x0 else 0.0  # noqa: E731
+    f = lambda x: math.log(abs(1.0 - c * x)) * math.exp(_chi2_logpdf(x, B)) if x != x0 and x > 0 else 0.0  # noqa: E731
     return integrate.quad(f, 0.0, x0, limit=200)[0] + integrate.quad(f, x0, np.inf, limit=200)[0]
 
 
@@ -123,12 +139,11 @@ def gaussian_multiplier_index(eta: float, B: int, sigma2: float = 1.0, *, alpha_
     z0 = -a / b  # the zero of M; |M| is smooth on either side
 
     def moment(p: float) -> float:
-        f = lambda z: math.exp(p * math.log(abs(a + b * z)) + stats.norm.logpdf(z)) if z != z0 else 0.0  # noqa: E731
+        f = lambda z: math.exp(p * math.log(abs(a + b * z)) + _norm_logpdf(z)) if z != z0 else 0.0  # noqa: E731
         return integrate.quad(f, -np.inf, z0, limit=200)[0] + integrate.quad(f, z0, np.inf, limit=200)[0]
 
-    lam = integrate.quad(lambda z: math.log(abs(a + b * z)) * stats.norm.pdf(z) if z != z0 else 0.0, -np.inf, z0,
-                         limit=200)[0] + integrate.quad(lambda z: math.log(abs(a + b * z)) * stats.norm.pdf(z)
-                                                        if z != z0 else 0.0, z0, np.inf, limit=200)[0]
+    g = lambda z: math.log(abs(a + b * z)) * math.exp(_norm_logpdf(z)) if z != z0 else 0.0  # noqa: E731
+    lam = integrate.quad(g, -np.inf, z0, limit=200)[0] + integrate.quad(g, z0, np.inf, limit=200)[0]
     if lam >= 0:
         raise ValueError(f"eta={eta}, B={B}, sigma2={sigma2}: E log|M| = {lam:.3g} >= 0 for the Gaussian multiplier, "
                          "so the recursion has no stationary law")

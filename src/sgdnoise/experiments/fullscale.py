@@ -41,12 +41,13 @@ import numpy as np
 from .cache import _plain, canonical_json, code_version
 
 __all__ = ["Experiment", "FullScaleResult", "StaleResult", "Agreement", "register", "experiments", "results_dir",
-           "compute", "save", "load", "agreement", "main", "ENV_VAR", "FORMAT"]
+           "compute", "save", "load", "agreement", "sample_agreement", "main", "ENV_VAR", "FORMAT"]
 
 ENV_VAR = "SGDNOISE_RESULTS_DIR"
 FORMAT = "sgdnoise-fullscale 1"
 # The driver modules whose experiments are registered (imported on demand by experiments()).
-_DRIVERS = ("sgdnoise.experiments.weak_error",)
+_DRIVERS = ("sgdnoise.experiments.weak_error", "sgdnoise.experiments.chapter4", "sgdnoise.experiments.chapter5",
+            "sgdnoise.experiments.chapter6")
 
 
 class StaleResult(RuntimeError):
@@ -195,6 +196,7 @@ def save(name: str, *, device: str = "auto", root: str | os.PathLike | None = No
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0o600 is for secrets; this file is committed and read by everyone
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -283,7 +285,8 @@ class Agreement:
 def agreement(full_mean: Sequence[float], full_se: Sequence[float], live_mean: Sequence[float],
               live_se: Sequence[float], *, labels: Sequence[str] | None = None, alpha: float = 0.01) -> Agreement:
     """z = (live − full) / √(se_live² + se_full²) for each compared quantity, with the Bonferroni threshold
-    Φ⁻¹(1 − α/(2m)) for ``m`` quantities. The two estimates must come from independent seeds."""
+    Φ⁻¹(1 − α/(2m)) for ``m`` quantities. The two estimates must come from independent seeds. Where both
+    standard errors are zero the quantity must be reproduced exactly (z = 0, else z = ±inf)."""
     from scipy.stats import norm
 
     arrays = [np.asarray(a, dtype=float).ravel() for a in (full_mean, full_se, live_mean, live_se)]
@@ -292,16 +295,49 @@ def agreement(full_mean: Sequence[float], full_se: Sequence[float], live_mean: S
         raise ValueError(f"agreement needs four arrays of one non-zero length; got sizes {[a.size for a in arrays]}")
     if not all(np.all(np.isfinite(a)) for a in arrays):
         raise ValueError("agreement got a non-finite mean or standard error")
+    if np.any(arrays[1] < 0) or np.any(arrays[3] < 0):
+        raise ValueError("agreement got a negative standard error")
     se = np.hypot(arrays[1], arrays[3])
-    if np.any(se <= 0):
-        raise ValueError(f"agreement needs positive standard errors; got combined {se.tolist()}")
     if not (isinstance(alpha, float) and 0 < alpha < 1):
         raise ValueError(f"alpha={alpha!r} must be a float in (0, 1)")
     labels = tuple(labels) if labels is not None else tuple(str(i) for i in range(m))
     if len(labels) != m:
         raise ValueError(f"{len(labels)} labels for {m} quantities")
-    z = (arrays[2] - arrays[0]) / se
+    diff = arrays[2] - arrays[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Both standard errors zero (every seed gave the same value in both runs): equal values agree
+        # (z = 0), different ones disagree (z = ±inf).
+        z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
     return Agreement(labels=labels, z=z, threshold=float(norm.ppf(1 - alpha / (2 * m))), alpha=alpha)
+
+
+def sample_agreement(full_samples: Sequence[Sequence[float]], live_samples: Sequence[Sequence[float]], *,
+                     labels: Sequence[str] | None = None, alpha: float = 0.01) -> Agreement:
+    """Rank version of :func:`agreement` for skewed quantities, where a mean's standard error from a few dozen
+    draws is not reliable: for each quantity, the Mann–Whitney statistic of the live sample against the
+    committed one as a z-score, ``(U − n₁n₂/2) / √(n₁n₂(n₁+n₂+1)/12)`` (no ties: continuous data), with the
+    same Bonferroni threshold. Under a correct file both samples come from one law and each z is
+    approximately standard normal."""
+    from scipy.stats import mannwhitneyu, norm
+
+    if len(full_samples) != len(live_samples) or not len(full_samples):
+        raise ValueError(f"sample_agreement needs one live sample per committed one; got {len(full_samples)} and "
+                         f"{len(live_samples)}")
+    if not (isinstance(alpha, float) and 0 < alpha < 1):
+        raise ValueError(f"alpha={alpha!r} must be a float in (0, 1)")
+    z = []
+    for f, l in zip(full_samples, live_samples):
+        f, l = np.asarray(f, dtype=float).ravel(), np.asarray(l, dtype=float).ravel()
+        if f.size < 2 or l.size < 2 or not (np.all(np.isfinite(f)) and np.all(np.isfinite(l))):
+            raise ValueError("sample_agreement needs at least two finite values in every sample")
+        u = mannwhitneyu(l, f, alternative="two-sided").statistic
+        n1, n2 = l.size, f.size
+        z.append((u - n1 * n2 / 2) / math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12))
+    m = len(z)
+    labels = tuple(labels) if labels is not None else tuple(str(i) for i in range(m))
+    if len(labels) != m:
+        raise ValueError(f"{len(labels)} labels for {m} quantities")
+    return Agreement(labels=labels, z=np.asarray(z), threshold=float(norm.ppf(1 - alpha / (2 * m))), alpha=alpha)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

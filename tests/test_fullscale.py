@@ -58,6 +58,11 @@ def test_agreement_z_and_bonferroni_threshold():
     assert a.ok
     with pytest.raises(ValueError, match="one non-zero length"):
         fullscale.agreement([1.0], [0.1], [1.0, 2.0], [0.1, 0.1])
+    t4 = fullscale.agreement([1.0], [0.1], [1.5], [0.1], df=4, alpha=0.01)  # z = 3.54: beyond Φ⁻¹, within t₄
+    assert t4.threshold == pytest.approx(4.604094871349992)  # t₄ at 1 − 0.01/2
+    assert t4.ok and not fullscale.agreement([1.0], [0.1], [1.5], [0.1], alpha=0.01).ok
+    with pytest.raises(ValueError, match="df=0"):
+        fullscale.agreement([1.0], [0.1], [1.5], [0.1], df=0)
     exact = fullscale.agreement([1.0, 2.0], [0.0, 0.0], [1.0, 3.0], [0.0, 0.0])  # zero SEs: exact or not at all
     assert exact.z[0] == 0 and exact.z[1] == np.inf and not exact.ok
     with pytest.raises(ValueError, match="negative standard error"):

@@ -165,7 +165,7 @@ def autocorrelation(xi: Tensor, max_lag: int, *, center: bool = False, block: in
     # instead of max_lag + 1 passes over the (T, d) array (10x faster at T = 320, d = 26k); a long run falls back
     # to the passes, whose memory does not grow like T².
     gram = None
-    if T <= _GRAM_MAX_T:
+    if T <= _GRAM_MAX_T and T * X.shape[1] <= 2**25:  # the float64 copy stays under 256 MiB
         Xd = X.to(torch.float64)
         gram = Xd @ Xd.T
         s = torch.diagonal(gram).clone()

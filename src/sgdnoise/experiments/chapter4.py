@@ -42,6 +42,8 @@ def alignment_study(*, steps: int, eta: float, B: int, train_seed: int, snapshot
     commutator. Without ``exact_stats`` only the two estimates with sampling error (two-batch noise scale,
     tr(HΣ) ratio) are computed, the rest (exact noise scale, spectrum, overlap, change of Σ) stored as
     ``None``: what a live rerun compares."""
+    if final_extras and not exact_stats:
+        raise ValueError("final_extras=True needs exact_stats=True (the ceiling uses Σ's spectrum)")
     problem = digits_mlp(seed=0, device=device)
     run = train_sgd(problem, eta=eta, B=B, steps=steps, scheme="with_replacement",
                     generator=torch.Generator().manual_seed(train_seed), snapshot_at=list(snapshots))

@@ -77,13 +77,13 @@ def tms_noise_sweep(*, sparsities, seeds, settings=None, device: str = "cpu") ->
 
 
 def represented_by_cell(sweep: dict) -> dict:
-    """``{(sparsity, setting): (mean, SE)}`` of the number of features represented, over the seeds."""
+    """``{(sparsity, setting): array}`` of the number of features represented by each seed's run (a diverged
+    run counts as 0: it represents none)."""
     K, out = int(sweep["n_seeds"]), {}
     for name in sweep["settings"]:
         n = np.asarray(sweep["runs"][name]["n_represented"], dtype=float)
         for j, S in enumerate(sweep["sparsities"]):
-            x = n[j * K:(j + 1) * K]
-            out[(float(S), name)] = (float(x.mean()), float(x.std(ddof=1) / np.sqrt(K)))
+            out[(float(S), name)] = n[j * K:(j + 1) * K]
     return out
 
 

@@ -283,11 +283,14 @@ class Agreement:
 
 
 def agreement(full_mean: Sequence[float], full_se: Sequence[float], live_mean: Sequence[float],
-              live_se: Sequence[float], *, labels: Sequence[str] | None = None, alpha: float = 0.01) -> Agreement:
+              live_se: Sequence[float], *, labels: Sequence[str] | None = None, alpha: float = 0.01,
+              df: int | None = None) -> Agreement:
     """z = (live − full) / √(se_live² + se_full²) for each compared quantity, with the Bonferroni threshold
     Φ⁻¹(1 − α/(2m)) for ``m`` quantities. The two estimates must come from independent seeds. Where both
-    standard errors are zero the quantity must be reproduced exactly (z = 0, else z = ±inf)."""
-    from scipy.stats import norm
+    standard errors are zero the quantity must be reproduced exactly (z = 0, else z = ±inf). When the
+    standard errors come from a spread estimated on few draws, pass its degrees of freedom ``df``: the
+    threshold is then Student's t quantile, not the normal one."""
+    from scipy.stats import norm, t as student_t
 
     arrays = [np.asarray(a, dtype=float).ravel() for a in (full_mean, full_se, live_mean, live_se)]
     m = arrays[0].size
@@ -308,7 +311,11 @@ def agreement(full_mean: Sequence[float], full_se: Sequence[float], live_mean: S
         # Both standard errors zero (every seed gave the same value in both runs): equal values agree
         # (z = 0), different ones disagree (z = ±inf).
         z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-    return Agreement(labels=labels, z=z, threshold=float(norm.ppf(1 - alpha / (2 * m))), alpha=alpha)
+    if df is not None and (not isinstance(df, (int, np.integer)) or isinstance(df, bool) or df < 1):
+        raise ValueError(f"df={df!r} must be None or an int >= 1")
+    q = 1 - alpha / (2 * m)
+    threshold = float(norm.ppf(q) if df is None else student_t.ppf(q, df))
+    return Agreement(labels=labels, z=z, threshold=threshold, alpha=alpha)
 
 
 def sample_agreement(full_samples: Sequence[Sequence[float]], live_samples: Sequence[Sequence[float]], *,

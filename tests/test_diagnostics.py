@@ -1,5 +1,7 @@
 import itertools
 
+import math
+
 import pytest
 import torch
 
@@ -287,3 +289,19 @@ def test_autocorrelation_gram_route_equals_the_lag_passes(monkeypatch, dtype):
     slow = dg.autocorrelation(xi, 30, block=4)
     torch.testing.assert_close(fast.rho, slow.rho, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
     torch.testing.assert_close(fast.se, slow.se, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-12)  # lag 0: se = 0
+
+
+def test_two_batch_b_simple_se_matches_the_spread_over_repetitions():
+    """The delta-method SE of the two-batch B_simple against the SD of B_simple over 300 independent runs
+    (agreement to 15%, a few Monte-Carlo SEs of an SD from 300 draws), and the ratio's covariance term is
+    not negligible on this problem."""
+    gen = torch.Generator().manual_seed(3)
+    G = torch.randn(400, 20, generator=gen, dtype=torch.float64) + 0.3
+    runs = [noise_scale_two_batch(G, 4, 64, 200, torch.Generator().manual_seed(100 + i)) for i in range(300)]
+    sd = torch.tensor([r.b_simple for r in runs]).std().item()
+    se = sum(r.b_simple_se for r in runs) / len(runs)
+    assert abs(se / sd - 1) < 0.15, (se, sd)
+    r = runs[0]
+    S, g = r.trace_sigma_draws, r.grad_sq_draws
+    no_cov = r.b_simple * math.sqrt((S.var() / S.mean() ** 2 + g.var() / g.mean() ** 2).item() / S.numel())
+    assert abs(r.b_simple_se - no_cov) > 1e-3 * r.b_simple_se  # the covariance term matters here

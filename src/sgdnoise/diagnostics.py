@@ -104,6 +104,16 @@ class NoiseScaleEstimate:
     trace_sigma_draws: Tensor  # (pairs,) unbiased for tr Σ_emp
     grad_sq_draws: Tensor  # (pairs,) unbiased for ‖g_n‖²
 
+    @property
+    def b_simple_se(self) -> float:
+        """Delta-method standard error of ``b_simple``, a ratio of two means over the same pairs (their
+        covariance included)."""
+        S, g = self.trace_sigma_draws.double(), self.grad_sq_draws.double()
+        cov = float(torch.cov(torch.stack([S, g]))[0, 1])
+        rel_var = (float(S.var()) / float(S.mean()) ** 2 + float(g.var()) / float(g.mean()) ** 2
+                   - 2 * cov / (float(S.mean()) * float(g.mean()))) / S.numel()
+        return self.b_simple * math.sqrt(max(rel_var, 0.0))
+
 
 def noise_scale_two_batch(G: Tensor, B_small: int, B_big: int, pairs: int, generator: torch.Generator,
                           scheme: str = "with_replacement") -> NoiseScaleEstimate:

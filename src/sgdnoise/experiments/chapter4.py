@@ -23,16 +23,7 @@ from ..problems import digits_mlp
 from ..sgd import train_sgd
 from . import fullscale
 
-__all__ = ["alignment_study", "two_batch_se", "EXPERIMENTS"]
-
-
-def two_batch_se(est) -> float:
-    """Delta-method standard error of the two-batch ``B_simple`` (a ratio of two means over the pairs)."""
-    S, g = est.trace_sigma_draws.double(), est.grad_sq_draws.double()
-    cov = float(torch.cov(torch.stack([S, g]))[0, 1])
-    rel_var = (float(S.var()) / float(S.mean()) ** 2 + float(g.var()) / float(g.mean()) ** 2
-               - 2 * cov / (float(S.mean()) * float(g.mean()))) / S.numel()
-    return est.b_simple * math.sqrt(max(rel_var, 0.0))
+__all__ = ["alignment_study", "network_sde_paths", "EXPERIMENTS"]
 
 
 def alignment_study(*, steps: int, eta: float, B: int, train_seed: int, snapshots, seed: int, pairs: int,
@@ -72,7 +63,7 @@ def alignment_study(*, steps: int, eta: float, B: int, train_seed: int, snapshot
         prev = Gc
         rows.append({"step": int(k), "B_simple": dg.noise_scale(Gd) if exact_stats else None,
                      "B_simple_two": two.b_simple,
-                     "B_simple_two_se": two_batch_se(two), "effective_rank": effective_rank(spec) if exact_stats else None,
+                     "B_simple_two_se": two.b_simple_se, "effective_rank": effective_rank(spec) if exact_stats else None,
                      "top5_overlap": overlap, "random_overlap": dg.random_subspace_overlap(G.shape[1], 5),
                      "ths_ratio": ths.ratio, "ths_ratio_se": ths.ratio_se, "sigma_change": change})
     out["rows"] = rows
@@ -107,8 +98,6 @@ def network_sde_paths(*, paths: int, B: int, eta: float, steps: int, seed_sgd: i
     """SGD chains and SDE paths from a trained width-32 digits MLP (section "The same question on the network"):
     the noise's stable index along 32 fixed directions at ``B``, the median-matching factor ``kappa`` of the
     α-stable driver, and for each model in ``models`` the distance from θ* and the training loss at the end."""
-    import math as _math
-
     from torch.func import vmap
 
     from ..sde import sgd_sde, symmetric_stable
@@ -132,7 +121,7 @@ def network_sde_paths(*, paths: int, B: int, eta: float, steps: int, seed_sgd: i
     proj = Gc @ dirs
     sgd_kick = eta * proj[idx].mean(1).abs().median()
     V = symmetric_stable((2048, net.n), alpha, torch.Generator().manual_seed(17))
-    stab_kick = eta ** (0.5 + 1 / alpha) / _math.sqrt(net.n * B) * ((V - V.mean(1, keepdim=True)) @ proj).abs().median()
+    stab_kick = eta ** (0.5 + 1 / alpha) / math.sqrt(net.n * B) * ((V - V.mean(1, keepdim=True)) @ proj).abs().median()
     kappa = float(sgd_kick / stab_kick)
     start = theta_star.expand(paths, -1)
     kw = dict(B=B, dt=eta, steps=steps, record_steps=[steps])

@@ -73,3 +73,23 @@ def test_finite_variance_row_needs_an_infinite_variance_population():
     """ch4:finite-variance's second failing variant (issue 17, item 2): with Student-t(3) residuals the one-pass
     population has finite variance, the sample variance of fresh gradients settles, and the check must fail."""
     assert not ledger.run_check("ch4:finite-variance", population_df=3.0).ok
+
+
+def test_verdict_sentence_counts_and_grammar(monkeypatch):
+    """The verdict sentence each chapter glues (issue 15: "Of the 2 hypotheses, 0 hold", "1 hold only"):
+    numbers from the registry, singular and plural verbs, empty verdicts left out but "none holds"."""
+    for chapter in {c.chapter for c in CLAIMS}:
+        counts = ledger.verdict_counts(chapter)
+        text = ledger.verdict_sentence(chapter)
+        assert text.startswith(f"Of the {sum(counts[v] for v in ledger.VERDICTS)} claim")
+        assert " 1 hold " not in text and " 1 are " not in text and " 0 " not in text, text
+    fake = {ledger.VERDICTS[0]: 0, "holds only if": 1, "wrong": 1, "notation slip": 0, ledger.IDENTITY: 0}
+    monkeypatch.setattr(ledger, "verdict_counts", lambda chapter=None: dict(fake))
+    assert ledger.verdict_sentence(noun="hypothesis") == (
+        "Of the 2 hypotheses, none holds as stated, 1 holds only under conditions the notes do not state, "
+        "and 1 is wrong as written.")
+    fake.update({"holds": 3, "wrong": 0, "holds only if": 0, ledger.IDENTITY: 2})
+    assert ledger.verdict_sentence() == ("Of the 3 claims, 3 hold as stated. Not counted: 2 further rows marked "
+                                         "\"holds (identity)\", which only rewrite definitions.")
+    with pytest.raises(ValueError, match="phrases"):
+        ledger.verdict_sentence(phrases={"maybe": ("a", "b")})

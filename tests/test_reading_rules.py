@@ -46,3 +46,65 @@ def test_the_rule_catches_a_visible_glue_or_assert_and_spares_hidden_cells():
     assert visible_bookkeeping(hidden + yaml_hidden) == []
     assert visible_bookkeeping(solution)  # a solution's visible assert is caught too
     assert visible_bookkeeping("```{code-cell} ipython3\ny = 2\n# The verdicts below: ...\n```\n")
+
+
+FIGURE = re.compile(r"plt\.(subplots|figure)\(")
+
+
+def uncaptioned_figures(text: str) -> list[tuple[int, str]]:
+    """(line number, first line) of every code cell that draws a figure without a numbered caption and a
+    hidden input (issue 15: figures in chapters 4–6 had neither)."""
+    found = []
+    for m in CELL.finditer(text):
+        body = m.group(1)
+        if not FIGURE.search(body):
+            continue
+        head = body.split("\n---\n", 1)[0] if body.startswith("---\n") else ""
+        ok = "hide-input" in head and re.search(r"figure:\n\s+caption:", head) and re.search(r"\n\s+name: fig-", head)
+        if not ok:
+            first = text[: m.start()].count("\n") + 1
+            found.append((first, next((ln for ln in body.split("\n") if FIGURE.search(ln)), "")))
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_figure_is_numbered_captioned_and_its_code_hidden(path):
+    found = uncaptioned_figures(path.read_text(encoding="utf-8"))
+    assert not found, "\n".join(f"{path.name}:{n}: {line.strip()}" for n, line in found)
+
+
+def test_the_figure_rule_catches_a_bare_figure():
+    bare = "```{code-cell} ipython3\nfig, ax = plt.subplots()\n```\n"
+    good = ("```{code-cell} ipython3\n---\ntags: [hide-input]\nmystnb:\n  figure:\n    caption: |\n      A.\n"
+            "    name: fig-x\n---\nfig, ax = plt.subplots()\n```\n")
+    assert uncaptioned_figures(bare) and not uncaptioned_figures(good)
+    assert uncaptioned_figures(good.replace("tags: [hide-input]\n", ""))  # caption but visible plotting code
+
+
+AXIS_TEXT = re.compile(r"""(?:xlabel|ylabel|title|label)\s*=\s*r?f?(["'])(.*?)\1""")
+
+
+def raw_subscripts(text: str) -> list[tuple[int, str]]:
+    """Axis labels, titles and legend labels with an underscore outside $...$ (issue 15: "E[tr Σ_emp]" or
+    "η λ_max" printed raw instead of as mathematics)."""
+    found = []
+    for m in CELL.finditer(text):
+        first = text[: m.start()].count("\n") + 2
+        for i, line in enumerate(m.group(1).split("\n")):
+            for lab in AXIS_TEXT.finditer(line):
+                outside = re.sub(r"\$[^$]*\$", "", lab.group(2))
+                outside = re.sub(r"\{[^{}]*\}", "", outside)  # f-string fields are code, not text
+                if re.search(r"[A-Za-zΣλη]_", outside):
+                    found.append((first + i, lab.group(2)))
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_figure_labels_render_subscripts_as_mathematics(path):
+    found = raw_subscripts(path.read_text(encoding="utf-8"))
+    assert not found, "\n".join(f"{path.name}:{n}: {lab}" for n, lab in found)
+
+
+def test_the_label_rule_catches_a_raw_subscript():
+    assert raw_subscripts('```{code-cell} ipython3\nax.set(ylabel="E[tr Σ_emp]")\n```\n')
+    assert not raw_subscripts('```{code-cell} ipython3\nax.set(ylabel=r"$\\Sigma_{\\rm emp}$", title=f"{a_b}")\n```\n')

@@ -32,7 +32,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["VERDICTS", "IDENTITY", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts"]
+__all__ = ["VERDICTS", "IDENTITY", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts",
+           "verdict_sentence"]
 
 VERDICTS = ("holds", "holds only if", "wrong", "notation slip")
 IDENTITY = "holds (identity)"  # how the ledger shows an illustration: not counted among the verdicts
@@ -151,3 +152,50 @@ def verdict_counts(chapter: str | None = None) -> dict[str, int]:
     for c in claims(chapter):
         counts[c.shown_verdict] += 1
     return counts
+
+
+# How a count of each verdict reads in a sentence: (singular, plural).
+_PHRASES = {
+    "holds": ("holds as stated", "hold as stated"),
+    "holds only if": ("holds only under conditions the notes do not state",
+                      "hold only under conditions the notes do not state"),
+    "wrong": ("is wrong as written", "are wrong as written"),
+    "notation slip": ("is a notation slip", "are notation slips"),
+}
+
+
+def verdict_sentence(chapter: str | None = None, *, noun: str = "claim", phrases: dict | None = None) -> str:
+    """The chapter's verdict counts as one grammatical sentence, e.g. "Of the 9 claims, 1 holds as stated,
+    3 hold only under conditions the notes do not state, and 5 are wrong as written."
+
+    Verdicts with no claim are left out, except "holds", which reads "none holds as stated" when zero.
+    Illustrations are not counted; when there are any, a second sentence says so. ``phrases`` replaces
+    the (singular, plural) wording of a verdict, e.g. for hypotheses rather than claims.
+    """
+    if not isinstance(noun, str) or not noun:
+        raise ValueError(f"noun={noun!r}; expected a non-empty word such as 'claim' or 'hypothesis'")
+    wording = dict(_PHRASES)
+    for key, value in (phrases or {}).items():
+        if key not in VERDICTS or not (isinstance(value, tuple) and len(value) == 2):
+            raise ValueError(f"phrases[{key!r}]={value!r}; keys must be among {VERDICTS} and values "
+                             "(singular, plural) tuples of str")
+        wording[key] = value
+    counts = verdict_counts(chapter)
+    total = sum(counts[v] for v in VERDICTS)
+    plural = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+    plural = {"hypothesis": "hypotheses"}.get(noun, plural)
+    parts = []
+    for v in VERDICTS:
+        k = counts[v]
+        if k == 0 and v != "holds":
+            continue
+        single, many = wording[v]
+        parts.append(f"none {single}" if k == 0 else f"{k} {single if k == 1 else many}")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + (", and " if len(parts) > 2 else " and ") + parts[-1]
+    text = f"Of the {total} {noun if total == 1 else plural}, {listed}."
+    n_id = counts[IDENTITY]
+    if n_id:
+        rows = "row" if n_id == 1 else "rows"
+        text += (f" Not counted: {n_id} further {rows} marked \"{IDENTITY}\", which only "
+                 f"{'rewrites' if n_id == 1 else 'rewrite'} definitions.")
+    return text

@@ -15,7 +15,8 @@ import numpy as np
 
 from . import deep_linear as dln, fullscale, superposition as tms
 
-__all__ = ["dln_sde_comparison", "tms_noise_sweep", "EXPERIMENTS"]
+__all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "dln_ks_by_model", "holm",
+           "noise_phase_tests", "PHASE_TARGETS", "EXPERIMENTS"]
 
 
 def _finite_or_none(values):
@@ -85,6 +86,58 @@ def represented_by_cell(sweep: dict) -> dict:
         for j, S in enumerate(sweep["sparsities"]):
             out[(float(S), name)] = n[j * K:(j + 1) * K]
     return out
+
+
+def dln_ks_by_model(result: dict, *, models=None) -> dict:
+    """Mean KS distance to SGD per model, over every (setting, seed, quantity, mode) of a ``ch5_dln_sdes``
+    result: the number chapter 5's text and its ledger row both state (issue 15: one source)."""
+    dists = result["dists"]
+    names = models if models is not None else list(dict.fromkeys(d["model"] for d in dists))
+    out = {}
+    for name in names:
+        ks = [float(d["ks"]) for d in dists if d["model"] == name]
+        if not ks:
+            raise ValueError(f"model {name!r} is not in the result; its models are "
+                             f"{sorted({d['model'] for d in dists})}")
+        out[name] = float(np.mean(ks))
+    return out
+
+
+def holm(pvalues, level: float = 0.05) -> list[bool]:
+    """Holm's step-down procedure: which of the hypotheses are rejected at family-wise level ``level``."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or np.any((p < 0) | (p > 1)) or not np.all(np.isfinite(p)):
+        raise ValueError(f"pvalues={pvalues!r}; expected a 1-D sequence of numbers in [0, 1]")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r}; expected a number in (0, 1)")
+    reject = [False] * len(p)
+    for rank, k in enumerate(np.argsort(p, kind="stable")):
+        if p[k] > level / (len(p) - rank):
+            break
+        reject[int(k)] = True
+    return reject
+
+
+# The geometries gradient descent reaches at the two ends of the sparsity range and just before its end,
+# where chapter 5 asks whether strong noise ends runs elsewhere.
+PHASE_TARGETS = ((0.0, "2 orthogonal"), (0.9, "pentagon"), (0.95, "pentagon"))
+
+
+def noise_phase_tests(diagram: dict, *, noisy: tuple = ("sgd B=4", "gd_gaussian B=4"), reference: str = "gd",
+                      targets=PHASE_TARGETS, level: float = 0.05) -> list[dict]:
+    """Chapter 5's comparison of strong noise with gradient descent: for each noisy setting and each
+    (sparsity, geometry) target, an exact paired sign test over the seeds
+    (:func:`superposition.paired_sign_test`), read with Holm's correction over all of them at family-wise
+    ``level``. One dict per test: ``noise``, ``S``, ``geometry``, the two fractions of seeds reaching it,
+    ``a_only``/``b_only``/``p`` and ``resolved``."""
+    frac = {(c["sparsity"], c["setting"]): c["fractions"] for c in diagram["cells"]}
+    rows = [{"noise": other, "S": float(S), "geometry": geom,
+             "fraction, GD": frac[(S, reference)].get(geom, 0.0), "fraction, with noise": frac[(S, other)].get(geom, 0.0),
+             **tms.paired_sign_test(diagram, reference, other, S, geom)}
+            for other in noisy for S, geom in targets]
+    for row, ok in zip(rows, holm([r["p"] for r in rows], level)):
+        row["resolved"] = ok
+    return rows
 
 
 _MODULES = (sys.modules[__name__], dln, tms)

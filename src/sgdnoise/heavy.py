@@ -40,7 +40,8 @@ from .sde import check_alpha, symmetric_stable
 from .sgd import DivergenceError, check_learning_rate
 
 __all__ = ["log_multiplier_mean", "kesten_index", "gaussian_multiplier_index", "sde_tail_index", "sgd_stationary_variance",
-           "sde_stationary_variance", "streaming_lr_1d", "stable_scale_from_median", "EscapeRun",
+           "sde_stationary_variance", "streaming_lr_1d", "log_multiplier_mean_isotropic", "kesten_index_isotropic",
+           "divergence_lr_isotropic", "sde_tail_index_isotropic", "streaming_lr", "stable_scale_from_median", "EscapeRun",
            "double_well_escape", "quadratic_stationary", "NOISE_MODELS"]
 
 NOISE_MODELS = ("sgd", "gaussian", "stable", "none")
@@ -198,6 +199,120 @@ def streaming_lr_1d(eta: float, B: int, *, chains: int, steps: int, rng: np.rand
             u = (1 - eta / B * s) * u + eta / B * np.sqrt(noise_var * s) * rng.standard_normal(chains)
         if not np.isfinite(u).all():
             raise DivergenceError(f"streaming SGD diverged at step {k} with eta={eta}, B={B}, sigma2={sigma2}")
+    return u
+
+
+def _isotropic_expectation(p: float | None, c: float, B: int, d: int, nodes: int = 64) -> float:
+    """For independent ``X ~ χ²_B``, ``W ~ χ²_{d-1}`` and ``R² = (1 - cX)² + c² X W``: ``E R^p`` (``p`` a number),
+    or ``E log R`` (``p=None``). Quadrature in ``X`` split at the zero ``X = 1/c`` of the first term,
+    generalised Gauss–Laguerre in ``W``; the moments are summed in log space, so that large ``p`` and large
+    ``X`` do not overflow."""
+    from scipy import special
+
+    if d == 1:
+        w, log_omega = np.zeros(1), np.zeros(1)
+    else:
+        t, omega = special.roots_genlaguerre(nodes, (d - 1) / 2 - 1)
+        w, log_omega = 2 * t, np.log(omega) - math.lgamma((d - 1) / 2)
+    x0 = 1.0 / c
+
+    def f(x):
+        if x <= 0 or x == x0 and d == 1:
+            return 0.0
+        with np.errstate(divide="ignore"):
+            log_r2 = np.log((1.0 - c * x) ** 2 + c * c * x * w)
+        if p is None:
+            return float(np.dot(np.exp(log_omega), 0.5 * log_r2)) * math.exp(_chi2_logpdf(x, B))
+        return math.exp(float(special.logsumexp(log_omega + 0.5 * p * log_r2)) + _chi2_logpdf(x, B))
+
+    return integrate.quad(f, 0.0, x0, limit=200)[0] + integrate.quad(f, x0, np.inf, limit=200)[0]
+
+
+def _check_d(d) -> int:
+    return _args.integer("d", d, minimum=1, valid="a positive integer (the dimension)")
+
+
+def log_multiplier_mean_isotropic(eta: float, B: int, d: int, sigma2: float = 1.0) -> float:
+    """``E log‖M e₁‖`` for streaming least squares in ``d`` dimensions with isotropic Gaussian data
+    ``a ~ N(0, σ² I_d)``, ``M = I - (η/B) Σ_{i∈B} a_i a_iᵀ``: the iterates converge in law iff it is negative.
+
+    By rotational invariance ``‖M e₁‖² = (1 - cX)² + c² X W`` with ``c = ησ²/B``, ``X ~ χ²_B`` and
+    ``W ~ χ²_{d-1}`` independent (the first column's own entry, and its overlap with the other ``d - 1``
+    coordinates).
+    """
+    eta, B, d, sigma2 = check_learning_rate(eta), _check_B(B), _check_d(d), _check_positive("sigma2", sigma2)
+    return _isotropic_expectation(None, eta * sigma2 / B, B, d)
+
+
+def kesten_index_isotropic(eta: float, B: int, d: int, sigma2: float = 1.0, *, alpha_max: float = 200.0) -> float:
+    """Tail index ``α`` of SGD's stationary iterates on ``d``-dimensional streaming least squares with
+    isotropic Gaussian data: the positive root of ``E‖M e₁‖^α = 1`` (Gürbüzbalaban, Şimşekli & Zhu 2021, whose
+    characterisation for this case reduces the products of random matrices to one column by rotational
+    invariance). ``d = 1`` is :func:`kesten_index`. Raises ``ValueError`` when the iterates have no stationary
+    law (``E log‖M e₁‖ ≥ 0``) or the root lies above ``alpha_max``.
+    """
+    eta, B, d, sigma2 = check_learning_rate(eta), _check_B(B), _check_d(d), _check_positive("sigma2", sigma2)
+    alpha_max = _check_positive("alpha_max", alpha_max)
+    lam = log_multiplier_mean_isotropic(eta, B, d, sigma2)
+    if lam >= 0:
+        raise ValueError(f"eta={eta}, B={B}, d={d}, sigma2={sigma2}: E log‖M e1‖ = {lam:.3g} >= 0, so SGD has no "
+                         "stationary law (the iterates diverge); lower eta")
+    c = eta * sigma2 / B
+    h = lambda p: math.log(_isotropic_expectation(p, c, B, d))  # noqa: E731
+    return _positive_root(h, eta, B, alpha_max)
+
+
+def divergence_lr_isotropic(B: int, d: int, sigma2: float = 1.0) -> float:
+    """The learning rate ``η*`` at which ``E log‖M e₁‖ = 0`` for ``d``-dimensional streaming least squares with
+    isotropic Gaussian data: below it SGD's iterates have a stationary law (heavy-tailed close to it), above it
+    they diverge."""
+    B, d, sigma2 = _check_B(B), _check_d(d), _check_positive("sigma2", sigma2)
+    f = lambda e: log_multiplier_mean_isotropic(e, B, d, sigma2)  # noqa: E731  (negative, then positive)
+    hi = 2.0 * B / sigma2
+    while f(hi) < 0:
+        hi *= 2
+    lo = hi / 2
+    while f(lo) >= 0:
+        lo /= 2
+    return float(optimize.brentq(f, lo, hi, xtol=1e-12, rtol=1e-10))
+
+
+def sde_tail_index_isotropic(eta: float, B: int, d: int, sigma2: float = 1.0) -> float:
+    """Tail index of ``‖u‖`` under the stationary law of SGD's (Gaussian, state-dependent) SDE on
+    ``d``-dimensional streaming least squares with isotropic Gaussian data: ``1 + B/(ησ²) − (d − 1)/2``.
+
+    With ``Σ(u) = σ⁴(‖u‖² I + uuᵀ) + σ²σ_ε² I``, Itô's formula gives ``r = ‖u‖`` the drift
+    ``(−σ² + k(d − 1)/2) r`` and the squared diffusion ``2k r²`` for large ``r``, ``k = ησ⁴/B``; a density
+    ``∝ r^{2a/b − 2}`` follows for drift ``a r`` and squared diffusion ``b r²``. ``d = 1`` is
+    :func:`sde_tail_index`. Raises ``ValueError`` when the index is not positive (no stationary law).
+    """
+    eta, B, d, sigma2 = check_learning_rate(eta), _check_B(B), _check_d(d), _check_positive("sigma2", sigma2)
+    alpha = 1.0 + B / (eta * sigma2) - (d - 1) / 2
+    if alpha <= 0:
+        raise ValueError(f"eta={eta}, B={B}, d={d}, sigma2={sigma2}: the SDE has no stationary law "
+                         f"(its tail index 1 + B/(ησ²) − (d − 1)/2 = {alpha:.3g} is not positive); lower eta")
+    return alpha
+
+
+def streaming_lr(eta: float, B: int, d: int, *, chains: int, steps: int, generator: torch.Generator,
+                 sigma2: float = 1.0, noise_var: float = 1.0) -> torch.Tensor:
+    """Final errors ``u = θ - θ*`` (``(chains, d)``) of independent SGD runs on ``d``-dimensional streaming least
+    squares: each step draws ``B`` fresh samples ``a_i ~ N(0, σ² I_d)``, ``y_i = a_iᵀθ* + ε_i`` with
+    ``ε_i ~ N(0, σ_ε²)``, so ``u ← u - (η/B) Σ a_i (a_iᵀu - ε_i)``. Starts at ``u = 0``. Raises
+    :class:`~sgdnoise.sgd.DivergenceError` if an iterate stops being finite."""
+    eta, B, d = check_learning_rate(eta), _check_B(B), _check_d(d)
+    sigma2, noise_var = _check_positive("sigma2", sigma2), _check_positive("noise_var", noise_var)
+    chains, steps = _args.integer("chains", chains, minimum=1), _args.integer("steps", steps, minimum=1)
+    check_generator(generator)
+    u = torch.zeros(chains, d, dtype=torch.float64)
+    sa, se = math.sqrt(sigma2), math.sqrt(noise_var)
+    for k in range(steps):
+        a = sa * torch.randn(chains, B, d, generator=generator, dtype=torch.float64)
+        eps = se * torch.randn(chains, B, generator=generator, dtype=torch.float64)
+        residual = (a @ u[:, :, None])[..., 0] - eps  # (chains, B)
+        u = u - (eta / B) * (a * residual[..., None]).sum(1)
+        if not torch.isfinite(u).all():
+            raise DivergenceError(f"streaming SGD diverged at step {k} with eta={eta}, B={B}, d={d}, sigma2={sigma2}")
     return u
 
 

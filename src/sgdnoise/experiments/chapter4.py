@@ -15,7 +15,8 @@ import sys
 
 import torch
 
-from .. import curvature as _curvature, diagnostics as dg, gradients as _gradients, noise as _noise
+from .. import curvature as _curvature, diagnostics as dg, gradients as _gradients, heavy as _heavy, noise as _noise
+from .. import tails as _tails
 from ..curvature import hessian_top_eigs
 from ..gradients import per_sample_grads
 from ..noise import effective_rank, noise_spectrum
@@ -23,7 +24,7 @@ from ..problems import digits_mlp
 from ..sgd import train_sgd
 from . import fullscale
 
-__all__ = ["alignment_study", "network_sde_paths", "EXPERIMENTS"]
+__all__ = ["alignment_study", "network_sde_paths", "iterate_tails_by_dimension", "EXPERIMENTS"]
 
 
 def alignment_study(*, steps: int, eta: float, B: int, train_seed: int, snapshots, seed: int, pairs: int,
@@ -154,4 +155,98 @@ EXPERIMENTS = EXPERIMENTS + (
                  "models": ["SGD", "Gaussian SDE"]},
         description="chapter 4: SGD chains and Gaussian / α-stable SDE paths from a trained digits MLP (width 32)",
         modules=(sys.modules[__name__], dg, _curvature, _gradients, _noise)),
+    fullscale.Experiment(
+        name="ch4_network_paths_b1", compute=network_sde_paths,
+        # B = 1: the index along fixed directions is about 1 here, so only the median-matched α-stable model
+        full={"paths": 256, "B": 1, "eta": 0.1, "steps": 200, "seed_sgd": 24, "seed_gauss": 25, "seed_stable": 26,
+              "models": ["SGD", "Gaussian SDE", "α-stable SDE, median-matched"]},
+        # the live rerun: SGD only (the Gaussian SDE's paths are rerun live at B = 8)
+        reduced={"paths": 16, "B": 1, "eta": 0.1, "steps": 200, "seed_sgd": 124, "seed_gauss": 125, "seed_stable": 126,
+                 "models": ["SGD"]},
+        description="chapter 4: as ch4_network_paths, at B = 1",
+        modules=(sys.modules[__name__], dg, _curvature, _gradients, _noise)),
+)
+
+
+def iterate_tails_by_dimension(*, dims, chains, fractions, B: int, steps_per_efold: float, max_steps: int, groups: int,
+                               k_frac: float, seed: int, theory: bool = True, eta_stars=None, device: str = "cpu") -> dict:
+    """Heavy-tailed iterates of streaming least squares in ``d`` dimensions (isotropic Gaussian data), the
+    setting of Gürbüzbalaban, Şimşekli and Zhu (2021): for each ``d`` in ``dims`` (with ``chains[i]`` chains),
+    at learning rates ``η = f·η*`` for ``f`` in ``fractions`` (``η*``: where ``E log‖M e₁‖ = 0``), the
+    Kesten-type index (the root of ``E‖M e₁‖^α = 1``), the SDE's index, and Hill estimates of the iterates'
+    tail from simulated chains. The chains run ``steps_per_efold / |E log‖M e₁‖|`` steps (at most
+    ``max_steps``); the coordinates of the final iterates, pooled, are split into ``groups`` groups of chains
+    and Hill's estimate at ``k = k_frac`` of each group's values gives a mean and a standard error across
+    groups. The same estimate halfway through the run shows whether the tail had settled.
+
+    ``theory=False`` skips the two indices and the run-length rule's quadrature (a live rerun compares
+    only the simulation): it then needs ``eta_stars`` (one per ``d``) and uses ``max_steps`` steps."""
+    import numpy as np
+
+    from .. import heavy
+    from ..tails import hill
+
+    if len(chains) != len(dims):
+        raise ValueError(f"chains={chains!r} needs one entry per dimension in dims={dims!r}")
+    rows = []
+    for d, C in zip(dims, chains):
+        if C % groups:
+            raise ValueError(f"chains={C} for d={d} must be a multiple of groups={groups}")
+        if not theory and eta_stars is None:
+            raise ValueError("theory=False needs eta_stars, one divergence learning rate per dimension")
+        eta_star = heavy.divergence_lr_isotropic(B, d) if theory else float(eta_stars[dims.index(d)])
+        for j, f in enumerate(fractions):
+            eta = f * eta_star
+            rho = kesten = sde = None
+            if theory:
+                rho = heavy.log_multiplier_mean_isotropic(eta, B, d)
+                try:
+                    kesten = heavy.kesten_index_isotropic(eta, B, d)
+                except ValueError:  # the root lies above alpha_max: tails too light to matter
+                    kesten = None
+                try:
+                    sde = heavy.sde_tail_index_isotropic(eta, B, d)
+                except ValueError:
+                    sde = None
+            steps = int(min(max_steps, math.ceil(steps_per_efold / abs(rho)))) if theory else int(max_steps)
+            gen = torch.Generator().manual_seed(seed + 1000 * d + j)
+            half = heavy.streaming_lr(eta, B, d, chains=C, steps=steps // 2, generator=gen)
+            final = _continue_streaming(half, eta, B, steps - steps // 2, gen)
+
+            def grouped(u):
+                est = [hill(part.abs().flatten(), max(2, int(k_frac * part.numel())))
+                       for part in u.view(groups, C // groups, d)]
+                return float(np.mean(est)), float(np.std(est, ddof=1) / math.sqrt(groups))
+
+            h_half, h_final = grouped(half), grouped(final)
+            rows.append({"d": d, "eta_star": eta_star, "fraction": f, "eta": eta, "log_mean": rho, "kesten": kesten,
+                         "sde": sde, "steps": steps, "chains": C, "hill": h_final[0], "hill_se": h_final[1],
+                         "hill_half": h_half[0], "hill_half_se": h_half[1]})
+    return {"rows": rows, "B": B, "groups": groups, "k_frac": k_frac}
+
+
+def _continue_streaming(u, eta, B, steps, gen):
+    """``steps`` more steps of :func:`sgdnoise.heavy.streaming_lr` from the errors ``u``."""
+    C, d = u.shape
+    for k in range(steps):
+        a = torch.randn(C, B, d, generator=gen, dtype=torch.float64)
+        eps = torch.randn(C, B, generator=gen, dtype=torch.float64)
+        u = u - (eta / B) * (a * ((a @ u[:, :, None])[..., 0] - eps)[..., None]).sum(1)
+    if not torch.isfinite(u).all():
+        raise FloatingPointError(f"streaming SGD diverged with eta={eta}, B={B}, d={d}")
+    return u
+
+
+EXPERIMENTS = EXPERIMENTS + (
+    fullscale.Experiment(
+        name="ch4_iterates_dims", compute=iterate_tails_by_dimension,
+        full={"dims": [10, 100], "chains": [20000, 4000], "fractions": [0.6, 0.8, 0.9, 0.95], "B": 1,
+              "steps_per_efold": 8.0, "max_steps": 9000, "groups": 5, "k_frac": 0.01, "seed": 21},
+        # the live rerun: one point, the simulation only, as many steps as the full run took there (551)
+        reduced={"dims": [10], "chains": [4000], "fractions": [0.9], "B": 1, "steps_per_efold": 8.0,
+                 "max_steps": 551, "groups": 5, "k_frac": 0.01, "seed": 121, "theory": False,
+                 "eta_stars": [0.1798885694236108]},
+        description="chapter 4: tail index of SGD's iterates on streaming least squares in d = 10 and 100 "
+                    "(Kesten-type index, the SDE's, Hill estimates from chains)",
+        modules=(sys.modules[__name__], _heavy, _tails)),
 )

@@ -55,7 +55,7 @@ def test_assumption_effects_rows_and_the_exact_zero_of_the_gaussian_row():
     rows = st.assumption_effects(X, Y, eta=0.1, B=4, beta=0.5, chains=200, epochs=40, burn=5,
                                  generator=torch.Generator().manual_seed(2))
     by = {r["assumption"]: r for r in rows}
-    assert list(by) == ["η small", "B ≪ n", "no auto-correlation (reshuffling)", "no auto-correlation (momentum)",
+    assert list(by) == ["η small", "B ≪ n", "no auto-correlation (reshuffling)", "momentum, through the rescaled SDE",
                         "Σ constant", "Gaussian noise"]
     assert abs(by["Gaussian noise"]["relative effect"]) < 4 * by["Gaussian noise"]["± SE"]
     assert by["B ≪ n"]["relative effect"] < 0 < by["η small"]["relative effect"]

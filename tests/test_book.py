@@ -90,3 +90,22 @@ def test_the_cell_times_table_lists_pages_and_their_slowest_cells(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a cell-times record"):
         cell_times._load(tmp_path)
+
+
+def test_set_threads_follows_omp_num_threads(monkeypatch):
+    import torch
+
+    from sgdnoise.book import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert set_threads(default=2) == 2 and torch.get_num_threads() == 2
+        for bad in ("two", "0"):
+            monkeypatch.setenv("OMP_NUM_THREADS", bad)
+            with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+                set_threads()
+    finally:
+        torch.set_num_threads(before)

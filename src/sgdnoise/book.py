@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_python_scalar", "glue", "set_theme", "record_cell_times", "CELL_TIMES_ENV", "PALETTE", "SCHEME_LABELS"]
+__all__ = ["as_python_scalar", "glue", "set_theme", "set_threads", "record_cell_times", "CELL_TIMES_ENV", "PALETTE", "SCHEME_LABELS"]
 
 CELL_TIMES_ENV = "SGDNOISE_CELL_TIMES"  # a directory; `make book` sets it to _build/cell_times
 
@@ -75,6 +75,22 @@ def set_theme():
 
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
     mpl.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "figure.figsize": (7.0, 4.0)})
+
+
+def set_threads(default: int = 2) -> int:
+    """Give torch the number of threads that ``OMP_NUM_THREADS`` asks for (``default`` when it is unset), so
+    that a page honours ``OMP_NUM_THREADS=1 make test`` instead of pinning its own count; returns it."""
+    import torch
+
+    raw = os.environ.get("OMP_NUM_THREADS", "")
+    try:
+        n = int(raw) if raw.strip() else int(default)
+    except ValueError:
+        raise ValueError(f"OMP_NUM_THREADS={raw!r}; expected a positive integer such as 1 or 2") from None
+    if n < 1:
+        raise ValueError(f"OMP_NUM_THREADS={raw!r} (or default={default!r}); expected a positive integer such as 1 or 2")
+    torch.set_num_threads(n)
+    return n
 
 
 def _first_line(source: str) -> str:

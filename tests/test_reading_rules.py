@@ -17,17 +17,23 @@ HIDDEN = ("remove-cell", "hide-input", "remove-input", "hide-cell")
 BOOKKEEPING = re.compile(r"^\s*(glue\w*\(|assert\b)|#.*\b(verdicts? below|checked against the data)", re.I)
 
 
-def visible_bookkeeping(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of every glue/assert line in a code cell a reader sees."""
-    found = []
+def code_cells(text: str):
+    """(line number of the cell's fence, its body, its options: the YAML block or the ``:key:`` lines) for
+    every code cell of a chapter's source."""
     for m in CELL.finditer(text):
         body = m.group(1)
         head = body.split("\n---\n", 1)[0] if body.startswith("---\n") else "\n".join(
             line for line in body.split("\n") if line.startswith(":"))
+        yield text[: m.start()].count("\n") + 1, body, head
+
+
+def visible_bookkeeping(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of every glue/assert line in a code cell a reader sees."""
+    found = []
+    for fence, body, head in code_cells(text):
         if any(tag in head for tag in HIDDEN):
             continue
-        first = text[: m.start()].count("\n") + 2
-        found += [(first + i, line) for i, line in enumerate(body.split("\n")) if BOOKKEEPING.search(line)]
+        found += [(fence + 1 + i, line) for i, line in enumerate(body.split("\n")) if BOOKKEEPING.search(line)]
     return found
 
 
@@ -55,15 +61,12 @@ def uncaptioned_figures(text: str) -> list[tuple[int, str]]:
     """(line number, first line) of every code cell that draws a figure without a numbered caption and a
     hidden input (issue 15: figures in chapters 4–6 had neither)."""
     found = []
-    for m in CELL.finditer(text):
-        body = m.group(1)
+    for fence, body, head in code_cells(text):
         if not FIGURE.search(body):
             continue
-        head = body.split("\n---\n", 1)[0] if body.startswith("---\n") else ""
         ok = "hide-input" in head and re.search(r"figure:\n\s+caption:", head) and re.search(r"\n\s+name: fig-", head)
         if not ok:
-            first = text[: m.start()].count("\n") + 1
-            found.append((first, next((ln for ln in body.split("\n") if FIGURE.search(ln)), "")))
+            found.append((fence, next((ln for ln in body.split("\n") if FIGURE.search(ln)), "")))
     return found
 
 
@@ -88,14 +91,13 @@ def raw_subscripts(text: str) -> list[tuple[int, str]]:
     """Axis labels, titles and legend labels with an underscore outside $...$ (issue 15: "E[tr Σ_emp]" or
     "η λ_max" printed raw instead of as mathematics)."""
     found = []
-    for m in CELL.finditer(text):
-        first = text[: m.start()].count("\n") + 2
-        for i, line in enumerate(m.group(1).split("\n")):
+    for fence, body, _ in code_cells(text):
+        for i, line in enumerate(body.split("\n")):
             for lab in AXIS_TEXT.finditer(line):
                 outside = re.sub(r"\$[^$]*\$", "", lab.group(2))
                 outside = re.sub(r"\{[^{}]*\}", "", outside)  # f-string fields are code, not text
                 if re.search(r"[A-Za-zΣλη]_", outside):
-                    found.append((first + i, lab.group(2)))
+                    found.append((fence + 1 + i, lab.group(2)))
     return found
 
 

@@ -52,3 +52,20 @@ def test_missing_reference_and_new_page_fail(dc, capsys):
     mod.main("--update")
     state["pages"]["chapters/new.md"] = {"glue z": "1"}
     assert mod.main() == 1 and "not in the reference" in capsys.readouterr().err
+
+
+def test_another_thread_count_compares_what_is_displayed(dc, monkeypatch, capsys):
+    """A reference from a two-thread build and a one-thread build: raw digits may differ, displayed ones may not
+    (the failing variant: a change that shows on the page still fails)."""
+    mod, state, page = dc
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    mod.main("--update")
+    state["pages"][page]["glue x"] = repr(0.123456 * (1 + 1e-6))  # beyond 1e-12, same to two decimals
+    assert mod.main() == 1  # same thread count: raw digits must agree
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert mod.main() == 0 and "only the values as the pages display" in capsys.readouterr().out
+    state["pages"][page]["glue x"] = "0.133456"  # shows as 0.13
+    assert mod.main() == 1
+    state["pages"][page]["glue x"] = "0.123456"
+    state["pages"][page]["glue y"] = "8"  # displayed without a format: must be identical
+    assert mod.main() == 1

@@ -83,12 +83,17 @@ def test_verdict_sentence_counts_and_grammar(monkeypatch):
         text = ledger.verdict_sentence(chapter)
         assert text.startswith(f"Of the {sum(counts[v] for v in ledger.VERDICTS)} claim")
         assert " 1 hold " not in text and " 1 are " not in text and " 0 " not in text, text
-    fake = {ledger.VERDICTS[0]: 0, "holds only if": 1, "wrong": 1, "notation slip": 0, ledger.IDENTITY: 0}
+    fake = {ledger.VERDICTS[0]: 0, "holds only if": 1, "wrong": 1, "notation slip": 0, "not supported here": 0,
+            ledger.IDENTITY: 0}
     monkeypatch.setattr(ledger, "verdict_counts", lambda chapter=None: dict(fake))
     assert ledger.verdict_sentence(noun="hypothesis") == (
         "Of the 2 hypotheses, none holds as stated, 1 holds only under conditions the notes do not state, "
         "and 1 is wrong as written.")
-    fake.update({"holds": 3, "wrong": 0, "holds only if": 0, ledger.IDENTITY: 2})
+    fake.update({"not supported here": 2})
+    assert ledger.verdict_sentence(noun="hypothesis") == (
+        "Of the 4 hypotheses, none holds as stated, 1 holds only under conditions the notes do not state, "
+        "1 is wrong as written, and 2 are not supported by the book's experiments.")
+    fake.update({"holds": 3, "wrong": 0, "holds only if": 0, "not supported here": 0, ledger.IDENTITY: 2})
     assert ledger.verdict_sentence() == ("Of the 3 claims, 3 hold as stated. Not counted: 2 further rows marked "
                                          "\"holds (identity)\", which only rewrite definitions.")
     with pytest.raises(ValueError, match="phrases"):

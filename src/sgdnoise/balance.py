@@ -10,8 +10,9 @@ and checks them):
 
 * one SGD step with any batch multiplies each ``δ_l`` by ``1 - η² m² q_l``, where ``m = ∂ℓ_batch/∂a`` and
   ``q_l = Π_{j ∉ {l, l+1}} w_j²`` (gradient flow conserves ``δ_l``);
-* under the Gaussian SDE, ``d log|δ_l| = -(η V / B) q_l dt`` when the per-sample gradient variance ``V`` of
-  ``∂ℓ_i/∂a`` does not depend on ``a`` (inputs ``x_i = ±1``);
+* under the Gaussian SDE, ``d log|δ_l| = -(η V(a) / B) q_l dt``, with no noise term, where ``V(a)`` is the
+  per-sample variance of ``∂ℓ_i/∂a``; with inputs ``x_i = ±1`` (any ``x_i² = const`` would do) it does not depend
+  on ``a`` and the rate is constant;
 * under a symmetric α-stable driver with Lévy scale ``γ`` of the kicks, ``log|δ|`` decays at the rate
   ``-2 Γ(α) cos(πα/2) γ^α`` (:func:`stable_balancing_rate`): for ``1 < α ≤ 2`` the layers balance, for
   ``α = 1`` nothing happens, for ``α < 1`` they unbalance.
@@ -77,10 +78,10 @@ def stable_balancing_rate(alpha: float, gamma: float) -> float:
     """Rate at which ``log|δ|`` decays when the kicks ``J`` along ``∇a`` are the jumps of a symmetric α-stable
     Lévy process whose characteristic function per unit time is ``exp(-γ^α |t|^α)``:
 
-        ∫ log|1 - J²| ν(dJ) = -2 Γ(α) cos(πα/2) γ^α,
+        -∫ log|1 - J²| ν(dJ) = -2 Γ(α) cos(πα/2) γ^α,
 
-    positive (balancing) for ``1 < α ≤ 2``, zero at ``α = 1``, negative (unbalancing) for ``α < 1``. At ``α = 2``
-    it is ``2γ²``, the Gaussian rate (the kick variance per unit time)."""
+    positive (balancing) for ``1 < α ≤ 2``, zero at ``α = 1``, negative (unbalancing) for ``α < 1``. As ``α → 2``
+    it tends to ``2γ²``, the Gaussian rate (the kick variance per unit time); at ``α = 2`` that limit is returned."""
     alpha = check_alpha(alpha)
     gamma = _args.real("gamma", gamma, gt=0)
     return float(-2 * math.gamma(alpha) * math.cos(math.pi * alpha / 2) * gamma**alpha)
@@ -90,7 +91,7 @@ def sgd_balancing_rate(eta: float, B: int, V: float, sharpness) -> np.ndarray:
     """SGD's decay rate of ``log|δ|`` per unit time ``t = η k`` at depth 2, to leading order in the noise:
     ``(η V / B) · 2 / (2 - η h)``, where ``h = w_1² + w_2²`` is the sharpness (``tr H``) at the current point.
     The factor ``2 / (2 - η h)`` is the finite-step excess over the SDE's ``η V / B``: the fluctuations of ``a``
-    about ``â`` add ``mean(m)²`` to ``E m²``, and they grow without bound as ``η h → 2``."""
+    about ``â`` add ``Var(a - â)`` to ``E m²``, and they grow without bound as ``η h → 2``."""
     eta = _args.real("eta", eta, gt=0)
     B = _args.integer("B", B, minimum=1)
     V = _args.real("V", V, ge=0)

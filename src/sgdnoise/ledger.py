@@ -8,7 +8,9 @@ returns :class:`Evidence`. The verdicts:
 - ``"holds only if"``: true only under conditions the notes leave out, which the statement gives;
 - ``"wrong"``: false as written; the statement gives the corrected result;
 - ``"notation slip"``: the result is right but a symbol in its derivation names the wrong object (the
-  statement says which reading makes it right).
+  statement says which reading makes it right);
+- ``"not supported here"``: a hypothesis that the book's experiment tested and did not support. It is not
+  shown false in general: the statement says what was tested, and on what.
 
 A claim that only rewrites definitions (the algebra of a sum, the name given to a difference) is registered
 with ``illustration=True``: its check confirms the algebra, which could not have come out otherwise once
@@ -17,7 +19,7 @@ the definitions are granted, so it is evidence of nothing about SGD. The ledger 
 
 ``Evidence.ok`` is true when the computation confirms the *verdict* (for ``"wrong"``: the notes' statement
 fails and the corrected one holds; for ``"notation slip"``: the literal reading fails and the intended one
-holds).
+holds; for ``"not supported here"``: the hypothesis' prediction fails in the book's experiment).
 
 Every check can fail: each claim carries ``mutant`` keyword arguments that substitute a deliberately
 wrong formula, and the test suite asserts that the check then returns ``ok=False``.
@@ -35,7 +37,7 @@ from typing import Callable
 __all__ = ["VERDICTS", "IDENTITY", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts",
            "verdict_sentence"]
 
-VERDICTS = ("holds", "holds only if", "wrong", "notation slip")
+VERDICTS = ("holds", "holds only if", "wrong", "notation slip", "not supported here")
 IDENTITY = "holds (identity)"  # how the ledger shows an illustration: not counted among the verdicts
 
 _REGISTRY: dict[str, "Claim"] = {}
@@ -161,6 +163,7 @@ _PHRASES = {
                       "hold only under conditions the notes do not state"),
     "wrong": ("is wrong as written", "are wrong as written"),
     "notation slip": ("is a notation slip", "are notation slips"),
+    "not supported here": ("is not supported by the book's experiments", "are not supported by the book's experiments"),
 }
 
 

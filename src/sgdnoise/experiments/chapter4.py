@@ -10,6 +10,7 @@ of H and Σ on Σ's top-5 eigenvectors against permuted coordinates.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -94,6 +95,15 @@ EXPERIMENTS = (
 )
 
 
+@functools.lru_cache(maxsize=2)
+def _trained_width32(device: str) -> torch.Tensor:
+    """θ* of the width-32 digits MLP after 1500 SGD steps (η = 0.1, B = 32, seed 1), computed once per process: both
+    experiments below start from it, and a chapter that loads both trains it once."""
+    net = digits_mlp(seed=0, hidden=32, device=device)
+    train_sgd(net, eta=0.1, B=32, steps=1500, generator=torch.Generator().manual_seed(1))
+    return net.theta().detach().clone()
+
+
 def network_sde_paths(*, paths: int, B: int, eta: float, steps: int, seed_sgd: int, seed_gauss: int, seed_stable: int,
                       models, device: str = "cpu") -> dict:
     """SGD chains and SDE paths from a trained width-32 digits MLP (section "The same question on the network"):
@@ -110,7 +120,7 @@ def network_sde_paths(*, paths: int, B: int, eta: float, steps: int, seed_sgd: i
     if unknown:
         raise ValueError(f"models {unknown} are not among {list(known)}")
     net = digits_mlp(seed=0, hidden=32, device=device)
-    train_sgd(net, eta=0.1, B=32, steps=1500, generator=torch.Generator().manual_seed(1))
+    net.set_theta(_trained_width32(str(device)).to(net.theta()))
     theta_star = net.theta().detach().clone()
     G = per_sample_grads(net.model, net.loss_fn, net.X, net.y).double()
     Gc = G - G.mean(0)

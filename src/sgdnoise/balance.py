@@ -243,9 +243,8 @@ def simulate(x, y, w0, *, method: str, eta: float, B: int = 1, steps: int, paths
                 draws = (torch.randn((size, P), generator=generator, dtype=torch.float64) * math.sqrt(h)).numpy()
             elif method == "stable_sde":
                 draws = (kappa * h ** (1 / alpha) * symmetric_stable((size, P), alpha, generator)).numpy()
-        a = w1 * w2
         if method in ("gd", "sgd"):
-            m = a - (a_hat if method == "gd" else draws[j])
+            m = w1 * w2 - (a_hat if method == "gd" else draws[j])
             w1, w2 = w1 - eta * m * w2, w2 - eta * m * w1
             bad = (diverged < 0) & ~(np.isfinite(w1) & np.isfinite(w2) & (np.abs(w1 * w2) < explode))
             diverged[bad] = k
@@ -254,7 +253,7 @@ def simulate(x, y, w0, *, method: str, eta: float, B: int = 1, steps: int, paths
         # The SDE's state is carried as (a, log|δ|, sign δ, sign of the larger layer), so that δ keeps its full
         # relative precision when it is far smaller than w² (w_2² - w_1² would round to 0).
         xi = A * draws[j]  # the noise kick along ∇a = (w_2, w_1): w_1 += ξ w_2, w_2 += ξ w_1, exactly
-        delta = d_sign * np.exp(log_d)
+        delta = delta_s()
         flip = np.abs(xi) > 1  # only such a kick can change which layer is the larger, or its sign
         if flip.any():
             p1, p2 = _layers(a_s[flip], delta[flip], big_sign[flip], d_sign[flip] > 0)
@@ -266,7 +265,7 @@ def simulate(x, y, w0, *, method: str, eta: float, B: int = 1, steps: int, paths
         with np.errstate(divide="ignore"):
             log_d = log_d + np.log(np.abs(1 - xi**2))  # w_2'² - w_1'² = (w_2² - w_1²)(1 - ξ²)
         # gradient flow over dt keeps δ and moves a towards â at the rate w_1² + w_2² (an exponential step)
-        a_s = a_hat + (a - a_hat) * np.exp(-np.hypot(d_sign * np.exp(log_d), 2 * a) * h)
+        a_s = a_hat + (a - a_hat) * np.exp(-np.hypot(delta_s(), 2 * a) * h)
         bad = (diverged < 0) & ~(np.isfinite(a_s) & np.isfinite(log_d))
         diverged[bad] = k
     t_unit = eta if method in ("gd", "sgd") else h

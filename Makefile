@@ -50,7 +50,18 @@ book: $(STAMP) $(MATHJAX) $(NOTEBOOKS)
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 	$(BIN)/python scripts/check_build.py _build
 
-pytest: $(STAMP)
+# Test-only extras: transformers without its dependencies (it must not pull another torch), then the check
+# that the pinned CPU torch is still the one installed.
+EXTRAS := $(VENV)/.extras
+TRANSFORMERS := transformers==5.23.0
+$(EXTRAS): requirements-extras.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-extras.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(TRANSFORMERS)
+	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and '+cu' not in v else 'unexpected torch ' + v)"
+	$(BIN)/python -c "import transformers; assert transformers.__version__ == '5.23.0', transformers.__version__"
+	touch $@
+
+pytest: $(STAMP) $(EXTRAS)
 	$(BIN)/python -m pytest
 
 # Debian's Chromium and its driver, for the browser test (no browser is downloaded by a test tool).

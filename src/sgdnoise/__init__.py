@@ -15,6 +15,7 @@ from .noise import (
     sigma_spectrum,
 )
 from .sampling import SCHEMES, sample_batches
+from . import audit  # noqa: E402  (a callable module: sgdnoise.audit(model, loss_fn, data, lr=..., batch_size=...))
 
 __version__ = "0.1.0"
 
@@ -31,4 +32,5 @@ __all__ = [
     "noise_spectrum",
     "sigma_spectrum",
     "effective_rank",
+    "audit",
 ]

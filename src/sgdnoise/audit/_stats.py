@@ -1,0 +1,236 @@
+"""The audit's measurements on a matrix of per-sample gradients, each with its uncertainty.
+
+Notation of :mod:`sgdnoise.noise`. The user's data set has ``N`` samples; the audit takes the per-sample
+gradients of ``m <= N`` of them, drawn without replacement (``m = N`` when the data set is small enough),
+as the rows of ``G``. The quantities of interest are those of the **data set**: ``Σ = Σ_emp`` with the
+``1/N`` normalisation, and the full-batch gradient ``g_N``. From a subsample they are estimated without
+bias, and their sampling error carries the finite-population correction ``1 - m/N`` (zero when
+``m = N``: the numbers are then exact, up to rounding).
+
+* ``tr Σ``: ``(N-1)/N · V`` with ``V = Σ_i ‖g_i - ḡ‖² / (m-1)``, unbiased for the finite population's
+  variance ``S² = N/(N-1) · tr Σ`` under sampling without replacement.
+* ``‖g_N‖²``: ``‖ḡ‖² - (1 - m/N) V / m``, since ``E‖ḡ‖² = ‖g_N‖² + (1 - m/N) S² / m``.
+* ``B_simple = tr Σ / ‖g_N‖²`` (McCandlish et al. 2018), the ratio of the two.
+
+Standard errors are the delete-one jackknife's, times ``√(1 - m/N)``; for these three the leave-one-out
+values have closed forms in ``‖g_i‖²`` and ``g_i·ḡ`` (one pass over ``G``). Spectral quantities (top
+eigenvalues, effective rank, the power-law exponent of the spectrum) get delete-a-fold jackknife SEs,
+computed on the ``m × m`` Gram matrix; they describe the subsample's ``Σ``, whose top eigenvalues are
+biased upward as estimates of the data set's when eigenvalues crowd (stated in the report).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..noise import batch_weights, effective_rank
+from ..tails import hill_auto, stable_alpha
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number, its standard error (``None`` where none is defined) and a 95% interval ``(low, high)``."""
+
+    value: float
+    se: float | None = None
+    low: float | None = None
+    high: float | None = None
+    method: str = ""
+
+    @classmethod
+    def normal(cls, value: float, se: float, method: str) -> "Estimate":
+        return cls(float(value), float(se), float(value - Z95 * se), float(value + Z95 * se), method)
+
+    @property
+    def exact(self) -> bool:
+        return self.se == 0.0
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "se": self.se, "ci95": [self.low, self.high], "method": self.method}
+
+    def text(self, fmt: str = ".3g") -> str:
+        if self.exact:
+            return f"{self.value:{fmt}} (exact)"
+        if self.low is None:
+            return f"{self.value:{fmt}}"
+        return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+def _jackknife_se(loo: Tensor, fpc: float) -> float:
+    m = loo.numel()
+    finite = loo[torch.isfinite(loo)]
+    if finite.numel() < m:
+        return math.inf
+    return math.sqrt((m - 1) / m * float(((loo - loo.mean()) ** 2).sum()) * fpc)
+
+
+def noise_scale_stats(s: Tensor, t: Tensor, g2: float, N: int) -> dict[str, Estimate]:
+    """``tr Σ``, ``‖g_N‖²`` and ``B_simple`` from ``s_i = ‖g_i‖²``, ``t_i = g_i·ḡ`` and ``g2 = ‖ḡ‖²`` (float64)."""
+    m = s.numel()
+    if m < 3:
+        raise ValueError(f"need at least 3 audited samples for the noise statistics; got {m}")
+    fpc = 1.0 - m / N
+
+    def stats(S, gsq, mm):
+        V = (S - mm * gsq) / (mm - 1)
+        return (N - 1) / N * V, gsq - (1.0 - mm / N) * V / mm
+
+    S = float(s.sum())
+    tr, gn = stats(S, g2, m)
+    mm = m - 1
+    gsq_loo = (m * m * g2 - 2 * m * t + s) / mm**2
+    tr_loo, gn_loo = stats(S - s, gsq_loo, mm)
+    tr_se, gn_se = _jackknife_se(tr_loo, fpc), _jackknife_se(gn_loo, fpc)
+    out = {"trace_sigma": Estimate.normal(tr, tr_se, "unbiased; jackknife SE with finite-population correction"),
+           "grad_norm_sq": Estimate.normal(gn, gn_se, "unbiased; jackknife SE with finite-population correction")}
+    ratio = tr / gn if gn > 0 else math.inf
+    r_se = _jackknife_se(tr_loo / gn_loo, fpc) if gn > 0 else math.inf
+    if fpc == 0.0:
+        out["noise_scale"] = Estimate(ratio, 0.0, ratio, ratio, "exact (all samples)")
+    elif gn - Z95 * gn_se <= 0:
+        # ‖g_N‖² is not distinguishable from 0: B_simple is bounded below only (its interval from the two ends).
+        low = (tr - Z95 * tr_se) / (gn + Z95 * gn_se) if gn + Z95 * gn_se > 0 else 0.0
+        out["noise_scale"] = Estimate(ratio, r_se, max(low, 0.0), math.inf,
+                                      "ratio; ‖g_N‖² not distinguishable from 0, so no upper bound")
+    else:
+        out["noise_scale"] = Estimate.normal(ratio, r_se, "ratio of unbiased estimates; jackknife SE")
+    return out
+
+
+def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: torch.Generator) -> dict:
+    """Top-``k`` eigenvalues of the subsample's ``Σ``, its effective rank and the power-law exponent ``s`` of
+    ``λ_i ∝ i^{-s}`` over ranks ``1..fit``, with delete-a-fold jackknife SEs (``folds`` random folds, times
+    ``√(1 - m/N)``; exact when ``m = N``) and normal 95% intervals.
+
+    ``Kc_fn(idx)`` returns the centred Gram matrix ``G_c G_cᵀ`` of the rows ``idx`` (float64, ``len(idx)``
+    square); its eigenvalues over the number of rows are those of ``Σ``. (A bootstrap over rows is not used:
+    its duplicated rows change the spectrum itself, and on the digits network it put the power-law
+    exponent's whole percentile interval on one side of the estimate.)
+    """
+
+    def measure(idx):
+        lam = torch.linalg.eigvalsh(Kc_fn(idx)).flip(0).clamp_min(0.0) / idx.numel()
+        ranks = torch.arange(1, fit + 1, dtype=torch.float64)
+        top = lam[:fit]
+        ok = top > 0
+        slope = math.nan
+        if int(ok.sum()) >= 3:
+            A = torch.stack([torch.log(ranks[ok]), torch.ones(int(ok.sum()), dtype=torch.float64)], 1)
+            slope = -float(torch.linalg.lstsq(A, torch.log(top[ok])[:, None]).solution[0, 0])
+        return lam, effective_rank(lam), slope
+
+    lam, er, slope = measure(torch.arange(m))
+    fpc = 1.0 - m / N
+    est = lambda v, se, what: Estimate.normal(v, se, what) if math.isfinite(se) else Estimate(v, None, None, None, what)  # noqa: E731
+    if fpc == 0.0:
+        ses = [0.0] * (k + 2)
+        method = "exact (all samples)"
+    else:
+        parts = torch.randperm(m, generator=gen).chunk(folds)
+        loo = []
+        for i in range(len(parts)):
+            keep = torch.cat([p for j, p in enumerate(parts) if j != i]).sort().values
+            lam_i, er_i, s_i = measure(keep)
+            loo.append(torch.cat([lam_i[:k], torch.tensor([er_i, s_i], dtype=torch.float64)]))
+        loo = torch.stack(loo)
+        F = loo.shape[0]
+        ses = (((F - 1) / F * ((loo - loo.mean(0)) ** 2).sum(0) * fpc).sqrt()).tolist()
+        method = f"delete-a-fold jackknife ({F} folds) with finite-population correction"
+    eig = [est(float(lam[i]), ses[i], method) for i in range(k)]
+    rank = int((lam > lam[0] * 1e-10).sum()) if lam[0] > 0 else 0
+    return {"eigenvalues": eig, "all_eigenvalues": lam, "effective_rank": est(er, ses[k], method),
+            "power_law_exponent": est(slope, ses[k + 1], method + f"; least squares over ranks 1..{fit}"),
+            "numerical_rank": rank}
+
+
+# ----------------------------------------------------------------------------- Gaussianity
+def tail_null(size: int, reps: int, gen: torch.Generator) -> np.ndarray:
+    """The block-sum index of ``reps`` Gaussian samples of ``size`` draws: the null distribution of the tail test."""
+    z = torch.randn((reps, size), generator=gen, dtype=torch.float64).numpy()
+    return np.asarray(stable_alpha(z, center=None), dtype=float)
+
+
+def tail_pvalue(sample: np.ndarray, null: np.ndarray) -> tuple[float, float]:
+    """``(index, p)``: the block-sum index of ``sample`` and the Monte-Carlo p-value of "heavier than Gaussian"
+    (the fraction of Gaussian null samples reading as low or lower, ``(1 + count)/(1 + reps)``)."""
+    a = float(stable_alpha(sample, center=None))
+    return a, (1 + int((null <= a).sum())) / (1 + null.size)
+
+
+def holm(pvalues, level: float) -> list[bool]:
+    """Holm's step-down rejections at family-wise ``level``, in the input order."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    reject = np.zeros(p.size, dtype=bool)
+    for rank, i in enumerate(order):
+        if p[i] > level / (p.size - rank):
+            break
+        reject[i] = True
+    return reject.tolist()
+
+
+def excess_kurtosis(x: Tensor) -> float:
+    x = x.double() - x.double().mean()
+    v = float((x**2).mean())
+    return float((x**4).mean()) / v**2 - 3.0 if v > 0 else math.nan
+
+
+def gaussianity(P: Tensor, labels: list[str], lam: Tensor, Kc: Tensor, B: int, draws: int, null_reps: int,
+                level: float, gen: torch.Generator) -> dict:
+    """Is the minibatch noise at batch size ``B`` Gaussian, along the directions whose centred per-sample
+    projections are the columns of ``P`` (``m × r``), and as a vector?
+
+    ``draws`` batch noises are drawn with replacement from the ``m`` audited samples (the law of a batch mean
+    of ``B`` draws from the per-sample law). Along each direction the block-sum tail index of the draws is
+    compared with its distribution on ``draws`` Gaussian samples (``null_reps`` of them): a one-sided
+    Monte-Carlo test of "heavier-tailed than Gaussian". For the vector, Hill's index of ``‖ξ‖`` is compared with
+    its distribution under the Gaussian noise of the same covariance ``Σ/B`` (eigenvalues ``lam``). Holm's
+    correction over all directions and the vector keeps the family-wise false "heavy-tailed" rate at
+    ``level`` when the noise is Gaussian. Also the excess kurtosis of the per-sample projections, ``κ₁``,
+    and that of the batch noise, ``κ₁/B`` (exact for a mean of ``B`` independent draws).
+    """
+    m, r = P.shape
+    batches = torch.randint(m, (draws, B), generator=gen)
+    W = batch_weights(batches, m) - 1.0 / m  # ξ_k·u = (w_k - 1/m)ᵀ p: centred weights
+    Xi = W @ P.double()  # (draws, r)
+    null = tail_null(draws, null_reps, gen)
+    rows = []
+    for j in range(r):
+        a, p = tail_pvalue(Xi[:, j].numpy(), null)
+        k1 = excess_kurtosis(P[:, j])
+        rows.append({"direction": labels[j], "tail_index": a, "p_value": p, "kurtosis_per_sample": k1,
+                     "kurtosis_batch": k1 / B})
+    # the vector: ‖ξ‖² = (w - 1/m)ᵀ K_c (w - 1/m); its Gaussian twin: Σ_j (λ_j/B) z_j²
+    sq = ((W @ Kc) * W).sum(1).clamp_min(0.0)
+    obs = hill_auto(sq.sqrt().numpy()).alpha
+    lam_pos = lam[lam > 0]
+    null_v = []
+    for _ in range(null_reps // 4):
+        z2 = torch.randn((draws, lam_pos.numel()), generator=gen, dtype=torch.float64) ** 2
+        null_v.append(hill_auto((z2 @ (lam_pos / B)).sqrt().numpy()).alpha)
+    null_v = np.asarray(null_v)
+    p_vec = (1 + int((null_v <= obs).sum())) / (1 + null_v.size)
+    rows.append({"direction": "vector ‖ξ‖ (Hill)", "tail_index": obs, "p_value": p_vec,
+                 "kurtosis_per_sample": math.nan, "kurtosis_batch": math.nan})
+    reject = holm([row["p_value"] for row in rows], level)
+    for row, rej in zip(rows, reject):
+        row["heavy_tailed"] = bool(rej)
+    return {"rows": rows, "null_median": float(np.median(null)), "null_q05": float(np.quantile(null, 0.05)),
+            "vector_null_median": float(np.median(null_v)), "draws": draws, "null_reps": null_reps, "level": level}
+
+
+def per_sample_tails(P: Tensor, labels: list[str]) -> list[dict]:
+    """Hill's index of ``|p_i|`` for each column of the per-sample projections ``P``, with its asymptotic SE
+    ``α/√k``: below 2 the per-sample law, read as a sample of a population, has no finite variance."""
+    out = []
+    for j in range(P.shape[1]):
+        fit = hill_auto(P[:, j].numpy(), k_min=10)
+        out.append({"direction": labels[j], "alpha": fit.alpha, "se": fit.alpha / math.sqrt(fit.k), "k": fit.k})
+    return out

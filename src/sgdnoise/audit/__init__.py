@@ -15,8 +15,9 @@ import types
 from ._audit import audit
 from ._stats import Estimate
 from .report import STATUSES, AuditReport, Verdict
+from .tracker import NoiseTracker
 
-__all__ = ["audit", "AuditReport", "Verdict", "Estimate", "STATUSES"]
+__all__ = ["audit", "AuditReport", "Verdict", "Estimate", "STATUSES", "NoiseTracker"]
 
 
 class _CallableModule(types.ModuleType):

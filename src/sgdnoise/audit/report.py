@@ -140,20 +140,23 @@ class AuditReport:
         else:
             fig = axes[0].figure
         lam = np.asarray(self.sigma_eigenvalues)
-        lam = lam[lam > 0]
+        lam = lam[lam > lam[0] * 1e-12]  # numerical zeros (rank ≤ m - 1) left out
         ranks = np.arange(1, lam.size + 1)
         ax = axes[0]
         ax.loglog(ranks, lam, ".", ms=3, label="eigenvalues of $\\Sigma$")
         s = self.numbers["power_law_exponent"].value
-        fit = self.settings["spectrum_fit_ranks"]
+        fit = min(self.settings["spectrum_fit_ranks"], lam.size)
         if math.isfinite(s):
-            ax.loglog(ranks[:fit], lam[0] * ranks[:fit] ** (-s), "-", lw=1, label=f"$i^{{-{s:.2f}}}$ (ranks 1–{fit})")
+            r = ranks[:fit]
+            c = np.exp(np.mean(np.log(lam[:fit]) + s * np.log(r)))  # the least-squares intercept
+            ax.loglog(r, c * r ** (-s), "-", lw=1.5, label=f"$\\propto i^{{-{s:.2f}}}$ (ranks 1–{fit})")
         ax.set_xlabel("rank $i$")
         ax.set_ylabel("$\\lambda_i(\\Sigma)$")
         ax.legend(fontsize=8)
         ax.set_title("noise covariance spectrum", fontsize=10)
         ax = axes[1]
-        rows = self.numbers["gaussianity"]["rows"]
+        rows = [r for r in self.numbers["gaussianity"]["rows"] if not r["direction"].startswith("vector")]
+        vec = [r for r in self.numbers["gaussianity"]["rows"] if r["direction"].startswith("vector")]
         y = np.arange(len(rows))
         ax.axvline(2.0, color="0.5", lw=1, ls=":")
         ax.axvline(self.numbers["gaussianity"]["null_q05"], color="C3", lw=1, ls="--",
@@ -162,7 +165,12 @@ class AuditReport:
         ax.set_yticks(y, [r["direction"] for r in rows], fontsize=7)
         ax.set_xlabel("tail index of the batch noise")
         ax.legend(fontsize=8)
-        ax.set_title(f"Gaussianity at $B$ = {self.settings['batch_size']}", fontsize=10)
+        title = f"Gaussianity at $B$ = {self.settings['batch_size']}"
+        if vec:
+            g = self.numbers["gaussianity"]
+            title += (f"\nnorm: Hill index {vec[0]['tail_index']:.1f} (Gaussian twin {g['vector_null_median']:.1f}), "
+                      + ("heavier" if vec[0]["heavy_tailed"] else "not heavier"))
+        ax.set_title(title, fontsize=9)
         ax = axes[2]
         sh = self.numbers["sharpness"]
         lr, beta = self.settings["lr"], self.settings["momentum"]

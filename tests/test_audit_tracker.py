@@ -101,7 +101,7 @@ def test_scheduled_audit_and_bad_input():
     with pytest.raises(ValueError, match="audit_data"):
         NoiseTracker(model, cross_entropy, lr=0.1, batch_size=8, audit_every=2)
     tr = NoiseTracker(model, cross_entropy, lr=0.1, batch_size=8, audit_every=2, audit_data=(X, y),
-                      audit_kwargs=dict(noise_draws=200, null_reps=20, alignment=False, sharpness_folds=0))
+                      audit_kwargs=dict(noise_draws=200, null_reps=250, alignment=False, sharpness_folds=0))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for k in range(3):
         opt.zero_grad()
@@ -111,3 +111,59 @@ def test_scheduled_audit_and_bad_input():
     assert tr.to_frame().shape == (3, 4)
     with pytest.raises(ValueError, match="at least 2"):
         tr.backward(X[:1], y[:1])
+
+
+def test_odd_batches_flattened_tokens_frozen_layers_and_restored_gradients():
+    torch.manual_seed(0)
+    # odd B on the half-batch route
+    model, _ = models()["layernorm"]
+    X, y = data(N=15)
+    tr = NoiseTracker(model, cross_entropy, lr=0.1, batch_size=15)
+    tr.backward(X, y)
+    G = per_sample_grads(model, cross_entropy, X, y).double()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double()
+    assert torch.allclose(grad, G.mean(0), atol=1e-12)
+
+    # a Linear fed flattened tokens (B·T, in): the rows are not the samples, so the tracker must not use them
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(5, 3)
+
+        def forward(self, x):  # x: (B, T, 5)
+            B, T, _ = x.shape
+            return self.a(x.reshape(B * T, 5)).reshape(B, T, 3).mean(1)
+
+    flat = Flat().double()
+    Xs, ys = data(N=12, seq=4)
+    tr = NoiseTracker(flat, cross_entropy, lr=0.1, batch_size=12)
+    tr.backward(Xs, ys)
+    assert tr.route == "half batches"
+    G = per_sample_grads(flat, cross_entropy, Xs, ys).double()
+    s = 0.5 * float((G[:6].mean(0) ** 2).sum() + (G[6:].mean(0) ** 2).sum())
+    q = float((G.mean(0) ** 2).sum())
+    assert tr.history["trace_sigma"][0] == pytest.approx((s - q) / (1 / 6 - 1 / 12), rel=1e-9)
+
+    # a frozen Linear is not a layer the tracker needs
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    mlp[0].requires_grad_(False)
+    tr = NoiseTracker(mlp, cross_entropy, lr=0.1, batch_size=16)
+    assert tr.route == "ghost norms"
+    X, y = data(N=16)
+    tr.backward(X, y)
+    G = per_sample_grads(mlp, cross_entropy, X, y).double()
+    S = 16 * (float((G * G).sum(1).mean()) - float((G.mean(0) ** 2).sum())) / 15
+    assert tr.history["trace_sigma"][0] == pytest.approx(S, rel=1e-9)
+
+    # a scheduled audit leaves .grad as it found it
+    X, y = data(N=64)
+    tr = NoiseTracker(mlp, cross_entropy, lr=0.1, batch_size=8, audit_every=1, audit_data=(X, y),
+                      audit_kwargs=dict(noise_draws=200, null_reps=250, alignment=False, sharpness_folds=0))
+    mlp.zero_grad()
+    tr.backward(X[:8], y[:8])
+    first = [p.grad.clone() for p in mlp.parameters() if p.requires_grad]
+    tr.backward(X[:8], y[:8])  # an audit runs first, then the same batch's gradient is added
+    for g0, p in zip(first, [p for p in mlp.parameters() if p.requires_grad]):
+        assert torch.allclose(p.grad, 2 * g0, atol=1e-12)
+    with pytest.raises(ValueError, match="valid schemes"):
+        NoiseTracker(mlp, cross_entropy, lr=0.1, batch_size=8, scheme="shuffle")

@@ -41,12 +41,12 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {"assumption": self.assumption, "status": self.status, "evidence": self.evidence, "rule": self.rule,
-                "chapter": self.chapter, "estimate": None if self.estimate is None else self.estimate.to_dict()}
+                "chapter": self.chapter, "estimate": None if self.estimate is None else _plain(self.estimate.to_dict())}
 
 
 def _plain(v):
     if isinstance(v, Estimate):
-        return v.to_dict()
+        return _plain(v.to_dict())
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

@@ -4,13 +4,17 @@ Every step, from the batch the step uses anyway, two unbiased estimates (McCandl
 with the batch's own per-sample gradients as the small batches):
 
 * with ``s = mean_i ‖g_i‖²`` over the ``B`` samples of the batch and ``q = ‖g_B‖²`` (the batch gradient),
-  ``E s = ‖g‖² + tr Σ`` and ``E q = ‖g‖² + tr Σ/B`` (samples drawn independently), so
-  ``S = B (s - q)/(B - 1)`` is unbiased for ``tr Σ`` and ``Q = q - S/B`` for ``‖g‖²``.
+  ``E s = ‖g‖² + tr Σ`` and ``E q = ‖g‖² + tr Σ/B`` (samples drawn independently, i.e. with replacement), so
+  ``S = B (s - q)/(B - 1)`` is unbiased for ``tr Σ`` and ``Q = q - S/B`` for ``‖g‖²``. For a batch drawn without
+  replacement from ``N`` samples (also one of a reshuffled epoch) ``E S = N/(N-1) · tr Σ`` and
+  ``E Q = ‖g‖² - tr Σ/(N-1)``: biases of order ``1/N``, which matter only when ``‖g‖²`` is itself that small.
 
 The per-sample norms ``‖g_i‖²`` come without per-sample gradients: for a ``nn.Linear`` fed ``a`` (``n × in``)
 whose output receives ``δ`` (``n × out``) the weight gradient of sample ``i`` is ``δ_i a_iᵀ`` and its squared
 norm ``‖δ_i‖² ‖a_i‖²`` (and ``Σ_{t,s} (a_t·a_s)(δ_t·δ_s)`` over the positions of a sequence, the "ghost norm"),
-one pass over the layer's inputs and output gradients. When a trainable parameter lies outside such layers
+one pass over the layer's inputs and output gradients (the batch must be the leading axis of every layer's
+input; a layer fed another leading axis switches the tracker to the route below). When a trainable
+parameter lies outside such layers
 (embeddings, normalisations, transformers' ``Conv1D``), or a layer is called twice or shares its weight, the
 tracker falls back to two half-batches: ``s`` is then the mean of the halves' ``‖g_{B/2}‖²``, with
 ``E = ‖g‖² + 2 tr Σ/B`` in the formulas above (two backward passes of half the size instead of one).
@@ -28,6 +32,7 @@ from torch import Tensor, nn
 
 from .. import _args
 from ..gradients import _trainable, per_sample_losses
+from ..sampling import check_scheme
 from ._audit import audit as _audit
 
 
@@ -56,7 +61,7 @@ class NoiseTracker:
         self.model, self.loss_fn = model, loss_fn
         self.lr = _args.real("lr", lr, gt=0)
         self.batch_size = _args.integer("batch_size", batch_size, minimum=2)
-        self.scheme = scheme
+        self.scheme = check_scheme(scheme)
         self.every = _args.integer("every", every, minimum=1)
         self.window = _args.integer("window", window, minimum=2)
         if audit_every is not None:
@@ -78,7 +83,8 @@ class NoiseTracker:
 
     # ----------------------------------------------------------------- which route
     def _ghost_layers(self):
-        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)
+                   and any(p is not None and p.requires_grad for p in (m.weight, m.bias))]
         owned = {}
         for m in linears:
             for p in (m.weight, m.bias):
@@ -106,8 +112,9 @@ class NoiseTracker:
             if self._bar is not None:
                 self._bar.update(1)
             return float(loss.detach())
-        if self._layers is not None:
-            loss, s, q = self._ghost_step(X, y)
+        step = self._ghost_step(X, y) if self._layers is not None else None
+        if step is not None:
+            loss, s, q = step
             S = B * (s - q) / (B - 1)
         else:
             loss, s, q = self._halves_step(X, y)
@@ -152,6 +159,12 @@ class NoiseTracker:
             raise RuntimeError("an nn.Linear was called more or less than once in the forward pass, or its output got "
                                "no gradient; the ghost-norm route needs each layer called exactly once")
         B = X.shape[0]
+        if any(a.shape[0] != B or go.shape[0] != B for _, a, go in recs):
+            # a layer fed another leading axis (flattened tokens (B·T, in), or the batch on axis 1): its rows are
+            # not the samples, so the norms would be wrong. Undo nothing (no gradient was written yet) and take
+            # the half-batch route from now on.
+            self._layers, self.route = None, "half batches"
+            return None
         norms = 0.0
         for m, a, go in recs:
             if a.ndim == 2:

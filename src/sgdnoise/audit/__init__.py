@@ -16,8 +16,9 @@ from ._audit import audit
 from ._stats import Estimate
 from .report import STATUSES, AuditReport, Verdict
 from .tracker import NoiseTracker
+from .ddp import DDPNoiseScale
 
-__all__ = ["audit", "AuditReport", "Verdict", "Estimate", "STATUSES", "NoiseTracker"]
+__all__ = ["audit", "AuditReport", "Verdict", "Estimate", "STATUSES", "NoiseTracker", "DDPNoiseScale"]
 
 
 class _CallableModule(types.ModuleType):

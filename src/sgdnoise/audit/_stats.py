@@ -68,6 +68,20 @@ class Estimate:
         return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
 
 
+def ratio_of_means(S, Q) -> tuple[float, float]:
+    """``(mean S / mean Q, SE)`` for paired per-step estimates (delta method, their covariance included, the
+    steps treated as independent); ``(nan, nan)`` for fewer than two steps or a mean of ``Q`` that is not positive."""
+    S = torch.as_tensor(S, dtype=torch.float64)
+    Q = torch.as_tensor(Q, dtype=torch.float64)
+    if S.numel() < 2 or float(Q.mean()) <= 0:
+        return math.nan, math.nan
+    r = float(S.mean() / Q.mean())
+    cov = float(torch.cov(torch.stack([S, Q]))[0, 1])
+    rel = (float(S.var()) / float(S.mean()) ** 2 + float(Q.var()) / float(Q.mean()) ** 2
+           - 2 * cov / (float(S.mean()) * float(Q.mean()))) / S.numel()
+    return r, abs(r) * math.sqrt(max(rel, 0.0))
+
+
 def _jackknife_se(loo: Tensor, fpc: float) -> float:
     m = loo.numel()
     finite = loo[torch.isfinite(loo)]

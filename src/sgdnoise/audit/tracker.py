@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _args
+from ._stats import ratio_of_means
 from ..gradients import _trainable, per_sample_losses
 from ..sampling import check_scheme
 from ._audit import audit as _audit
@@ -224,15 +225,7 @@ class NoiseTracker:
     def noise_scale(self, window: int | None = None) -> tuple[float, float]:
         """``(B_simple, SE)`` from the means of the last ``window`` steps' ``tr Σ`` and ``‖g‖²`` estimates."""
         w = self.window if window is None else _args.integer("window", window, minimum=2)
-        S = torch.tensor(self.history["trace_sigma"][-w:], dtype=torch.float64)
-        Q = torch.tensor(self.history["grad_norm_sq"][-w:], dtype=torch.float64)
-        if S.numel() < 2 or float(Q.mean()) <= 0:
-            return math.nan, math.nan
-        r = float(S.mean() / Q.mean())
-        cov = float(torch.cov(torch.stack([S, Q]))[0, 1])
-        rel = (float(S.var()) / float(S.mean()) ** 2 + float(Q.var()) / float(Q.mean()) ** 2
-               - 2 * cov / (float(S.mean()) * float(Q.mean()))) / S.numel()
-        return r, abs(r) * math.sqrt(max(rel, 0.0))
+        return ratio_of_means(self.history["trace_sigma"][-w:], self.history["grad_norm_sq"][-w:])
 
     def to_frame(self):
         """The history as a pandas DataFrame."""

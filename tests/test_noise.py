@@ -177,3 +177,26 @@ def test_loglog_slope_ci_covers_the_true_slope():
     assert lo < 1.0 < hi and hi - lo < 0.2
     slope0, lo0, hi0 = loglog_slope_ci(x, y, 0.0 * y)
     assert abs(slope0 - 1.0) < 1e-12 and hi0 - lo0 < 1e-9
+
+
+def test_sigma_top_eigenvalues_by_lanczos_equal_the_dense_spectrum():
+    from sgdnoise.noise import sigma_top_eigenvalues
+    from sgdnoise.problems import digits_mlp
+
+    p = digits_mlp(seed=0, n=300)
+    model = p.model.double()
+    X = p.X.double()
+    from sgdnoise.gradients import per_sample_grads
+
+    G = per_sample_grads(model, p.loss_fn, X, p.y).double()
+    n = G.shape[0]
+    Gc = G - G.mean(0)
+    for centered, A in ((True, Gc), (False, G)):
+        dense = torch.linalg.eigvalsh(A @ A.T / n).flip(0)[:8]
+        got = sigma_top_eigenvalues(model, p.loss_fn, X, p.y, 8, centered=centered)
+        assert torch.allclose(got, dense, rtol=1e-8), (centered, got, dense)
+    # the failing variant: the two quantities differ (M = Σ + g gᵀ), and the routes tell them apart
+    top_sigma = torch.linalg.eigvalsh(Gc @ Gc.T / n)[-1]
+    assert sigma_top_eigenvalues(model, p.loss_fn, X, p.y, 1, centered=False)[0] > top_sigma * (1 + 1e-6)
+    with pytest.raises(ValueError, match="k=0"):
+        sigma_top_eigenvalues(model, p.loss_fn, X, p.y, 0)

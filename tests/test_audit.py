@@ -377,6 +377,8 @@ def test_bad_models_and_data_get_clear_errors():
     with pytest.raises(ValueError, match="non-finite"):
         sgdnoise.audit(model, cross_entropy, (Xbad, y), lr=0.1, batch_size=8)
     with pytest.raises(MemoryError, match="max_samples="):
+        sgdnoise.audit(model, cross_entropy, (X, y), lr=0.1, batch_size=8, memory_bytes=1000, route="gradients")
+    with pytest.raises(MemoryError, match="Gram route"):  # 'auto' falls back to the Gram route, which needs m² too
         sgdnoise.audit(model, cross_entropy, (X, y), lr=0.1, batch_size=8, memory_bytes=1000)
     reg = nn.Linear(5, 1).double()
     with pytest.raises(ValueError, match="one loss per sample"):  # targets (n,) against outputs (n, 1) broadcast
@@ -441,3 +443,33 @@ def test_gpt2_from_transformers_is_audited_exactly():
         rho = abs(power(hvp, 100))  # the largest |λ|, so that H + ρI has the largest algebraic λ on top
         top = power(lambda v: hvp(v) + rho * v) - rho
     assert rep["sharpness"].value == pytest.approx(top, rel=1e-3, abs=1e-3 * rho)
+
+
+def test_the_gram_route_gives_the_gradient_routes_numbers():
+    """The Gram route never forms G; on an MLP it must reproduce the per-sample-gradient route's numbers
+    (the same random directions, drawn block by block), and 'auto' must take it when G does not fit."""
+    model, X, y = small_mlp(seed=9, N=120)
+    kw = dict(lr=0.1, batch_size=8, max_samples=80, alignment=False, **FAST)
+    a = sgdnoise.audit(model, cross_entropy, (X, y), route="gradients", **kw)
+    b = sgdnoise.audit(model, cross_entropy, (X, y), route="gram", **kw)
+    for key in ("trace_sigma", "grad_norm_sq", "noise_scale", "effective_rank", "power_law_exponent", "sharpness"):
+        assert b[key].value == pytest.approx(a[key].value, rel=1e-9), key
+        assert b[key].se == pytest.approx(a[key].se, rel=1e-6), key
+    for name in a["noise_scale_per_layer"]:
+        assert b["noise_scale_per_layer"][name].value == pytest.approx(a["noise_scale_per_layer"][name].value, rel=1e-9)
+    ra, rb = a["gaussianity"]["rows"], b["gaussianity"]["rows"]
+    assert [r["tail_index"] for r in rb] == pytest.approx([r["tail_index"] for r in ra], rel=1e-7)
+    assert [r["alpha"] for r in b["per_sample_tails"]["rows"]] == pytest.approx(
+        [r["alpha"] for r in a["per_sample_tails"]["rows"]], rel=1e-7)
+    assert torch.allclose(b.sigma_top_eigenvectors.double().abs(), a.sigma_top_eigenvectors.double().abs(), atol=1e-5)
+    assert [v.status for v in a.verdicts] == [v.status for v in b.verdicts]
+    wide, X, y = small_mlp(seed=9, N=120, width=300)  # d = 2703: G (80 × d) needs 5.2 MB, the Gram route 0.3 MB
+    full = sgdnoise.audit(wide, cross_entropy, (X, y), route="gradients", **kw)
+    auto = sgdnoise.audit(wide, cross_entropy, (X, y), memory_bytes=10**6, **kw)
+    assert auto.settings["route"].startswith("Gram") and full.settings["route"].startswith("per-sample")
+    assert auto["trace_sigma"].value == pytest.approx(full["trace_sigma"].value, rel=1e-9)
+    with pytest.raises(ValueError, match="Gram route needs"):
+        sgdnoise.audit(nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)).double(), cross_entropy,
+                       (X, y), route="gram", **kw)
+    with pytest.raises(ValueError, match="valid routes"):
+        sgdnoise.audit(model, cross_entropy, (X, y), route="sketch", **kw)

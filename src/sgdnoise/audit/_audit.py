@@ -10,13 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from .. import _args
-from .._args import ArgumentTypeError, show
+from .._args import ArgumentTypeError, is_one_of, show
 from ..curvature import hessian_top_eigs
 from ..diagnostics import commutator_in_top_subspace, trace_h_sigma
-from ..gradients import _trainable, check_data, flat_params, per_sample_grads
+from ..gradients import _trainable, check_data, flat_params
 from ..problems import Problem
 from ..sampling import SCHEMES, check_generator, check_scheme
-from . import _stats
+from . import _routes, _stats
 from ._stats import Estimate
 from .report import CHAPTERS, AuditReport, Verdict
 
@@ -90,7 +90,8 @@ def _layer_slices(model: nn.Module) -> list[tuple[str, slice]]:
 def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme: str = "with_replacement",
           momentum: float = 0.0, max_samples: int = 512, top_k: int = 10, directions: int = 5,
           noise_draws: int = 4000, null_reps: int = 400, level: float = 0.05, spectrum_folds: int = 10,
-          sharpness_folds: int = 5, alignment: bool = True, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+          sharpness_folds: int = 5, alignment: bool = True, route: str = "auto",
+          memory_bytes: int = DEFAULT_MEMORY_BYTES,
           generator: torch.Generator | None = None, progress: bool = False) -> AuditReport:
     """Audit the SDE picture of SGD for ``model`` at learning rate ``lr`` and batch size ``batch_size``.
 
@@ -120,6 +121,11 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     alignment
         Also measure ``tr(HΣ)`` against its isotropic value and the commutator ``[H, Σ]`` on the top noise
         subspace (Hessian-vector products; about ``64 + 20 + 6·5`` of them).
+    route : {"auto", "gradients", "gram"}
+        ``"gradients"`` forms the ``m × d`` per-sample gradients (any model); ``"gram"`` never does (models whose
+        trainable parameters all sit in ``nn.Linear`` layers: memory ``O(m²)`` whatever ``d``, the same numbers;
+        no alignment measurements, eigenvectors only if ``d × k`` fits in ``memory_bytes``); ``"auto"`` takes
+        the first when ``G`` fits in ``memory_bytes``, else the second where it applies.
     memory_bytes
         Refuse (with the largest ``max_samples`` that fits) rather than allocate more for ``G``.
 
@@ -183,8 +189,17 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if m < 20:
         raise ValueError(f"the data set has N={N} samples; the audit needs at least 20")
     d = sum(p.numel() for _, p in _trainable(model))
+    if not is_one_of(route, ("auto", "gradients", "gram")):
+        raise ValueError(f"route={show(route)}; valid routes are 'auto', 'gradients' and 'gram'")
     need = 3 * m * d * 8  # G in float64, its centred copy, and one temporary of the same size
-    if need > memory_bytes:
+    if route == "auto":
+        route = "gradients" if need <= memory_bytes or not _routes.gram_route_possible(model) else "gram"
+    if route == "gram":
+        gram_need = m * m * 8 * (sum(1 for mod in model.modules() if isinstance(mod, nn.Linear)) + 4)
+        if gram_need > memory_bytes:
+            raise MemoryError(f"the Gram route for {m} samples needs about {gram_need / 2**20:.1f} MiB "
+                              f"(memory_bytes={memory_bytes:,}); pass a smaller max_samples or raise memory_bytes")
+    if route == "gradients" and need > memory_bytes:
         fit = max(int(memory_bytes // (3 * 8 * d)), 0)
         raise MemoryError(f"the per-sample gradients of {m} samples × {d:,} parameters need about {need / 2**30:.2f} GiB "
                           f"(memory_bytes={memory_bytes:,}); pass max_samples={fit} or fewer, or raise memory_bytes")
@@ -202,17 +217,17 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     # ---------------------------------------------------------------- per-sample gradients
     problem = Problem("audited samples", X, y, model, loss_fn)  # checks: finite data, one loss per sample
     with _second_order():  # the math attention kernel also has vmap batching rules (the fused one has none)
-        G = per_sample_grads(model, loss_fn, X, y).double()
-    step("per-sample gradients")
-    gbar = G.mean(0)
+        backend = _routes.GradientRoute(model, loss_fn, X, y) if route == "gradients" else \
+            _routes.GramRoute(model, loss_fn, X, y)
+    step("per-sample gradients" if route == "gradients" else "Gram matrix")
     numbers: dict = {}
-    s, t = (G * G).sum(1), G @ gbar
-    numbers.update(_stats.noise_scale_stats(s, t, float(gbar @ gbar), N))
-    per_layer = {}
-    for name, sl in _layer_slices(model):
-        Gl, gl = G[:, sl], gbar[sl]
-        per_layer[name] = _stats.noise_scale_stats((Gl * Gl).sum(1), Gl @ gl, float(gl @ gl), N)["noise_scale"]
-    numbers["noise_scale_per_layer"] = per_layer
+    layer_K = backend.layer_grams()
+    K = sum(layer_K.values())
+    # ‖g_i‖² = K_ii, g_i·ḡ = (K 1/m)_i, ‖ḡ‖² = 1ᵀK1/m²
+    numbers.update(_stats.noise_scale_stats(torch.diagonal(K).clone(), K.mean(1), float(K.mean()), N))
+    numbers["noise_scale_per_layer"] = {
+        name: _stats.noise_scale_stats(torch.diagonal(Kl).clone(), Kl.mean(1), float(Kl.mean()), N)["noise_scale"]
+        for name, Kl in layer_K.items()}
     bs = numbers["noise_scale"]
     inv = lambda v: B / v if v > 0 else math.inf  # noqa: E731
     numbers["batch_over_noise_scale"] = Estimate(inv(bs.value), None if bs.se is None else (B * bs.se / bs.value**2 if bs.value > 0 else math.inf),
@@ -223,9 +238,8 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
                                           None if bs.high is None else bs.high / B, "noise_scale / B")
 
     # ---------------------------------------------------------------- the spectrum of Σ
-    Gc = G - gbar
-    Kc = Gc @ Gc.T
-    K = G @ G.T
+    row = K.mean(1, keepdim=True)
+    Kc = K - row - row.T + row.mean()
 
     def kc_of(rows):
         Kr = K[rows][:, rows]
@@ -243,14 +257,21 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     lam_all, U = torch.linalg.eigh(Kc)
     lam_all, U = lam_all.flip(0).clamp_min(0.0), U.flip(1)
     kk = min(k, int((lam_all > lam_all[0] * 1e-10).sum()))
-    V = Gc.T @ U[:, :kk] / torch.sqrt(lam_all[:kk])  # unit eigenvectors of Σ, (d, kk)
+    C = (U[:, :kk] - U[:, :kk].mean(0)) / torch.sqrt(lam_all[:kk])
+    # unit eigenvectors of Σ, (d, kk): v_j = G_cᵀ u_j / √λ̃_j = Gᵀ c_j (Σ_i c_ij = 0); on the Gram route only if they fit
+    V = backend.combine(C) if route == "gradients" or d * kk * 8 <= memory_bytes else None
     step("spectrum of Σ")
 
     # ---------------------------------------------------------------- Gaussianity at B
     r_dirs = min(directions, kk)
-    R = torch.randn((d, directions), generator=gen, dtype=torch.float64)
-    R = R / R.norm(dim=0)
-    P = torch.cat([Gc @ V[:, :r_dirs], Gc @ R], 1)
+    # projections of the centred per-sample gradients: on Σ's eigenvectors G_c v_j = √λ̃_j u_j; on random unit
+    # directions drawn block by block, G_c r = (G r) - mean
+    proj, sq = 0.0, 0.0
+    for name, _, block in _routes.random_blocks(model, directions, gen):
+        proj = proj + backend.project(name, block)
+        sq = sq + block.reshape(directions, -1).pow(2).sum(1)
+    proj = proj / sq.sqrt()
+    P = torch.cat([U[:, :r_dirs] * torch.sqrt(lam_all[:r_dirs]), proj - proj.mean(0)], 1)
     labels = [f"top-{j + 1} eigenvector of Σ" for j in range(r_dirs)] + [f"random direction {j + 1}" for j in range(directions)]
     numbers["gaussianity"] = _stats.gaussianity(P, labels, lam_all / m, Kc, B, noise_draws, null_reps, level, gen)
     numbers["per_sample_tails"] = _stats.per_sample_tails(P, labels, null_reps, level, gen)
@@ -283,7 +304,8 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
         numbers["sharpness"] = Estimate(lam1, None, None, None, "Lanczos on the audited samples (no interval)")
     step("sharpness")
 
-    if alignment:
+    if alignment and route == "gradients":
+        G = backend.G
         G_theta = G if G.dtype == theta.dtype else G.to(theta.dtype)
         with _second_order():
             ths = trace_h_sigma(problem, theta, G_theta, m=min(64, m), generator=gen, probes=20)
@@ -309,7 +331,7 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if bar is not None:
         bar.close()
 
-    settings = {"model": type(model).__name__, "d": d, "lr": lr, "batch_size": B, "scheme": scheme,
+    settings = {"model": type(model).__name__, "d": d, "route": backend.name, "lr": lr, "batch_size": B, "scheme": scheme,
                 "momentum": momentum, "dataset_size": N, "audited_samples": m, "top_k": k, "directions": directions,
                 "noise_draws": noise_draws, "null_reps": null_reps, "level": level, "spectrum_folds": spectrum_folds,
                 "sharpness_folds": sharpness_folds, "spectrum_fit_ranks": fit}
@@ -322,7 +344,11 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if B >= m:
         notes.append(f"batch_size={B} >= the {m} audited samples: the Gaussianity test draws batches with "
                      "replacement from them and says little about the batch noise of the full data set.")
-    return AuditReport(verdicts, numbers, settings, V[:, :k].float(), (lam_all / m).numpy(), notes)
+    if alignment and route == "gram":
+        notes.append("alignment (tr(HΣ), the commutator) is not measured on the Gram route: it needs the per-sample "
+                     "gradients")
+    return AuditReport(verdicts, numbers, settings, None if V is None else V[:, :k].float(), (lam_all / m).numpy(),
+                       notes)
 
 
 def _verdicts(numbers, settings, eff, per_epoch) -> list[Verdict]:

@@ -1,0 +1,116 @@
+"""Where the audit's per-sample quantities come from: the per-sample gradient matrix, or the Gram route.
+
+Every quantity the audit needs from the per-sample gradients ``g_i`` (``i = 1..m``) is one of
+
+* inner products between them: the Gram matrix ``K = G Gᵀ``, and the same per module (per-layer noise scales);
+* projections ``G x`` on vectors ``x`` of parameter space given block by block (random directions);
+* combinations ``Gᵀ c`` (the eigenvectors of ``Σ``: ``v_j = G_cᵀ u_j / √λ̃_j``).
+
+``GradientRoute`` forms ``G`` (``m × d``, any model). ``GramRoute`` never does: for a model whose trainable
+parameters all sit in ``nn.Linear`` layers fed ``(m, in)`` inputs, sample ``i``'s gradient of a layer's weight
+is ``δ_i a_iᵀ``, so ``K`` is ``Σ_layers (A Aᵀ + 1) ∘ (Δ Δᵀ)`` (``m² (in + out)`` operations per layer),
+a projection on a block ``R`` is ``rowsum((Δ R) ∘ A)``, and ``Gᵀ c`` is the gradient of ``Σ_i c_i ℓ_i`` (one
+backward pass). Its memory is ``O(m²)`` per layer, whatever ``d``; the eigenvectors (``d × k``) are formed only
+if they fit. Both give the same numbers (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..gradients import _capture_linear, _trainable, per_sample_grads, per_sample_losses
+
+
+def _owner(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else "(model)"
+
+
+def random_blocks(model: nn.Module, r: int, gen: torch.Generator):
+    """``(name, parameter, block)`` for each trainable parameter, ``block`` of shape ``(r, *p.shape)``: ``r``
+    Gaussian directions of parameter space, drawn parameter by parameter (the same draws on both routes)."""
+    for name, p in _trainable(model):
+        yield name, p, torch.randn((r, *p.shape), generator=gen, dtype=torch.float64)
+
+
+class GradientRoute:
+    name = "per-sample gradients"
+
+    def __init__(self, model, loss_fn, X, y):
+        self.model = model
+        self.G = per_sample_grads(model, loss_fn, X, y).double()
+        self._slices = {}
+        start = 0
+        for name, p in _trainable(model):
+            self._slices[name] = slice(start, start + p.numel())
+            start += p.numel()
+
+    def gram(self) -> Tensor:
+        return self.G @ self.G.T
+
+    def layer_grams(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for name, sl in self._slices.items():
+            Gl = self.G[:, sl]
+            out[_owner(name)] = out.get(_owner(name), 0) + Gl @ Gl.T
+        return out
+
+    def project(self, name: str, block: Tensor) -> Tensor:
+        """``(m, r)``: each sample's gradient of parameter ``name`` against the ``r`` directions of ``block``."""
+        return self.G[:, self._slices[name]] @ block.reshape(block.shape[0], -1).T
+
+    def combine(self, C: Tensor) -> Tensor:
+        """``Gᵀ C`` for ``C`` of shape ``(m, k)``: ``(d, k)``."""
+        return self.G.T @ C
+
+
+class GramRoute:
+    name = "Gram matrix (no per-sample gradients formed)"
+
+    def __init__(self, model, loss_fn, X, y):
+        cap = _capture_linear(model, loss_fn, X, y)
+        if cap is None or any(a.ndim != 2 for a in cap.inputs):
+            raise ValueError("the Gram route needs every trainable parameter in an nn.Linear layer fed (n, in) "
+                             "inputs, each layer called once; use route='gradients' for this model")
+        self.model, self.loss_fn, self.X, self.y = model, loss_fn, X, y
+        self.cap = cap
+        self._of = {}
+        for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
+            self._of[id(layer.weight)] = (layer, "weight", a.double(), delta.double())
+            if layer.bias is not None:
+                self._of[id(layer.bias)] = (layer, "bias", a.double(), delta.double())
+        self._names = {name: p for name, p in _trainable(model)}
+
+    def layer_grams(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for name, p in self._names.items():
+            layer, kind, a, delta = self._of[id(p)]
+            dd = delta @ delta.T
+            block = dd * (a @ a.T) if kind == "weight" else dd
+            out[_owner(name)] = out.get(_owner(name), 0) + block
+        return out
+
+    def gram(self) -> Tensor:
+        return sum(self.layer_grams().values())
+
+    def project(self, name: str, block: Tensor) -> Tensor:
+        layer, kind, a, delta = self._of[id(self._names[name])]
+        if kind == "weight":  # δ_iᵀ R a_i for each of the r directions R (out × in)
+            return torch.stack([((delta @ R) * a).sum(1) for R in block], 1)
+        return delta @ block.T  # (m, out) @ (out, r)
+
+    def combine(self, C: Tensor) -> Tensor:
+        params = [p for p in self._names.values()]
+        cols = []
+        for j in range(C.shape[1]):
+            with torch.enable_grad():
+                losses = per_sample_losses(self.loss_fn, self.model(self.X), self.y, self.X.shape[0])
+                gs = torch.autograd.grad((losses * C[:, j].to(losses.dtype)).sum(), params)
+            cols.append(torch.cat([g.reshape(-1) for g in gs]).double())
+        return torch.stack(cols, 1)
+
+
+def gram_route_possible(model: nn.Module) -> bool:
+    from ..gradients import _fast_path_layers
+
+    return bool(_fast_path_layers(model))

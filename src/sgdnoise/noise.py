@@ -194,7 +194,7 @@ def sigma_top_eigenvalues(model, loss_fn, X: Tensor, y: Tensor, k: int, *, cente
     """The ``k`` largest eigenvalues of ``Σ_emp(θ)`` (``centered=True``) or of the uncentred second moment
     ``M = GᵀG/n`` (the "empirical Fisher"), in decreasing order, by Lanczos on the ``n × n`` Gram matrix.
 
-    The Gram matrix is built as in :func:`sgdnoise.gram_matrix` (on the fast path without forming ``G``), and
+    The Gram matrix is built as in :func:`sgdnoise.gradients.gram_matrix` (on the fast path without forming ``G``), and
     its top ``k`` eigenvalues, divided by ``n``, are those wanted (``G Gᵀ`` and ``GᵀG`` share their nonzero
     eigenvalues). Lanczos with full reorthogonalisation stops when every wanted Ritz pair's residual bound is
     below ``tol`` times the largest; for ``k ≪ n`` it costs a few dozen ``n × n`` products instead of a full

@@ -473,3 +473,20 @@ def test_the_gram_route_gives_the_gradient_routes_numbers():
                        (X, y), route="gram", **kw)
     with pytest.raises(ValueError, match="valid routes"):
         sgdnoise.audit(model, cross_entropy, (X, y), route="sketch", **kw)
+
+
+def test_a_non_finite_gradient_names_its_parameter():
+    class Root(nn.Module):  # d sqrt|h| / dh is infinite at h = 0
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 3)
+            with torch.no_grad():
+                self.lin.weight.zero_()
+                self.lin.bias.zero_()
+
+        def forward(self, x):
+            return torch.sqrt(self.lin(x).abs())
+
+    model, X, y = Root().double(), *small_mlp()[1:]
+    with pytest.raises(FloatingPointError, match="parameter 'lin.weight'"):
+        sgdnoise.audit(model, cross_entropy, (X, y), lr=0.1, batch_size=8)

@@ -145,9 +145,8 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     The rules: **Gaussian noise** fails when any tested direction or the norm reads heavier-tailed than
     Gaussian (Holm, family-wise ``level``; the false "heavy-tailed" rate on Gaussian noise is ``level``; the
     power of one direction's test at the default 4000 draws and level 5%, measured in the tests and on the
-    audit page: 1.0 on
-    α-stable noise with α = 1.5, about one half with α = 1.8 (0.45 and 0.57 in two runs of 100 samples), so an
-    index near 1.8 is often missed),
+    audit page: 1.0 on α-stable noise with α = 1.5, about one half with α = 1.8 (0.45 and 0.57 in two runs of
+    100 samples), so an index near 1.8 is often missed),
     is doubtful when none does but the batch noise's excess kurtosis exceeds 1 along some direction.
     **Finite variance**: doubtful when Hill's index of the per-sample projections is significantly below its
     law on Student-t(2) samples (index 2) along some direction (Holm, family-wise ``level``). **Small learning rate**: holds when the upper 95% bound of

@@ -22,15 +22,24 @@ def main(out_path: str, steps: int, b: int) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     problem = digits_mlp(seed=0)
-    model = DDP(problem.model)
+    model = DDP(problem.model, bucket_cap_mb=0.02)  # ~100 KB of float32 gradients: several buckets
     gns = DDPNoiseScale(local_batch_size=b, window=steps)
     model.register_comm_hook(gns, DDPNoiseScale.hook)
     gen = torch.Generator().manual_seed(100 + rank)
     max_err = 0.0
+    step_err = 0.0  # each recorded step against its own directly computed norms
+    params = list(problem.model.parameters())
     for step in range(steps):
         idx = torch.randint(problem.n, (b,), generator=gen)
         model.zero_grad()
         problem.loss_fn(model(problem.X[idx]), problem.y[idx]).mean().backward()
+        local = torch.autograd.grad(problem.loss_fn(problem.model(problem.X[idx]), problem.y[idx]).mean(), params)
+        sq = torch.tensor([sum(float((g.double() ** 2).sum()) for g in local)], dtype=torch.float64)
+        dist.all_reduce(sq)
+        glob = sum(float((p.grad.double() ** 2).sum()) for p in params)
+        assert len(gns.history["local_sq"]) == step + 1, (step, len(gns.history["local_sq"]))
+        step_err = max(step_err, abs(gns.history["local_sq"][-1] - float(sq[0]) / world) / (float(sq[0]) / world),
+                       abs(gns.history["global_sq"][-1] - glob) / glob)
         if step == 0:  # the hook's average against a plain all-reduce of the local gradients
             params = list(problem.model.parameters())
             local = torch.autograd.grad(problem.loss_fn(problem.model(problem.X[idx]), problem.y[idx]).mean(), params)
@@ -42,7 +51,8 @@ def main(out_path: str, steps: int, b: int) -> None:
     ns = gns.noise_scale()
     if rank == 0:
         with open(out_path, "w") as f:
-            json.dump({"history": gns.history, "noise_scale": ns, "max_rel_err": max_err, "world": world}, f)
+            json.dump({"history": gns.history, "noise_scale": ns, "max_rel_err": max_err, "world": world,
+                       "step_rel_err": step_err, "buckets": gns.last_step_buckets}, f)
     dist.destroy_process_group()
 
 

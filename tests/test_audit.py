@@ -463,9 +463,10 @@ def test_the_gram_route_gives_the_gradient_routes_numbers():
         [r["alpha"] for r in a["per_sample_tails"]["rows"]], rel=1e-7)
     assert torch.allclose(b.sigma_top_eigenvectors.double().abs(), a.sigma_top_eigenvectors.double().abs(), atol=1e-5)
     assert [v.status for v in a.verdicts] == [v.status for v in b.verdicts]
-    wide, X, y = small_mlp(seed=9, N=120, width=300)  # d = 2703: G (80 × d) needs 5.2 MB, the Gram route 0.3 MB
-    full = sgdnoise.audit(wide, cross_entropy, (X, y), route="gradients", **kw)
-    auto = sgdnoise.audit(wide, cross_entropy, (X, y), memory_bytes=10**6, **kw)
+    # d = 2703, one random direction: G (80 × d, three copies) needs 5.2 MB, the Gram route about 3.4 MB
+    wide, X, y = small_mlp(seed=9, N=120, width=300)
+    full = sgdnoise.audit(wide, cross_entropy, (X, y), route="gradients", directions=1, **kw)
+    auto = sgdnoise.audit(wide, cross_entropy, (X, y), memory_bytes=4_500_000, directions=1, **kw)
     assert auto.settings["route"].startswith("Gram") and full.settings["route"].startswith("per-sample")
     assert auto["trace_sigma"].value == pytest.approx(full["trace_sigma"].value, rel=1e-9)
     with pytest.raises(ValueError, match="Gram route needs"):
@@ -488,5 +489,6 @@ def test_a_non_finite_gradient_names_its_parameter():
             return torch.sqrt(self.lin(x).abs())
 
     model, X, y = Root().double(), *small_mlp()[1:]
-    with pytest.raises(FloatingPointError, match="parameter 'lin.weight'"):
-        sgdnoise.audit(model, cross_entropy, (X, y), lr=0.1, batch_size=8)
+    for route in ("gradients", "gram"):
+        with pytest.raises(FloatingPointError, match="parameter 'lin.weight'"):
+            sgdnoise.audit(model, cross_entropy, (X, y), lr=0.1, batch_size=8, route=route)

@@ -28,9 +28,13 @@ def ddp_run(tmp_path_factory):
     return json.loads(out.read_text())
 
 
-def test_the_hook_keeps_ddps_average(ddp_run):
+def test_the_hook_keeps_ddps_average_and_records_every_step_whole(ddp_run):
+    """Several buckets per step (bucket_cap_mb=0.02): every step is recorded once, after all its buckets, and its
+    local and global squared norms equal the directly computed ones (float32 sums)."""
     assert ddp_run["world"] == 2
     assert ddp_run["max_rel_err"] < 1e-5  # float32 gradients, one all-reduce in each
+    assert ddp_run["step_rel_err"] < 1e-5
+    assert ddp_run["buckets"] >= 2, ddp_run["buckets"]
 
 
 def test_two_process_estimates_agree_with_the_exact_values(ddp_run):

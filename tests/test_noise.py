@@ -198,5 +198,8 @@ def test_sigma_top_eigenvalues_by_lanczos_equal_the_dense_spectrum():
     # the failing variant: the two quantities differ (M = Σ + g gᵀ), and the routes tell them apart
     top_sigma = torch.linalg.eigvalsh(Gc @ Gc.T / n)[-1]
     assert sigma_top_eigenvalues(model, p.loss_fn, X, p.y, 1, centered=False)[0] > top_sigma * (1 + 1e-6)
+    # a tiny loss scale (K of order 1e-12) keeps the relative accuracy: ARPACK runs on the rescaled matrix
+    tiny = sigma_top_eigenvalues(model, lambda o, t: 1e-6 * p.loss_fn(o, t), X, p.y, 8)
+    assert torch.allclose(tiny, 1e-12 * torch.linalg.eigvalsh(Gc @ Gc.T / n).flip(0)[:8], rtol=1e-8)
     with pytest.raises(ValueError, match="k=0"):
         sigma_top_eigenvalues(model, p.loss_fn, X, p.y, 0)

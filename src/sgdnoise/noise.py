@@ -196,9 +196,10 @@ def sigma_top_eigenvalues(model, loss_fn, X: Tensor, y: Tensor, k: int, *, cente
 
     The Gram matrix is built as in :func:`sgdnoise.gradients.gram_matrix` (on the fast path without forming ``G``), and
     its top ``k`` eigenvalues, divided by ``n``, are those wanted (``G Gᵀ`` and ``GᵀG`` share their nonzero
-    eigenvalues). Lanczos with full reorthogonalisation stops when every wanted Ritz pair's residual bound is
-    below ``tol`` times the largest; for ``k ≪ n`` it costs a few dozen ``n × n`` products instead of a full
-    eigen-solve (on the digits MLP, n = 1797: about 0.05 s against 0.9 s).
+    eigenvalues). The implicitly restarted Lanczos of ARPACK (``scipy.sparse.linalg.eigsh``, on the matrix scaled
+    to a unit largest diagonal, each Ritz value to relative accuracy about ``tol``, from a fixed start vector)
+    costs a few dozen ``n × n`` products instead of a full eigen-solve (on the digits MLP, n = 1797: about
+    0.015 s against 0.9 s).
     """
     import numpy as np
     from scipy.sparse.linalg import eigsh
@@ -209,9 +210,10 @@ def sigma_top_eigenvalues(model, loss_fn, X: Tensor, y: Tensor, k: int, *, cente
         raise ValueError(f"k={k!r}; need an int 1 <= k <= n - 1 = {n - 1}")
     tol = _args.real("tol", tol, gt=0, as_given=True)
     Kd = K.double().cpu().numpy()
+    scale = float(np.abs(np.diag(Kd)).max()) or 1.0  # ARPACK's test has an absolute floor: work at unit scale
     v0 = np.random.default_rng(0).standard_normal(n)  # a fixed start: the same Ritz values on every call
-    lam = eigsh(Kd, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
-    return torch.from_numpy(np.sort(lam)[::-1].copy()) / n
+    lam = eigsh(Kd / scale, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
+    return torch.from_numpy(np.sort(lam)[::-1].copy()) * scale / n
 
 
 def effective_rank(eigenvalues: Tensor) -> float:

@@ -123,7 +123,8 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
         subspace (Hessian-vector products; about ``64 + 20 + 6·5`` of them).
     route : {"auto", "gradients", "gram"}
         ``"gradients"`` forms the ``m × d`` per-sample gradients (any model); ``"gram"`` never does (models whose
-        trainable parameters all sit in ``nn.Linear`` layers: memory ``O(m²)`` whatever ``d``, the same numbers;
+        trainable parameters all sit in ``nn.Linear`` layers: memory ``m²`` per layer plus the layers' inputs and
+        output gradients, never ``m × d``; the same numbers;
         no alignment measurements, eigenvectors only if ``d × k`` fits in ``memory_bytes``); ``"auto"`` takes
         the first when ``G`` fits in ``memory_bytes``, else the second where it applies.
     memory_bytes
@@ -196,7 +197,12 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if route == "auto":
         route = "gradients" if need <= memory_bytes or not _routes.gram_route_possible(model) else "gram"
     if route == "gram":
-        gram_need = m * m * 8 * (sum(1 for mod in model.modules() if isinstance(mod, nn.Linear)) + 4)
+        linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
+        biggest = max((p.numel() for _, p in _trainable(model)), default=0)
+        # m² per layer and for K, Kc and two temporaries; A and Δ in their dtype and in float64; the random blocks
+        gram_need = (m * m * 8 * (len(linears) + 4)
+                     + 3 * m * 8 * sum(mod.in_features + mod.out_features for mod in linears)
+                     + directions * biggest * 8)
         if gram_need > memory_bytes:
             raise MemoryError(f"the Gram route for {m} samples needs about {gram_need / 2**20:.1f} MiB "
                               f"(memory_bytes={memory_bytes:,}); pass a smaller max_samples or raise memory_bytes")

@@ -10,8 +10,9 @@ Every quantity the audit needs from the per-sample gradients ``g_i`` (``i = 1..m
 parameters all sit in ``nn.Linear`` layers fed ``(m, in)`` inputs, sample ``i``'s gradient of a layer's weight
 is ``δ_i a_iᵀ``, so ``K`` is ``Σ_layers (A Aᵀ + 1) ∘ (Δ Δᵀ)`` (``m² (in + out)`` operations per layer),
 a projection on a block ``R`` is ``rowsum((Δ R) ∘ A)``, and ``Gᵀ c`` is the gradient of ``Σ_i c_i ℓ_i`` (one
-backward pass). Its memory is ``O(m²)`` per layer, whatever ``d``; the eigenvectors (``d × k``) are formed only
-if they fit. Both give the same numbers (tested).
+backward pass). Its memory is ``m²`` numbers per layer plus each layer's ``A`` and ``Δ`` (``m (in + out)``) and,
+while random directions are drawn, ``r`` copies of the largest parameter: it does not grow like ``m × d``. The
+eigenvectors (``d × k``) are formed only if they fit. Both give the same numbers (tested).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..gradients import _capture_linear, _trainable, per_sample_grads, per_sample_losses
+from ..gradients import (_capture_linear, _check_model_inputs, _check_samples_independent, _trainable,
+                         check_per_sample_model, per_sample_grads, per_sample_losses)
 
 
 def _owner(name: str) -> str:
@@ -68,10 +70,24 @@ class GramRoute:
     name = "Gram matrix (no per-sample gradients formed)"
 
     def __init__(self, model, loss_fn, X, y):
+        # the checks per_sample_grads makes: per-sample gradients defined, inputs on the parameters' device and dtype
+        check_per_sample_model(model)
+        _check_model_inputs(model, X)
+        _check_samples_independent(model, X)
         cap = _capture_linear(model, loss_fn, X, y)
         if cap is None or any(a.ndim != 2 for a in cap.inputs):
             raise ValueError("the Gram route needs every trainable parameter in an nn.Linear layer fed (n, in) "
-                             "inputs, each layer called once; use route='gradients' for this model")
+                             "inputs, each layer called once and not shared; this model takes the per-sample "
+                             "gradient route (route='gradients', within memory_bytes: lower max_samples if needed)")
+        names = {id(mod): name for name, mod in model.named_modules()}
+        for layer, a, delta in zip(cap.layers, cap.inputs, cap.grads):
+            for what, t in (("its output gradient", delta), ("its input", a)):
+                bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(1)
+                if bool(bad.any()):
+                    raise FloatingPointError(
+                        f"non-finite per-sample gradient for parameter '{names[id(layer)]}.weight' ({what} is not "
+                        f"finite, first at sample {int(bad.nonzero()[0])}); gradients must be finite: check the "
+                        "learning rate, the data and the loss")
         self.model, self.loss_fn, self.X, self.y = model, loss_fn, X, y
         self.cap = cap
         self._of = {}

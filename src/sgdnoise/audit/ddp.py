@@ -9,7 +9,8 @@ it, ``‖g_B‖²``. For batches drawn independently (with replacement),
 so ``S = (mean_r ‖g_r‖² - ‖g_B‖²) / (1/b - 1/B)`` is unbiased for ``tr Σ`` and
 ``Q = (B ‖g_B‖² - b mean_r ‖g_r‖²) / (B - b)`` for ``‖g‖²``, at every step. The comm hook below computes both from
 the buckets DDP all-reduces anyway: the local squared norm rides along in the same all-reduce (one extra
-number per bucket), and the averaged bucket's squared norm is read after it. Nothing is home-made about the
+number per bucket; a separate float64 all-reduce for half-precision buckets), and the averaged bucket's squared
+norm is read after it. Nothing is home-made about the
 distribution: the hook is registered with ``DistributedDataParallel.register_comm_hook`` and communicates with
 ``torch.distributed.all_reduce`` on DDP's process group.
 
@@ -18,6 +19,9 @@ delta-method SE (steps treated as independent; the parameters move, so read it a
 single-number estimators in common use do not give.
 """
 
+
+import math
+import threading
 
 import torch
 import torch.distributed as dist
@@ -32,11 +36,17 @@ class DDPNoiseScale:
         ddp = DDP(model)
         gns = DDPNoiseScale(local_batch_size=b)
         ddp.register_comm_hook(gns, DDPNoiseScale.hook)
-        ...  # train as usual; every backward pass records one step
+        ...  # train as usual; every synchronising backward pass records one step
         gns.noise_scale()  # (B_simple, SE) on every rank
         gns.history        # per-step tr Σ and ‖g‖² estimates (identical on every rank)
 
-    The hook replaces DDP's default all-reduce (the average of the buckets) and keeps its result.
+    The hook replaces DDP's default all-reduce (the average of the buckets) and keeps its result. It all-reduces
+    on ``process_group`` (default: the world group): pass the group DDP was built with. A step is recorded when
+    every bucket launched in it has come back (their callbacks may finish in any order, on several threads).
+    With gradient accumulation under ``no_sync`` the hook runs only on the synchronising backward pass, whose
+    buckets hold the ``k`` accumulated micro-batches: pass ``local_batch_size = k · b`` (and average the loss over
+    them). Steps whose norms are not finite (an overflow that a ``GradScaler`` skips) are counted in ``skipped``
+    and not recorded.
     """
 
     def __init__(self, local_batch_size: int, *, window: int = 50, process_group=None):
@@ -44,8 +54,17 @@ class DDPNoiseScale:
         self.window = _args.integer("window", window, minimum=2)
         self.process_group = process_group
         self.history = {"trace_sigma": [], "grad_norm_sq": [], "local_sq": [], "global_sq": []}
+        self.last_step_buckets = 0  # buckets all-reduced in the last recorded step
+        self.skipped = 0  # steps whose norms were not finite (e.g. an overflow a GradScaler then skips)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
         self._local = 0.0
         self._global = 0.0
+        self._launched = 0
+        self._finished = 0
+        self._closed = False
 
     @staticmethod
     def hook(state: "DDPNoiseScale", bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:  # noqa: D102
@@ -53,18 +72,40 @@ class DDPNoiseScale:
         group = state.process_group if state.process_group is not None else dist.group.WORLD
         world = dist.get_world_size(group)
         buf = bucket.buffer()
-        local_sq = (buf.double() ** 2).sum().reshape(1).to(buf.dtype)
-        packed = torch.cat([buf, local_sq]).div_(world)  # the average of the buckets and of the local ‖g_r‖²
-        fut = dist.all_reduce(packed, group=group, async_op=True).get_future()
-        last = bucket.is_last()
+        local_sq = (buf.double() ** 2).sum().reshape(1)
+        with state._lock:
+            state._launched += 1
+            if bucket.is_last():  # the last bucket launched: the step's count is now known
+                state._closed = True
+        if buf.dtype in (torch.float32, torch.float64):
+            # the local squared norm rides in the same all-reduce (its range and precision suffice in these dtypes)
+            packed = torch.cat([buf, local_sq.to(buf.dtype)]).div_(world)
+            fut = dist.all_reduce(packed, group=group, async_op=True).get_future()
+
+            def unpack(f):
+                out = f.value()[0]
+                return out[:-1], out[-1]
+        else:
+            # half precision: a squared norm can overflow float16 or lose digits in bfloat16, so it travels in a
+            # separate float64 all-reduce
+            avg_buf = buf.div(world)
+            sq = local_sq.div(world)
+            fut = torch.futures.collect_all([dist.all_reduce(avg_buf, group=group, async_op=True).get_future(),
+                                             dist.all_reduce(sq, group=group, async_op=True).get_future()])
+
+            def unpack(f):
+                a, b = f.value()
+                return a.value()[0], b.value()[0][0]
 
         def finish(f):
-            out = f.value()[0]
-            avg = out[:-1]
-            state._local += float(out[-1])
-            state._global += float((avg.double() ** 2).sum())
-            if last:
-                state._record(world)
+            avg, loc = unpack(f)
+            glob = (avg.double() ** 2).sum()
+            with state._lock:  # callbacks of one step may run on several threads and in any order
+                state._local += float(loc)
+                state._global += float(glob)
+                state._finished += 1
+                if state._closed and state._finished == state._launched:
+                    state._record(world)
             buf.copy_(avg)
             return buf
 
@@ -74,9 +115,13 @@ class DDPNoiseScale:
         b = self.local_batch_size
         B = world * b
         s, q = self._local, self._global
-        self._local = self._global = 0.0
+        self.last_step_buckets = self._launched
+        self._reset()
         if world < 2:
             return  # one worker: one batch size, nothing to separate
+        if not (math.isfinite(s) and math.isfinite(q)):
+            self.skipped += 1
+            return
         S = (s - q) / (1 / b - 1 / B)
         Q = (B * q - b * s) / (B - b)
         h = self.history

@@ -15,7 +15,7 @@ from ..curvature import hessian_top_eigs
 from ..diagnostics import commutator_in_top_subspace, trace_h_sigma
 from ..gradients import _trainable, check_data, flat_params
 from ..problems import Problem
-from ..sampling import SCHEMES, check_generator, check_scheme
+from ..sampling import check_generator, check_scheme
 from . import _routes, _stats
 from ._stats import Estimate
 from .report import CHAPTERS, AuditReport, Verdict

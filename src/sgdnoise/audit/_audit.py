@@ -72,21 +72,6 @@ def _second_order():
         raise
 
 
-def _layer_slices(model: nn.Module) -> list[tuple[str, slice]]:
-    """Columns of ``G`` per module that owns parameters (``model.parameters()`` order)."""
-    out, start, current, cols = [], 0, None, 0
-    for name, p in _trainable(model):
-        owner = name.rsplit(".", 1)[0] if "." in name else "(model)"
-        if owner != current and current is not None:
-            out.append((current, slice(start, start + cols)))
-            start, cols = start + cols, 0
-        current = owner
-        cols += p.numel()
-    if current is not None:
-        out.append((current, slice(start, start + cols)))
-    return out
-
-
 def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme: str = "with_replacement",
           momentum: float = 0.0, max_samples: int = 512, top_k: int = 10, directions: int = 5,
           noise_draws: int = 4000, null_reps: int = 400, level: float = 0.05, spectrum_folds: int = 10,

@@ -218,3 +218,123 @@ def test_paired_sign_test_names_what_is_missing():
         tms.paired_sign_test(d, "a", "c", 0.0, "x")
     with pytest.raises(ValueError, match=r"sparsity=0.5 is not in the diagram"):
         tms.paired_sign_test(d, "a", "b", 0.5, "x")
+
+
+# ----------------------------------------------------------------------------- noise kinds, quench, dimensionality
+def _kanter_wrong(shape, a, gen):
+    # the failing variant: Kanter's formula with sin(aU) raised to 1/a (a transcription slip made while writing it)
+    U = torch.rand(shape, generator=gen, dtype=torch.float64) * math.pi
+    E = -torch.log1p(-torch.rand(shape, generator=gen, dtype=torch.float64))
+    return (torch.sin(a * U) / torch.sin(U)) ** (1 / a) * (torch.sin((1 - a) * U) / E) ** ((1 - a) / a)
+
+
+def test_positive_stable_laplace_transform_and_failing_variant():
+    from sgdnoise.sde import positive_stable
+
+    M, z = 200_000, 4.5
+    for a in (0.6, 0.75, 0.9):
+        for draw, ok in ((positive_stable, True), (_kanter_wrong, False)):
+            A = draw((M,), a, torch.Generator().manual_seed(3))
+            worst = 0.0
+            for s in (0.5, 1.0, 2.0):
+                v = torch.exp(-s * A)
+                worst = max(worst, abs(float(v.mean()) - math.exp(-s**a)) / (float(v.std()) / math.sqrt(M)))
+            assert (worst < z) == ok, (a, draw.__name__, worst)
+    with pytest.raises(ValueError, match="a=1.0"):
+        positive_stable(3, 1.0, torch.Generator())
+
+
+def test_stable_bulk_factor_matches_the_gaussian_median():
+    from sgdnoise.sde import positive_stable
+
+    M = 400_000
+    for alpha in (1.5, 1.8):
+        kappa = tms.stable_bulk_factor(alpha)
+        gen = torch.Generator().manual_seed(11)  # independent of the factor's own draws
+        x = kappa * positive_stable((M,), alpha / 2, gen).sqrt() * torch.randn(M, generator=gen, dtype=torch.float64)
+        frac = float((x.abs() <= 0.6744897501960817).double().mean())  # P(|x| <= median of |Z|) should be 1/2
+        assert abs(frac - 0.5) < 4.5 * 0.5 / math.sqrt(M), (alpha, frac)
+        assert abs(frac - 0.5) > 0.01 or kappa != 1.0
+        # the tails are heavier than the Gaussian's: far more mass beyond 4 standard units
+        assert float((x.abs() > 4).double().mean()) > 50 * 6.3e-5, alpha
+    with pytest.raises(ValueError, match="alpha=2"):
+        tms.stable_bulk_factor(2)
+
+
+def test_gd_stable_projections_are_bulk_matched_and_heavy_tailed():
+    from scipy import stats
+    from sgdnoise.sde import positive_stable
+
+    cfg = TMSConfig(n_samples=40, B=5, sparsity=0.5, seed=2, optimizer="gd_stable", alpha=1.5)
+    X = make_data(cfg)
+    W, b = init_params(cfg)
+    b = b + 0.1
+    G = _per_sample_grads(cfg, W, b, X)
+    g_n = G.mean(0)
+    Gc = G - g_n
+    C = noise_factor(cfg) * Gc.T @ Gc / cfg.n_samples
+    gen = torch.Generator().manual_seed(5)
+    M = 3000
+    xi = torch.stack([gradient_estimate(cfg, W, b, X, generator=gen).double() - g_n for _ in range(M)])
+    _, vecs = torch.linalg.eigh(C)
+    ref_gen = torch.Generator().manual_seed(6)
+    ref = (tms.stable_bulk_factor(1.5) * positive_stable((100_000,), 0.75, ref_gen).sqrt()
+           * torch.randn(100_000, generator=ref_gen, dtype=torch.float64)).numpy()
+    for v in (vecs[:, -1], vecs[:, -2]):
+        u = (xi @ v / (v @ C @ v).sqrt()).numpy()  # the projection in units of the Gaussian's standard deviation
+        assert stats.ks_2samp(u, ref).pvalue > 1e-3  # the sub-Gaussian stable law, bulk-matched
+        # and not the Gaussian (the failing variant): beyond 4 standard units a Gaussian puts 3000 · 6.3e-5 ≈ 0.19
+        # draws on average (10 or more with probability below 1e-15)
+        assert (np.abs(u) > 4).sum() >= 10, (np.abs(u) > 4).sum()
+    mu2 = run_tms(TINY.replace(optimizer="gd_gaussian", noise_mult=2.0, lr=0.1), progress=False)
+    assert np.isfinite(mu2["loss"]).all()
+
+
+def test_noise_mult_scales_the_injected_noise_exactly():
+    cfg = TMSConfig(n_samples=40, B=5, sparsity=0.5, seed=2, optimizer="gd_gaussian")
+    X = make_data(cfg)
+    W, b = init_params(cfg)
+    g_n = gradient_estimate(cfg.replace(optimizer="gd"), W, b, X, generator=torch.Generator())
+    one = gradient_estimate(cfg, W, b, X, generator=torch.Generator().manual_seed(1)) - g_n
+    two = gradient_estimate(cfg.replace(noise_mult=2.0), W, b, X, generator=torch.Generator().manual_seed(1)) - g_n
+    torch.testing.assert_close(two, 2 * one, rtol=1e-4, atol=1e-6)
+    assert cfg.replace(noise_mult=2.0, lr=0.4, B=8).noise_level == pytest.approx(4 * 0.05)
+    for bad, match in (({"optimizer": "sgd", "noise_mult": 2.0}, "injects none"), ({"noise_mult": 0.0}, "noise_mult"),
+                       ({"alpha": 2.0}, "alpha"), ({"quench_steps": -1}, "quench_steps")):
+        with pytest.raises(ValueError, match=match):
+            cfg.replace(**bad)
+
+
+def test_quench_is_gradient_descent_and_labels_before_are_kept():
+    gd = TINY.replace(optimizer="gd", lr=0.1)
+    quenched = run_tms(gd.replace(quench_steps=25), progress=False)
+    longer = run_tms(gd.replace(steps=65), progress=False)
+    np.testing.assert_allclose(quenched["W"], longer["W"], rtol=1e-5, atol=1e-7)  # 40 + 25 steps of GD either way
+    sgd = TINY.replace(optimizer="sgd", lr=0.1)
+    r = run_tms_seeds(sgd.replace(quench_steps=30), seeds=(0, 1), sparsities=(0.0,), progress=False)
+    plain = run_tms_seeds(sgd, seeds=(0, 1), sparsities=(0.0,), progress=False)
+    assert r["labels_before_quench"] == plain["labels"]
+    assert (r["final_loss"] < plain["loss"][:, -1]).all()  # gradient descent from the noisy end lowers the loss
+    assert r["dimensionality"].shape == (2, 5) and r["n_represented_before_quench"].shape == (2,)
+
+
+def test_diverging_replicas_are_censored_and_the_others_unchanged():
+    cfg = TINY.replace(optimizer="sgd", lr=2.0, quench_steps=5)  # dense data diverges at this step size, sparse does not
+    r = run_tms_seeds(cfg, seeds=(0, 1), sparsities=(0.0, 0.99), progress=False, on_divergence="mark")
+    assert [d >= 0 for d in r["diverged_at"]] == [True, True, False, False], r["diverged_at"]
+    assert r["labels"][:2] == ["diverged", "diverged"] and np.isnan(r["final_loss"][:2]).all()
+    assert np.all(r["W"][:2] == 0) and np.isfinite(r["W"]).all()
+    alone = run_tms(cfg.replace(seed=1, sparsity=0.99), progress=False)
+    np.testing.assert_allclose(r["W"][3], alone["W"], rtol=1e-4, atol=1e-6)
+
+
+def test_feature_dimensionality_of_the_known_geometries():
+    ang = np.radians(np.arange(5) * 72.0)
+    np.testing.assert_allclose(tms.feature_dimensionality(np.stack([np.cos(ang), np.sin(ang)])), [0.4] * 5)
+    anti = np.array([[1.0, -1.0, 0, 0, 0], [0, 0, 1.0, -1.0, 0]])
+    np.testing.assert_allclose(tms.feature_dimensionality(anti), [0.5, 0.5, 0.5, 0.5, 0.0])
+    orth = np.array([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0]])
+    np.testing.assert_allclose(tms.feature_dimensionality(orth), [1, 1, 0, 0, 0])
+    # not the square of the norm ratio: a pair at 60° shares less than an antipodal pair
+    sixty = np.array([[1.0, 0.5, 0, 0, 0], [0, math.sqrt(3) / 2, 0, 0, 0]])
+    np.testing.assert_allclose(tms.feature_dimensionality(sixty)[:2], [0.8, 0.8])

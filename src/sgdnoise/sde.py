@@ -35,7 +35,7 @@ from .problems import Problem, check_problem
 from .sampling import check_batch_size, check_generator
 from .sgd import _check_step_list, check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
 
-__all__ = ["SDEPaths", "symmetric_stable", "euler_maruyama", "sgd_sde"]
+__all__ = ["SDEPaths", "symmetric_stable", "positive_stable", "euler_maruyama", "sgd_sde"]
 
 DRIVERS = ("gaussian", "alpha_stable")
 
@@ -94,6 +94,31 @@ def symmetric_stable(shape, alpha: float, generator: torch.Generator, dtype=torc
             "has probability ~ |X|^-alpha, not negligible for small alpha); use a larger alpha"
         )
     return (X / math.sqrt(2)).to(device)
+
+
+def positive_stable(shape, a: float, generator: torch.Generator, dtype=torch.float64, device="cpu") -> Tensor:
+    """Positive (totally skewed) ``a``-stable variables, ``0 < a < 1``, with Laplace transform
+    ``E exp(-sA) = exp(-s^a)`` (Kanter 1975): ``A = sin(aU) / (sin U)^{1/a} · (sin((1-a)U)/E)^{(1-a)/a}`` with
+    ``U ~ Uniform(0, π)`` and ``E ~ Exp(1)``.
+
+    With ``a = α/2`` and ``G`` Gaussian, ``√A · G`` is a *sub-Gaussian* symmetric α-stable vector: every
+    projection ``vᵀ√A G`` is symmetric α-stable with scale proportional to ``√(vᵀ Cov(G) v)``, so the vector
+    keeps the Gaussian's covariance shape and only its radial law becomes heavy-tailed.
+    """
+    shape = _args.shape("shape", shape)
+    a = _args.real("a", a)
+    if not 0 < a < 1:
+        raise ValueError(f"a={a!r} must lie in (0, 1) (the index of a positive stable law; a = alpha/2 for a "
+                         "sub-Gaussian alpha-stable vector with 0 < alpha < 2)")
+    check_generator(generator)
+    dtype = _args.float_dtype("dtype", dtype)
+    device = None if device is None else _args.device("device", device)
+    U = _open_uniform(shape, generator, dtype) * math.pi
+    E = -torch.log1p(-_open_uniform(shape, generator, dtype))  # Exp(1)
+    A = torch.sin(a * U) / torch.sin(U) ** (1 / a) * (torch.sin((1 - a) * U) / E) ** ((1 - a) / a)
+    if not bool(torch.isfinite(A).all()):
+        raise FloatingPointError(f"a={a}: positive stable draws overflow {dtype}; use a larger a")
+    return A.to(device)
 
 
 def _increments(P: int, m: int, dt: float, driver: str, alpha: float, generator, dtype, device) -> Tensor:

@@ -4,7 +4,10 @@
   over several learning-rate settings and seeds; the escape times of the three modes and the final
   mode strengths, with the KS distance of each model's distribution to SGD's.
 * ``ch5_tms_noise``: the superposition noise sweep, the geometry reached by each seed in every
-  (sparsity, optimiser setting) cell.
+  (sparsity, optimiser setting) cell (the first, exploratory edition: two noise levels, no quench).
+* ``ch5_tms_threshold``: the pre-registered threshold sweep: eight levels of η/B for SGD, Gaussian noise of
+  SGD's covariance and bulk-matched sub-Gaussian α-stable noise, four sparsities, 32 seeds, each run
+  quenched before its geometry is labelled.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 from . import deep_linear as dln, fullscale, superposition as tms
 
 __all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "dln_ks_by_model", "holm",
-           "noise_phase_tests", "PHASE_TARGETS", "EXPERIMENTS"]
+           "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
+           "censored_sign_test", "threshold_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
 
 def _finite_or_none(values):
@@ -140,6 +144,152 @@ def noise_phase_tests(diagram: dict, *, noisy: tuple = ("sgd B=4", "gd_gaussian 
     return rows
 
 
+# ----------------------------------------------------------------------------- the superposition threshold sweep
+#: The pre-registered sweep of chapter 5 (issue 18): batch sizes from weak to strong noise at η = 0.3 (η/B from
+#: 0.0047 to 0.3, denser where an eight-seed pilot on seeds 1000-1007 showed the geometry changing), three
+#: kinds of noise, four sparsities, 32 seeds, every run quenched by 1000 gradient-descent steps before labelling.
+TMS_THRESHOLD = {"sparsities": [0.0, 0.8, 0.9, 0.95], "seeds": list(range(32)), "batch_sizes": [64, 16, 8, 6, 4, 3, 2, 1],
+                 "kinds": ["sgd", "gaussian", "stable"], "alpha": 1.5, "eta": 0.3, "horizon": 900.0,
+                 "quench_steps": 1000}
+_KIND_OPTIMIZER = {"sgd": "sgd", "gaussian": "gd_gaussian", "stable": "gd_stable"}
+
+
+def threshold_settings(*, batch_sizes, kinds, alpha: float, eta: float, horizon: float) -> dict:
+    """The settings of the threshold sweep: ``"gd"`` and ``"<kind> B=<B>"`` for every kind and batch size, as
+    changes of a :class:`~sgdnoise.experiments.superposition.TMSConfig` (``alpha`` only for the stable kind)."""
+    unknown = [k for k in kinds if k not in _KIND_OPTIMIZER]
+    if unknown or not kinds:
+        raise ValueError(f"kinds={list(kinds)!r}; valid kinds are {list(_KIND_OPTIMIZER)}")
+    steps = int(round(horizon / eta))
+    out = {"gd": {"optimizer": "gd", "lr": eta, "steps": steps}}
+    for kind in kinds:
+        for B in batch_sizes:
+            out[f"{kind} B={int(B)}"] = {"optimizer": _KIND_OPTIMIZER[kind], "lr": eta, "steps": steps, "B": int(B),
+                                         **({"alpha": alpha} if kind == "stable" else {})}
+    return out
+
+
+def tms_threshold_sweep(*, sparsities, seeds, batch_sizes, kinds, alpha: float, eta: float, horizon: float,
+                        quench_steps: int, device: str = "cpu") -> dict:
+    """The superposition threshold sweep: every setting of :func:`threshold_settings` at every sparsity and
+    seed (a seed fixes the data and the initialisation in every setting), each run quenched by
+    ``quench_steps`` gradient-descent steps. Per setting in ``runs``: ``labels`` and ``labels_before_quench``,
+    ``n_represented`` (after the quench), ``censored`` (the run diverged: its outcome is unknown),
+    ``dimensionality`` (``D_i`` per feature, zeros where censored) and ``final_loss`` (``None`` where censored);
+    runs are sparsity-major, as in :func:`~sgdnoise.experiments.superposition.phase_diagram`."""
+    base = tms.NOISE_BASE.replace(device=device, quench_steps=quench_steps)
+    settings = threshold_settings(batch_sizes=batch_sizes, kinds=kinds, alpha=alpha, eta=eta, horizon=horizon)
+    d = tms.phase_diagram(base, settings, sparsities, seeds, progress=False, threads=None)
+    runs = {}
+    for name, r in d["runs"].items():
+        cens = [int(x) >= 0 for x in r["diverged_at"]]
+        dims = np.where(np.asarray(cens)[:, None], 0.0, np.nan_to_num(np.asarray(r["dimensionality"], dtype=float)))
+        runs[name] = {"labels": [str(x) for x in r["labels"]],
+                      "labels_before_quench": [str(x) for x in r["labels_before_quench"]],
+                      "n_represented": [int(x) for x in np.asarray(r["n_represented"]).ravel()],
+                      "censored": cens, "dimensionality": np.round(dims, 6).tolist(),
+                      "final_loss": _finite_or_none(np.asarray(r["final_loss"]))}
+    cells = [{**c, "final_loss": c["final_loss"] if np.isfinite(c["final_loss"]) else None} for c in d["cells"]]
+    return {"sparsities": d["sparsities"], "seeds": d["seeds"], "n_seeds": d["n_seeds"], "settings": d["settings"],
+            "batch_sizes": [int(B) for B in batch_sizes], "kinds": list(kinds), "eta": float(eta), "alpha": float(alpha),
+            "cells": cells, "runs": runs}
+
+
+def _cell(result: dict, name: str, S: float) -> tuple[np.ndarray, np.ndarray]:
+    """Features represented and the censoring flags of setting ``name`` at sparsity ``S``, one per seed."""
+    sparsities = [float(x) for x in result["sparsities"]]
+    if name not in result["runs"]:
+        raise ValueError(f"setting {name!r} is not in the sweep; its settings are {list(result['runs'])}")
+    if float(S) not in sparsities:
+        raise ValueError(f"sparsity={S!r} is not in the sweep; its sparsities are {sparsities}")
+    j, K = sparsities.index(float(S)), int(result["n_seeds"])
+    r = result["runs"][name]
+    return (np.asarray(r["n_represented"], dtype=float)[j * K:(j + 1) * K],
+            np.asarray(r["censored"], dtype=bool)[j * K:(j + 1) * K])
+
+
+def censored_sign_test(k_ref, cens_ref, k_other, cens_other) -> dict:
+    """Exact two-sided sign test of paired counts (``k_other − k_ref`` per seed), conservative under censoring.
+
+    Pairs where neither run is censored give ``fewer`` / ``more`` / ``ties``. A pair with a censored run has an
+    unknown sign: the p-value is the *largest* over every way of counting the ``censored`` pairs as fewer,
+    tied or more, so a difference is resolved only if it holds whatever the diverged runs would have done.
+    Returns ``fewer``, ``more``, ``ties``, ``censored`` and ``p``."""
+    from scipy import stats
+
+    k_ref, k_other = np.asarray(k_ref, dtype=float), np.asarray(k_other, dtype=float)
+    c = np.asarray(cens_ref, dtype=bool) | np.asarray(cens_other, dtype=bool)
+    if not (k_ref.shape == k_other.shape == c.shape) or k_ref.ndim != 1:
+        raise ValueError(f"censored_sign_test needs four 1-D arrays of one length; got {k_ref.shape}, "
+                         f"{np.shape(cens_ref)}, {k_other.shape}, {np.shape(cens_other)}")
+    d = (k_other - k_ref)[~c]
+    fewer, more, ties, n_c = int((d < 0).sum()), int((d > 0).sum()), int((d == 0).sum()), int(c.sum())
+
+    def p(f, m):
+        return float(stats.binomtest(f, f + m, 0.5).pvalue) if f + m else 1.0
+
+    worst = max(p(fewer + a, more + b) for a in range(n_c + 1) for b in range(n_c + 1 - a))
+    return {"fewer": fewer, "more": more, "ties": ties, "censored": n_c, "p": worst}
+
+
+def threshold_tests(result: dict, *, level: float = 0.05) -> list[dict]:
+    """The pre-registered threshold analysis of :func:`tms_threshold_sweep`.
+
+    One family per (sparsity, kind of noise). Within a family the noise levels are tested against gradient
+    descent from the strongest down (:func:`censored_sign_test` on the features represented, paired by seed),
+    each at ``level / F`` (``F`` families: Bonferroni across them), stopping at the first level that is not
+    resolved (a fixed-sequence procedure: no further correction inside a family). The *onset* of a family is
+    the weakest noise level resolved. One dict per test run: ``S``, ``kind``, ``B``, ``eta_over_B``, the counts
+    and ``p`` of the test, ``alpha`` (the level it was held to) and ``resolved``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r}; expected a number in (0, 1)")
+    Bs = sorted(result["batch_sizes"])  # strongest noise (smallest B) first
+    fams = [(float(S), kind) for S in result["sparsities"] for kind in result["kinds"]]
+    a = level / len(fams)
+    rows = []
+    for S, kind in fams:
+        k0, c0 = _cell(result, "gd", S)
+        for B in Bs:
+            k1, c1 = _cell(result, f"{kind} B={B}", S)
+            t = censored_sign_test(k0, c0, k1, c1)
+            ok = t["p"] <= a
+            rows.append({"S": S, "kind": kind, "B": int(B), "eta_over_B": result["eta"] / B, **t, "alpha": a,
+                         "resolved": ok})
+            if not ok:
+                break
+    return rows
+
+
+def threshold_onsets(rows: list[dict]) -> dict:
+    """``{(S, kind): the weakest η/B resolved (None if none)}`` from :func:`threshold_tests`."""
+    out: dict = {}
+    for r in rows:
+        key = (r["S"], r["kind"])
+        out.setdefault(key, None)
+        if r["resolved"]:
+            out[key] = r["eta_over_B"]
+    return out
+
+
+def kind_tests(result: dict, *, reference: str = "sgd", level: float = 0.05) -> list[dict]:
+    """SGD's noise against each other kind at the same (sparsity, η/B): :func:`censored_sign_test` on the
+    features represented, paired by seed, with Holm's correction over all of them at family-wise ``level``."""
+    others = [k for k in result["kinds"] if k != reference]
+    if reference not in result["kinds"] or not others:
+        raise ValueError(f"reference={reference!r} and at least one other kind must be in {result['kinds']}")
+    rows = []
+    for S in result["sparsities"]:
+        for B in sorted(result["batch_sizes"]):
+            k0, c0 = _cell(result, f"{reference} B={B}", S)
+            for kind in others:
+                k1, c1 = _cell(result, f"{kind} B={B}", S)
+                rows.append({"S": float(S), "kind": kind, "B": int(B), "eta_over_B": result["eta"] / B,
+                             **censored_sign_test(k0, c0, k1, c1)})
+    for row, ok in zip(rows, holm([r["p"] for r in rows], level)):
+        row["resolved"] = ok
+    return rows
+
+
 _MODULES = (sys.modules[__name__], dln, tms)
 EXPERIMENTS = (
     fullscale.Experiment(
@@ -157,5 +307,12 @@ EXPERIMENTS = (
         full={"sparsities": list(tms.DEFAULT_SPARSITIES), "seeds": list(tms.NOISE_SEEDS), "settings": None},
         reduced={"sparsities": [0.0, 0.95], "seeds": list(range(100, 108)), "settings": ["gd", "sgd B=4"]},
         description="chapter 5: superposition noise sweep, geometry per (sparsity, setting, seed)",
+        modules=_MODULES),
+    fullscale.Experiment(
+        name="ch5_tms_threshold", compute=tms_threshold_sweep, full=dict(TMS_THRESHOLD),
+        # other seeds, one sparsity, the two ends of the noise range: the live check of the committed sweep
+        reduced={**TMS_THRESHOLD, "sparsities": [0.9], "seeds": list(range(200, 208)), "batch_sizes": [64, 1],
+                 "kinds": ["sgd", "gaussian"]},
+        description="chapter 5: superposition threshold sweep, eight noise levels of three kinds, quenched",
         modules=_MODULES),
 )

@@ -21,10 +21,21 @@ set only serves to evaluate the loss.
   on minibatch gradients of size ``B`` (``B = n_samples`` is full batch). The paper's optimiser.
 * ``"sgd"``: ``θ ← θ - η (g_B + λθ)``, minibatches of ``B`` drawn by ``scheme`` (or fresh, online).
 * ``"gd"``: ``θ ← θ - η (g_N + λθ)``.
-* ``"gd_gaussian"``: ``θ ← θ - η (g_N + ξ + λθ)`` with ``ξ = √(c/N) G_cᵀ z``, ``z ~ N(0, I_N)``: Gaussian noise
-  with exactly SGD's covariance ``c(N, B) Σ(θ)`` at batch size ``B``, built as in
-  :mod:`sgdnoise.experiments.grokking` by per-sample weights ``w_i = 1/N + √(c/N)(z_i - z̄)`` in one
-  weighted full-batch backward pass (no per-sample gradients are formed).
+* ``"gd_gaussian"``: ``θ ← θ - η (g_N + ξ + λθ)`` with ``ξ = μ √(c/N) G_cᵀ z``, ``z ~ N(0, I_N)``: Gaussian
+  noise with exactly SGD's covariance ``c(N, B) Σ(θ)`` at batch size ``B`` when the multiplier
+  ``μ = noise_mult`` is 1 (``μ² c Σ`` otherwise), built as in :mod:`sgdnoise.experiments.grokking` by
+  per-sample weights ``w_i = 1/N + μ√(c/N)(z_i - z̄)`` in one weighted full-batch backward pass (no
+  per-sample gradients are formed).
+* ``"gd_stable"``: the same with ``ξ = κ_α √A · μ √(c/N) G_cᵀ z``, ``A`` a positive ``α/2``-stable variable
+  drawn once per step (:func:`sgdnoise.sde.positive_stable`): a *sub-Gaussian* symmetric α-stable vector.
+  Every projection ``vᵀξ`` is symmetric α-stable, with a scale proportional to the Gaussian's
+  ``√(vᵀ μ² c Σ v)``, so the noise keeps SGD's covariance *shape*. ``κ_α`` (:func:`stable_bulk_factor`)
+  makes the median of ``|vᵀξ|`` equal to the Gaussian noise's in every direction ``v``: the two noises
+  agree in bulk and differ in the tail (the α-stable one has no variance).
+
+**Quench.** With ``quench_steps = Q > 0`` every run ends with ``Q`` steps of gradient descent (same ``η``
+and ``λ``, no noise) before its geometry is labelled, so that a noisy run is labelled at the minimum it
+has reached, not at a jittering iterate; the labels before the quench are kept as well.
 
 **Many runs at once.** All runs of :func:`run_tms_batch` (several seeds, and several sparsities) are one
 set of tensors with a leading *replica* axis: ``W`` is ``(R, m, n)``, the data ``(R, N, n)``. The losses of
@@ -78,10 +89,10 @@ from ._common import check_cache, check_device, check_steps_and_seeds, set_canon
 __all__ = ["TMSConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "DEFAULT_SPARSITIES", "OPTIMIZERS",
            "NOISE_BASE", "NOISE_SWEEP", "NOISE_SEEDS",
            "importances", "make_data", "init_params", "forward", "per_sample_loss", "noise_factor",
-           "gradient_estimate", "eval_steps", "classify_geometry", "run_tms", "run_tms_batch", "run_tms_seeds",
+           "gradient_estimate", "eval_steps", "classify_geometry", "feature_dimensionality", "stable_bulk_factor", "run_tms", "run_tms_batch", "run_tms_seeds",
            "noise_settings", "phase_diagram", "format_phase_table", "paired_sign_test", "EXPERIMENT", "GEOMETRIES"]
 
-OPTIMIZERS = ("adamw", "sgd", "gd", "gd_gaussian")
+OPTIMIZERS = ("adamw", "sgd", "gd", "gd_gaussian", "gd_stable")
 EXPERIMENT = "superposition"
 EXPLODE = 1e6  # a loss above EXPLODE × the initial loss counts as divergence
 GEOMETRIES = ("none", "1 feature", "2 orthogonal", "antipodal pair", "triangle", "antipodal pair + 1",
@@ -109,6 +120,9 @@ class TMSConfig:
     B: int = 128                      # batch size of adamw/sgd, and whose noise gd_gaussian mimics
     scheme: str = "with_replacement"  # minibatch sampling scheme (sets c(N, B) for gd_gaussian)
     steps: int = 5000
+    quench_steps: int = 0             # Q: gradient-descent steps (no noise) at the end, before labelling
+    noise_mult: float = 1.0           # μ: gd_gaussian / gd_stable inject μ times SGD-shaped noise (covariance μ² c Σ)
+    alpha: float = 1.8                # index of gd_stable's noise, in (1, 2)
     seed: int = 0                     # initialisation, minibatches and injected noise
     data_seed: int | None = None      # the data set; None: the same as seed
     threshold: float = 0.5            # ‖W_i‖ above which feature i counts as represented
@@ -131,7 +145,7 @@ class TMSConfig:
             raise ValueError(f"online={self.online!r} must be a bool")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r}; valid optimizers are {OPTIMIZERS}")
-        if self.online and self.optimizer in ("gd", "gd_gaussian"):
+        if self.online and self.optimizer in ("gd", "gd_gaussian", "gd_stable"):
             raise ValueError(f"online=True needs a minibatch optimizer ('adamw' or 'sgd'); "
                              f"optimizer={self.optimizer!r} uses the fixed data set")
         check_learning_rate(float(self.lr) if is_real(self.lr) else self.lr)
@@ -143,6 +157,16 @@ class TMSConfig:
             raise ValueError(f"batch size B={self.B!r} must be an int with 1 <= B <= n_samples={self.n_samples}"
                              + (" (any B >= 1 online)" if self.online else ""))
         check_steps_and_seeds(self.steps, self.seed, self.data_seed)
+        if not is_int(self.quench_steps) or self.quench_steps < 0:
+            raise ValueError(f"quench_steps={self.quench_steps!r} must be an int >= 0")
+        if not is_real(self.noise_mult) or self.noise_mult <= 0:
+            raise ValueError(f"noise_mult={self.noise_mult!r} must be a finite number > 0")
+        if self.noise_mult != 1 and self.optimizer not in ("gd_gaussian", "gd_stable"):
+            raise ValueError(f"noise_mult={self.noise_mult!r} scales injected noise; optimizer={self.optimizer!r} "
+                             "injects none (use 'gd_gaussian' or 'gd_stable', or noise_mult=1)")
+        if not is_real(self.alpha) or not 1 < self.alpha < 2:
+            raise ValueError(f"alpha={self.alpha!r} must lie in (1, 2) (the index of gd_stable's noise; 2 is "
+                             "the Gaussian, 'gd_gaussian')")
         if not is_real(self.threshold) or self.threshold <= 0:
             raise ValueError(f"threshold={self.threshold!r} must be a finite number > 0")
         if not is_real(self.angle_tol) or not 0 < self.angle_tol < 45:
@@ -150,15 +174,19 @@ class TMSConfig:
         if not is_int(self.evals_per_decade) or self.evals_per_decade < 1:
             raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
         check_device(self.device)
-        set_canonical_types(self, ("importance", "sparsity", "lr", "weight_decay", "threshold", "angle_tol"),
-                            ("n", "m", "n_samples", "B", "steps", "seed", "evals_per_decade"))
+        set_canonical_types(self, ("importance", "sparsity", "lr", "weight_decay", "threshold", "angle_tol", "noise_mult",
+                                   "alpha"),
+                            ("n", "m", "n_samples", "B", "steps", "quench_steps", "seed", "evals_per_decade"))
 
     @property
     def noise_level(self) -> float:
-        """``η/B`` for the noisy optimisers (``"sgd"``, ``"gd_gaussian"``), 0 for ``"gd"``; ``nan`` for ``"adamw"``."""
+        """``η/B`` for ``"sgd"``, ``μ² η/B`` for ``"gd_gaussian"`` and ``"gd_stable"`` (the η/B of the SGD whose
+        noise they imitate, in bulk for the latter), 0 for ``"gd"``; ``nan`` for ``"adamw"``."""
         if self.optimizer == "gd":
             return 0.0
-        return self.lr / self.B if self.optimizer in ("sgd", "gd_gaussian") else float("nan")
+        if self.optimizer == "sgd":
+            return self.lr / self.B
+        return self.noise_mult**2 * self.lr / self.B if self.optimizer in ("gd_gaussian", "gd_stable") else float("nan")
 
     def replace(self, **changes) -> "TMSConfig":
         """A copy with ``changes`` applied (and validated)."""
@@ -220,8 +248,41 @@ def per_sample_loss(W: Tensor, b: Tensor, X: Tensor, imp: Tensor) -> Tensor:
 
 
 def noise_factor(cfg: TMSConfig) -> float:
-    """``c(N, B)``: SGD's noise covariance is ``c Σ``; ``"gd_gaussian"`` injects ``√(c/N) G_cᵀ z``."""
+    """``c(N, B)``: SGD's noise covariance is ``c Σ``; ``"gd_gaussian"`` injects ``μ √(c/N) G_cᵀ z``."""
     return noise_covariance_factor(cfg.n_samples, cfg.B, cfg.scheme)
+
+
+_BULK: dict[float, float] = {}
+
+
+def stable_bulk_factor(alpha: float, *, draws: int = 1_000_000, seed: int = 0) -> float:
+    """``κ_α``: the median of ``|κ_α √A Z|`` equals the median of ``|Z|``, for ``Z ~ N(0, 1)`` and ``A`` positive
+    ``α/2``-stable (:func:`sgdnoise.sde.positive_stable`), independent. Then every projection of
+    ``κ_α √A G`` (``G`` Gaussian) has the median absolute value of the same projection of ``G``. Estimated by
+    Monte Carlo with ``draws`` draws from a fixed seed (relative standard error about ``1.3/√draws``) and
+    remembered per ``α``."""
+    from ..sde import positive_stable
+
+    if not is_real(alpha) or not 1 < alpha < 2:
+        raise ValueError(f"alpha={alpha!r} must lie in (1, 2)")
+    key = float(alpha)
+    default = draws == 1_000_000 and seed == 0
+    if not default or key not in _BULK:
+        gen = torch.Generator().manual_seed(seed)
+        A = positive_stable((draws,), key / 2, gen)
+        Z = torch.randn(draws, generator=gen, dtype=torch.float64)
+        value = float(0.6744897501960817 / (A.sqrt() * Z).abs().median())
+        if not default:
+            return value
+        _BULK[key] = value
+    return _BULK[key]
+
+
+def _stable_mults(cfg: TMSConfig, shape: tuple, generator: torch.Generator) -> Tensor:
+    """``κ_α √A`` for ``gd_stable``'s noise, one per entry of ``shape`` (float32)."""
+    from ..sde import positive_stable
+
+    return (stable_bulk_factor(cfg.alpha) * positive_stable(shape, cfg.alpha / 2, generator).sqrt()).float()
 
 
 def gradient_estimate(cfg: TMSConfig, W: Tensor, b: Tensor, X: Tensor, *, generator: torch.Generator,
@@ -229,7 +290,8 @@ def gradient_estimate(cfg: TMSConfig, W: Tensor, b: Tensor, X: Tensor, *, genera
     """One draw of the flat gradient estimate ``ĝ = (∂W, ∂b)`` (without weight decay) of
     ``cfg.optimizer`` at ``(W, b)`` on the data ``X`` ``(N, n)``, by the code path of the training loop:
     a minibatch mean for ``"sgd"``/``"adamw"`` (from ``batch`` or drawn with ``generator``), the full mean
-    for ``"gd"``, the weighted full mean with Gaussian weights drawn with ``generator`` for ``"gd_gaussian"``."""
+    for ``"gd"``, the weighted full mean with Gaussian weights drawn with ``generator`` for ``"gd_gaussian"`` (and
+    ``"gd_stable"``, whose weights carry one draw of ``κ_α √A``, drawn after them)."""
     W = W.detach().clone().requires_grad_(True)
     b = b.detach().clone().requires_grad_(True)
     imp = importances(cfg).to(X.device)
@@ -240,9 +302,11 @@ def gradient_estimate(cfg: TMSConfig, W: Tensor, b: Tensor, X: Tensor, *, genera
     else:
         losses = per_sample_loss(W, b, X, imp)
         obj = losses.mean()
-        if cfg.optimizer == "gd_gaussian":
+        if cfg.optimizer in ("gd_gaussian", "gd_stable"):
             z = torch.randn(X.shape[0], generator=generator).to(X.device)
-            s = math.sqrt(noise_factor(cfg) / X.shape[0])
+            s = math.sqrt(noise_factor(cfg) / X.shape[0]) * cfg.noise_mult
+            if cfg.optimizer == "gd_stable":
+                s = s * float(_stable_mults(cfg, (1,), generator)[0])
             obj = (((z - z.mean()) * s + 1.0 / X.shape[0]) * losses).sum()
     gW, gb = torch.autograd.grad(obj, (W, b))
     return torch.cat([gW.reshape(-1), gb])
@@ -305,6 +369,23 @@ def classify_geometry(W, threshold: float = 0.5, angle_tol: float = 20.0) -> dic
     return {"label": label, "n_represented": k, "represented": rep, "norms": norms, "angles": angles, "cosines": cos}
 
 
+def feature_dimensionality(W) -> np.ndarray:
+    """Elhage et al.'s feature dimensionality ``D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)²`` for each column ``W_i`` of
+    ``W`` ``(m, n)`` (``Ŵ_i = W_i/‖W_i‖``; ``D_i = 0`` for a zero column): the share of a dimension that
+    feature ``i`` gets. A feature alone in its direction has ``D = 1``, one of an antipodal pair ``1/2``,
+    one of a pentagon in the plane ``2/5`` (five features sharing two dimensions)."""
+    W = np.asarray(W.detach().cpu() if isinstance(W, Tensor) else W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"W must have shape (m, n); got {W.shape}")
+    norms = np.linalg.norm(W, axis=0)
+    out = np.zeros(W.shape[1])
+    nz = norms > 0
+    U = W[:, nz] / norms[nz]
+    overlap = ((U.T @ W) ** 2).sum(1)  # Σ_j (Ŵ_i · W_j)², ≥ ‖W_i‖² > 0
+    out[nz] = norms[nz] ** 2 / overlap
+    return out
+
+
 # ----------------------------------------------------------------------------- training
 _SHARED = ("sparsity", "seed", "data_seed")  # the fields replicas of one batch may differ in
 
@@ -339,9 +420,10 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
     opt = None
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW([W, b], lr=cfg.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=cfg.weight_decay)
-    s = math.sqrt(noise_factor(cfg) / N) if cfg.optimizer == "gd_gaussian" else 0.0
+    injected = cfg.optimizer in ("gd_gaussian", "gd_stable")
+    s = math.sqrt(noise_factor(cfg) / N) * cfg.noise_mult if injected else 0.0
     minibatch = cfg.optimizer in ("adamw", "sgd")
-    if cfg.optimizer == "gd_gaussian":
+    if injected:
         chunk = max(1, min(256, 2**20 // (R * N)))
     elif cfg.online:
         chunk = max(1, min(256, 2**20 // (R * B * n)))
@@ -366,16 +448,16 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
     died_at = [None] * R
 
     def diverged(k: int, loss: Tensor, what: str) -> None:
+        nonlocal alive
         bad = (~torch.isfinite(loss) | (loss > EXPLODE * loss0)) & alive
         if bool(bad.any()):
             r = int(bad.nonzero()[0, 0])
             if on_divergence == "mark":  # freeze the replica at W = 0, b = 0 and go on with the others
                 for i in bad.nonzero()[:, 0].tolist():
                     died_at[i] = k
-                alive.logical_and_(~bad)
-                with torch.no_grad():
-                    W[bad] = 0.0
-                    b[bad] = 0.0
+                # A new tensor, not an in-place change: the step's graph may hold the old mask. The frozen
+                # replica's parameters are set to 0 after the step's update (its gradient has weight 0).
+                alive = alive & ~bad
                 return
             raise DivergenceError(f"toy-model run diverged {what} step {k}: loss {float(loss[r]):.3g} (initial "
                                   f"{float(loss0[r]):.3g}) with eta={cfg.lr}, {B_text}, optimizer={cfg.optimizer!r}, "
@@ -396,8 +478,10 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
             if k == cfg.steps:
                 break
             if pos == chunk:  # draw the randomness of the next `chunk` steps, per replica
-                if cfg.optimizer == "gd_gaussian":
+                if injected:
                     buf = torch.stack([torch.randn((chunk, N), generator=g) for g in gens], 1).to(dev)  # (chunk, R, N)
+                    if cfg.optimizer == "gd_stable":  # the radial multipliers κ√A, after the chunk's z
+                        mult = torch.stack([_stable_mults(cfg, (chunk,), g) for g in gens], 1).to(dev)  # (chunk, R)
                 elif minibatch and cfg.online:
                     buf = torch.stack([_draw((chunk, B, n), c.sparsity, g) for c, g in zip(cfgs, gens)], 1).to(dev)
                 elif minibatch:
@@ -410,9 +494,12 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
             else:
                 losses = per_sample_loss(W, b, X, imp)
                 loss = losses.mean(-1)
-                if cfg.optimizer == "gd_gaussian":
+                if injected:
                     z = buf[pos]
-                    w = (z - z.mean(-1, keepdim=True)) * s + 1.0 / N
+                    if cfg.optimizer == "gd_stable":
+                        w = (z - z.mean(-1, keepdim=True)) * (s * mult[pos]).unsqueeze(-1) + 1.0 / N
+                    else:
+                        w = (z - z.mean(-1, keepdim=True)) * s + 1.0 / N
                     obj = ((w * losses).sum(-1) * alive).sum()
                 else:
                     obj = (loss * alive).sum()
@@ -433,15 +520,40 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
                 with torch.no_grad():
                     W[~alive] = 0.0
                     b[~alive] = 0.0
+        with torch.no_grad():
+            W[~alive] = 0.0
+            b[~alive] = 0.0
+        W_before = W.detach().cpu().numpy().copy()
+        for q in range(cfg.quench_steps):  # gradient descent, no noise: settle into the minimum reached
+            loss = per_sample_loss(W, b, X, imp).mean(-1)
+            diverged(cfg.steps + q, loss.detach(), "in the quench, at")
+            gW, gb = torch.autograd.grad((loss * alive).sum(), (W, b))
+            with torch.no_grad():
+                for p_, g in ((W, gW), (b, gb)):
+                    if cfg.weight_decay:
+                        p_.mul_(1.0 - cfg.lr * cfg.weight_decay)
+                    p_.sub_(cfg.lr * g)
+                W[~alive] = 0.0
+                b[~alive] = 0.0
+        with torch.no_grad():
+            final = per_sample_loss(W, b, X, imp).mean(-1)
+        diverged(cfg.steps + cfg.quench_steps, final, "after the quench, at")
+        final = torch.where(alive, final, torch.nan).cpu().numpy()
     finally:
         bar.close()
     wall = time.perf_counter() - t0
     Wf, bf = W.detach().cpu().numpy(), b.detach().cpu().numpy()
-    geoms = [classify_geometry(Wf[r], cfg.threshold, cfg.angle_tol) for r in range(R)]
-    for r in range(R):
-        if died_at[r] is not None:
-            geoms[r]["label"] = "diverged"
-            geoms[r]["n_represented"] = 0
+
+    def label_all(Ws):
+        geoms = [classify_geometry(Ws[r], cfg.threshold, cfg.angle_tol) for r in range(R)]
+        for r in range(R):
+            if died_at[r] is not None:
+                geoms[r]["label"] = "diverged"
+                geoms[r]["n_represented"] = 0
+        return geoms
+
+    geoms = label_all(Wf)
+    before = label_all(W_before) if cfg.quench_steps else geoms
     return {
         "config": dataclasses.asdict(cfg),
         "seeds": [c.seed for c in cfgs], "sparsities": [c.sparsity for c in cfgs],
@@ -450,6 +562,10 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
         "labels": [g["label"] for g in geoms], "n_represented": np.asarray([g["n_represented"] for g in geoms]),
         "norms": np.stack([g["norms"] for g in geoms]),
         "diverged_at": [-1 if d is None else int(d) for d in died_at],
+        "final_loss": final,  # (R,): the full-data loss at the end (after the quench), nan where diverged
+        "dimensionality": np.stack([feature_dimensionality(Wf[r]) for r in range(R)]),  # (R, n)
+        "labels_before_quench": [g["label"] for g in before],
+        "n_represented_before_quench": np.asarray([g["n_represented"] for g in before]),
         "wall_time_s": wall,
     }
 

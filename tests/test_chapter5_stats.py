@@ -1,5 +1,6 @@
 """Chapter 5's statistics, shared by its text and its ledger rows (issue 15: a verdict from one source)."""
 
+import numpy as np
 import pytest
 
 from sgdnoise.experiments import chapter5
@@ -43,3 +44,77 @@ def test_dln_ks_by_model_averages_and_names_a_missing_model():
     assert chapter5.dln_ks_by_model(result) == {"G": pytest.approx(0.2), "S": 0.5}
     with pytest.raises(ValueError, match="'T' is not in the result"):
         chapter5.dln_ks_by_model(result, models=("T",))
+
+
+# ----------------------------------------------------------------------------- the threshold sweep's analysis
+def test_censored_sign_test_without_censoring_is_the_exact_sign_test():
+    from scipy import stats
+
+    t = chapter5.censored_sign_test([5] * 12, [False] * 12, [2] * 9 + [5, 5, 6], [False] * 12)
+    assert (t["fewer"], t["more"], t["ties"], t["censored"]) == (9, 1, 2, 0)
+    assert t["p"] == pytest.approx(stats.binomtest(9, 10, 0.5).pvalue)
+    assert chapter5.censored_sign_test([5, 5], [False, False], [5, 5], [False, False])["p"] == 1.0
+
+
+def test_censored_sign_test_is_conservative_and_dropping_censored_runs_is_not():
+    from scipy import stats
+
+    k_gd, k_noisy = [5] * 13, [2] * 10 + [0] * 3
+    cens = [False] * 10 + [True] * 3  # three noisy runs diverged
+    t = chapter5.censored_sign_test(k_gd, [False] * 13, k_noisy, cens)
+    assert t["censored"] == 3 and t["fewer"] == 10
+    # the worst case counts the three diverged runs as having kept more features than gradient descent
+    assert t["p"] == pytest.approx(stats.binomtest(10, 13, 0.5).pvalue) and t["p"] > 0.05
+    # the failing variant: dropping the diverged runs would resolve the difference at 1%
+    assert stats.binomtest(10, 10, 0.5).pvalue < 0.01
+    with pytest.raises(ValueError, match="1-D arrays"):
+        chapter5.censored_sign_test([1, 2], [False], [1, 2], [False, False])
+
+
+def _sweep(k_by_setting, cens_by_setting=None, *, kinds=("sgd",), batch_sizes=(8, 2, 1)):
+    K = len(next(iter(k_by_setting.values())))
+    cens_by_setting = cens_by_setting or {}
+    return {"sparsities": [0.9], "n_seeds": K, "kinds": list(kinds), "batch_sizes": list(batch_sizes), "eta": 0.3,
+            "runs": {name: {"n_represented": k, "censored": cens_by_setting.get(name, [False] * K)}
+                     for name, k in k_by_setting.items()}}
+
+
+def test_threshold_tests_go_from_strong_noise_down_and_stop_at_the_first_unresolved_level():
+    K = 12
+    sweep = _sweep({"gd": [5] * K, "sgd B=1": [2] * K, "sgd B=2": [2] * K, "sgd B=8": [5] * K})
+    rows = chapter5.threshold_tests(sweep)
+    assert [(r["B"], r["resolved"]) for r in rows] == [(1, True), (2, True), (8, False)]
+    assert rows[0]["alpha"] == pytest.approx(0.05)  # one family: no Bonferroni factor
+    assert chapter5.threshold_onsets(rows) == {(0.9, "sgd"): pytest.approx(0.15)}
+    # a weaker level that would be resolved is not tested once a stronger one fails (fixed sequence)
+    gap = _sweep({"gd": [5] * K, "sgd B=1": [2] * K, "sgd B=2": [5] * K, "sgd B=8": [2] * K})
+    rows = chapter5.threshold_tests(gap)
+    assert [(r["B"], r["resolved"]) for r in rows] == [(1, True), (2, False)]
+    # two kinds: two families, each held to 0.025
+    two = _sweep({"gd": [5] * K, **{f"{k} B={B}": [2] * K for k in ("sgd", "gaussian") for B in (1, 2, 8)}},
+                 kinds=("sgd", "gaussian"))
+    assert all(r["alpha"] == pytest.approx(0.025) for r in chapter5.threshold_tests(two))
+    rows = chapter5.kind_tests(two)
+    assert len(rows) == 3 and not any(r["resolved"] for r in rows) and all(r["ties"] == K for r in rows)
+    with pytest.raises(ValueError, match="not in the sweep"):
+        chapter5.threshold_tests(_sweep({"gd": [5] * K, "sgd B=1": [2] * K}))
+
+
+def test_sign_test_power_is_exact():
+    from scipy import stats
+
+    # without "more" outcomes the test rejects exactly when f >= f*, the smallest f with 2 · 2^-f <= alpha
+    n, q, alpha = 32, 0.5, 0.05 / 12
+    f_star = next(f for f in range(1, n + 1) if 2 * 0.5**f <= alpha)
+    exact = float(stats.binom.sf(f_star - 1, n, q))
+    assert chapter5.sign_test_power(n, q, 0.0, alpha) == pytest.approx(exact, rel=1e-9)
+    # against a Monte-Carlo estimate with "more" outcomes (4000 draws: SE below 0.008)
+    rng = np.random.default_rng(0)
+    draws = rng.multinomial(n, [0.4, 0.05, 0.55], size=4000)
+    mc = np.mean([f + m > 0 and stats.binomtest(f, f + m, 0.5).pvalue <= alpha for f, m, _ in draws])
+    power = chapter5.sign_test_power(n, 0.4, 0.05, alpha)
+    assert abs(mc - power) < 4.5 * np.sqrt(power * (1 - power) / 4000), (mc, power)
+    # and the failing variant: ignoring the "more" outcomes overstates the power
+    assert chapter5.sign_test_power(n, 0.4, 0.0, alpha) - power > 4.5 * np.sqrt(power * (1 - power) / 4000)
+    with pytest.raises(ValueError, match="fewer"):
+        chapter5.sign_test_power(10, 0.8, 0.3, 0.05)

@@ -20,7 +20,7 @@ from . import deep_linear as dln, fullscale, superposition as tms
 
 __all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "dln_ks_by_model", "holm",
            "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
-           "censored_sign_test", "threshold_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
+           "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
 
 def _finite_or_none(values):
@@ -175,7 +175,8 @@ def tms_threshold_sweep(*, sparsities, seeds, batch_sizes, kinds, alpha: float, 
     seed (a seed fixes the data and the initialisation in every setting), each run quenched by
     ``quench_steps`` gradient-descent steps. Per setting in ``runs``: ``labels`` and ``labels_before_quench``,
     ``n_represented`` (after the quench), ``censored`` (the run diverged: its outcome is unknown),
-    ``dimensionality`` (``D_i`` per feature, zeros where censored) and ``final_loss`` (``None`` where censored);
+    ``dimensionality`` (``D_i`` per feature, zeros where censored), ``W`` (the final ``(m, n)`` weights, five
+    decimals; zeros where censored) and ``final_loss`` (``None`` where censored);
     runs are sparsity-major, as in :func:`~sgdnoise.experiments.superposition.phase_diagram`."""
     base = tms.NOISE_BASE.replace(device=device, quench_steps=quench_steps)
     settings = threshold_settings(batch_sizes=batch_sizes, kinds=kinds, alpha=alpha, eta=eta, horizon=horizon)
@@ -188,6 +189,7 @@ def tms_threshold_sweep(*, sparsities, seeds, batch_sizes, kinds, alpha: float, 
                       "labels_before_quench": [str(x) for x in r["labels_before_quench"]],
                       "n_represented": [int(x) for x in np.asarray(r["n_represented"]).ravel()],
                       "censored": cens, "dimensionality": np.round(dims, 6).tolist(),
+                      "W": np.round(np.asarray(r["W"], dtype=float), 5).tolist(),
                       "final_loss": _finite_or_none(np.asarray(r["final_loss"]))}
     cells = [{**c, "final_loss": c["final_loss"] if np.isfinite(c["final_loss"]) else None} for c in d["cells"]]
     return {"sparsities": d["sparsities"], "seeds": d["seeds"], "n_seeds": d["n_seeds"], "settings": d["settings"],
@@ -195,7 +197,7 @@ def tms_threshold_sweep(*, sparsities, seeds, batch_sizes, kinds, alpha: float, 
             "cells": cells, "runs": runs}
 
 
-def _cell(result: dict, name: str, S: float) -> tuple[np.ndarray, np.ndarray]:
+def cell_outcomes(result: dict, name: str, S: float) -> tuple[np.ndarray, np.ndarray]:
     """Features represented and the censoring flags of setting ``name`` at sparsity ``S``, one per seed."""
     sparsities = [float(x) for x in result["sparsities"]]
     if name not in result["runs"]:
@@ -218,10 +220,11 @@ def censored_sign_test(k_ref, cens_ref, k_other, cens_other) -> dict:
     from scipy import stats
 
     k_ref, k_other = np.asarray(k_ref, dtype=float), np.asarray(k_other, dtype=float)
-    c = np.asarray(cens_ref, dtype=bool) | np.asarray(cens_other, dtype=bool)
-    if not (k_ref.shape == k_other.shape == c.shape) or k_ref.ndim != 1:
+    c_ref, c_other = np.asarray(cens_ref, dtype=bool), np.asarray(cens_other, dtype=bool)
+    if not (k_ref.shape == k_other.shape == c_ref.shape == c_other.shape) or k_ref.ndim != 1:
         raise ValueError(f"censored_sign_test needs four 1-D arrays of one length; got {k_ref.shape}, "
                          f"{np.shape(cens_ref)}, {k_other.shape}, {np.shape(cens_other)}")
+    c = c_ref | c_other
     d = (k_other - k_ref)[~c]
     fewer, more, ties, n_c = int((d < 0).sum()), int((d > 0).sum()), int((d == 0).sum()), int(c.sum())
 
@@ -230,6 +233,30 @@ def censored_sign_test(k_ref, cens_ref, k_other, cens_other) -> dict:
 
     worst = max(p(fewer + a, more + b) for a in range(n_c + 1) for b in range(n_c + 1 - a))
     return {"fewer": fewer, "more": more, "ties": ties, "censored": n_c, "p": worst}
+
+
+def sign_test_power(n: int, fewer: float, more: float, alpha: float) -> float:
+    """Power of the exact two-sided sign test at level ``alpha`` over ``n`` seeds when, independently per seed,
+    the noisy run represents fewer features than gradient descent with probability ``fewer``, more with
+    probability ``more``, and the same number otherwise: the sum over every outcome ``(f, m)`` of its
+    multinomial probability where the test rejects (exact, no simulation)."""
+    from math import comb
+
+    from scipy import stats
+
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"n={n!r} must be an int >= 1 (seeds)")
+    if not (0 <= fewer and 0 <= more and fewer + more <= 1):
+        raise ValueError(f"fewer={fewer!r} and more={more!r} must be probabilities with fewer + more <= 1")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must lie in (0, 1)")
+    tie = 1.0 - fewer - more
+    power = 0.0
+    for f in range(n + 1):
+        for m in range(n + 1 - f):
+            if f + m and stats.binomtest(f, f + m, 0.5).pvalue <= alpha:
+                power += comb(n, f) * comb(n - f, m) * fewer**f * more**m * tie ** (n - f - m)
+    return float(power)
 
 
 def threshold_tests(result: dict, *, level: float = 0.05) -> list[dict]:
@@ -248,9 +275,9 @@ def threshold_tests(result: dict, *, level: float = 0.05) -> list[dict]:
     a = level / len(fams)
     rows = []
     for S, kind in fams:
-        k0, c0 = _cell(result, "gd", S)
+        k0, c0 = cell_outcomes(result, "gd", S)
         for B in Bs:
-            k1, c1 = _cell(result, f"{kind} B={B}", S)
+            k1, c1 = cell_outcomes(result, f"{kind} B={B}", S)
             t = censored_sign_test(k0, c0, k1, c1)
             ok = t["p"] <= a
             rows.append({"S": S, "kind": kind, "B": int(B), "eta_over_B": result["eta"] / B, **t, "alpha": a,
@@ -280,9 +307,9 @@ def kind_tests(result: dict, *, reference: str = "sgd", level: float = 0.05) -> 
     rows = []
     for S in result["sparsities"]:
         for B in sorted(result["batch_sizes"]):
-            k0, c0 = _cell(result, f"{reference} B={B}", S)
+            k0, c0 = cell_outcomes(result, f"{reference} B={B}", S)
             for kind in others:
-                k1, c1 = _cell(result, f"{kind} B={B}", S)
+                k1, c1 = cell_outcomes(result, f"{kind} B={B}", S)
                 rows.append({"S": float(S), "kind": kind, "B": int(B), "eta_over_B": result["eta"] / B,
                              **censored_sign_test(k0, c0, k1, c1)})
     for row, ok in zip(rows, holm([r["p"] for r in rows], level)):

@@ -316,12 +316,13 @@ def threshold_onsets(rows: list[dict]) -> dict:
     return out
 
 
-def kind_tests(result: dict, *, reference: str = "sgd", level: float = 0.05) -> list[dict]:
-    """SGD's noise against each other kind at the same (sparsity, η/B): :func:`censored_sign_test` on the
-    features represented, paired by seed, with Holm's correction over all of them at family-wise ``level``."""
-    others = [k for k in result["kinds"] if k != reference]
-    if reference not in result["kinds"] or not others:
-        raise ValueError(f"reference={reference!r} and at least one other kind must be in {result['kinds']}")
+def kind_tests(result: dict, *, reference: str = "sgd", others=None, level: float = 0.05) -> list[dict]:
+    """The ``reference`` kind of noise (SGD's by default) against each of ``others`` (every other kind by default)
+    at the same (sparsity, η/B): :func:`censored_sign_test` on the features represented, paired by seed
+    (``fewer``: the other kind keeps fewer), with Holm's correction over all of them at family-wise ``level``."""
+    others = [k for k in result["kinds"] if k != reference] if others is None else list(others)
+    if reference not in result["kinds"] or not others or any(k not in result["kinds"] or k == reference for k in others):
+        raise ValueError(f"reference={reference!r} and others={others!r} must be distinct kinds of {result['kinds']}")
     rows = []
     for S in result["sparsities"]:
         for B in sorted(int(B) for B in result["batch_sizes"]):

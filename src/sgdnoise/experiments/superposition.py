@@ -586,7 +586,10 @@ def run_tms_batch(cfgs: Sequence[TMSConfig], *, cache: ResultCache | None = None
     ``steps`` (the evaluation steps) and ``loss`` ``(R, len(steps))``, the full-data loss there (the
     fixed set: the training loss, or for ``online`` an evaluation loss); the final ``W`` ``(R, m, n)``
     and ``b`` ``(R, n)``; ``labels`` (geometry per replica, :func:`classify_geometry`), ``n_represented``,
-    ``norms`` ``(R, n)``; ``wall_time_s``.
+    ``norms`` ``(R, n)``; ``final_loss`` ``(R,)`` (the full-data loss at the very end, after any quench;
+    ``nan`` where diverged); ``dimensionality`` ``(R, n)`` (:func:`feature_dimensionality`);
+    ``labels_before_quench`` and ``n_represented_before_quench`` (the same as ``labels`` and
+    ``n_represented`` when ``quench_steps = 0``); ``wall_time_s``.
 
     Raises :class:`sgdnoise.sgd.DivergenceError` (naming ``η``, ``B``, the step, the sparsity and seed)
     when a loss is non-finite or exceeds ``1e6`` times its initial value. With ``on_divergence="mark"``

@@ -338,3 +338,21 @@ def test_feature_dimensionality_of_the_known_geometries():
     # not the square of the norm ratio: a pair at 60° shares less than an antipodal pair
     sixty = np.array([[1.0, 0.5, 0, 0, 0], [0, math.sqrt(3) / 2, 0, 0, 0]])
     np.testing.assert_allclose(tms.feature_dimensionality(sixty)[:2], [0.8, 0.8])
+
+
+def test_capped_stable_noise_cuts_only_the_large_kicks():
+    cfg = TMSConfig(optimizer="gd_stable", alpha=1.5)
+    capped = cfg.replace(stable_cap=0.9)
+    free = tms._stable_mults(cfg, (20_000,), torch.Generator().manual_seed(4)).double()
+    cut = tms._stable_mults(capped, (20_000,), torch.Generator().manual_seed(4)).double()  # the same draws
+    c = tms.stable_cap_value(1.5, 0.9)
+    k0, k1 = tms.stable_bulk_factor(1.5), tms.stable_bulk_factor(1.5, cap=0.9)
+    small = free / k0 < c
+    torch.testing.assert_close(cut[small], free[small] * (k1 / k0), rtol=1e-5, atol=0)  # unchanged below the cap
+    assert torch.all(cut[~small] <= k1 * c * (1 + 1e-6)) and 0.07 < float((~small).double().mean()) < 0.13
+    assert float(free.max()) > 10 * k1 * c  # the failing variant: without the cap the largest kick is far larger
+    assert math.isinf(tms.stable_cap_value(1.5, 1.0)) and tms.stable_bulk_factor(1.5, cap=1.0) == k0
+    with pytest.raises(ValueError, match="stable_cap"):
+        cfg.replace(optimizer="gd_gaussian", stable_cap=0.9)
+    with pytest.raises(ValueError, match="stable_cap"):
+        cfg.replace(stable_cap=0.3)

@@ -20,7 +20,7 @@ from . import deep_linear as dln, fullscale, superposition as tms
 
 __all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "dln_ks_by_model", "holm",
            "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
-           "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "level_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
+           "TMS_CAPPED", "tms_capped_sweep", "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "level_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
 
 def _finite_or_none(values):
@@ -181,6 +181,13 @@ def tms_threshold_sweep(*, sparsities, seeds, batch_sizes, kinds, alpha: float, 
     base = tms.NOISE_BASE.replace(device=device, quench_steps=quench_steps)
     settings = threshold_settings(batch_sizes=batch_sizes, kinds=kinds, alpha=alpha, eta=eta, horizon=horizon)
     d = tms.phase_diagram(base, settings, sparsities, seeds, progress=False, threads=None)
+    return {**_sweep_record(d), "batch_sizes": [int(B) for B in batch_sizes], "kinds": list(kinds), "eta": float(eta),
+            "alpha": float(alpha)}
+
+
+def _sweep_record(d: dict) -> dict:
+    """A :func:`~sgdnoise.experiments.superposition.phase_diagram` as plain data: per setting the labels (after
+    and before the quench), features represented, censoring flags, ``D_i``, final weights and losses."""
     runs = {}
     for name, r in d["runs"].items():
         cens = [int(x) >= 0 for x in r["diverged_at"]]
@@ -193,8 +200,29 @@ def tms_threshold_sweep(*, sparsities, seeds, batch_sizes, kinds, alpha: float, 
                       "final_loss": _finite_or_none(np.asarray(r["final_loss"]))}
     cells = [{**c, "final_loss": c["final_loss"] if np.isfinite(c["final_loss"]) else None} for c in d["cells"]]
     return {"sparsities": d["sparsities"], "seeds": d["seeds"], "n_seeds": d["n_seeds"], "settings": d["settings"],
-            "batch_sizes": [int(B) for B in batch_sizes], "kinds": list(kinds), "eta": float(eta), "alpha": float(alpha),
             "cells": cells, "runs": runs}
+
+
+#: Chapter 5's exploratory control, designed after the threshold sweep was seen: the α-stable noise with its
+#: radial factor √A capped at its 0.9- or 0.99-quantile (the rare large kicks cut, the rest unchanged), at three
+#: levels and the three sparse settings, on the threshold sweep's seeds. A run draws exactly the randomness of
+#: the uncapped run of the same seed, so the two are paired kick by kick.
+TMS_CAPPED = {"sparsities": [0.8, 0.9, 0.95], "seeds": list(range(32)), "batch_sizes": [64, 16, 4], "caps": [0.9, 0.99],
+              "alpha": 1.5, "eta": 0.3, "horizon": 900.0, "quench_steps": 1000}
+
+
+def tms_capped_sweep(*, sparsities, seeds, batch_sizes, caps, alpha: float, eta: float, horizon: float,
+                     quench_steps: int, device: str = "cpu") -> dict:
+    """The capped α-stable control: ``"stable cap=<q> B=<B>"`` settings (``gd_stable`` with ``stable_cap = q``)
+    at every sparsity and seed, recorded as :func:`tms_threshold_sweep` records its runs."""
+    base = tms.NOISE_BASE.replace(device=device, quench_steps=quench_steps)
+    steps = int(round(horizon / eta))
+    settings = {f"stable cap={q:g} B={int(B)}": {"optimizer": "gd_stable", "lr": eta, "steps": steps, "B": int(B),
+                                                 "alpha": alpha, "stable_cap": float(q)}
+                for q in caps for B in batch_sizes}
+    d = tms.phase_diagram(base, settings, sparsities, seeds, progress=False, threads=None)
+    return {**_sweep_record(d), "batch_sizes": [int(B) for B in batch_sizes], "caps": [float(q) for q in caps],
+            "eta": float(eta), "alpha": float(alpha)}
 
 
 def cell_outcomes(result: dict, name: str, S: float) -> tuple[np.ndarray, np.ndarray]:
@@ -360,5 +388,10 @@ EXPERIMENTS = (
         reduced={**TMS_THRESHOLD, "sparsities": [0.9], "seeds": list(range(200, 208)), "batch_sizes": [64, 1],
                  "kinds": ["sgd", "gaussian"]},
         description="chapter 5: superposition threshold sweep, eight noise levels of three kinds, quenched",
+        modules=_MODULES),
+    fullscale.Experiment(
+        name="ch5_tms_capped", compute=tms_capped_sweep, full=dict(TMS_CAPPED),
+        reduced={**TMS_CAPPED, "sparsities": [0.9], "seeds": list(range(200, 208)), "batch_sizes": [64], "caps": [0.99]},
+        description="chapter 5 (exploratory): the threshold sweep's α-stable noise with its large kicks capped",
         modules=_MODULES),
 )

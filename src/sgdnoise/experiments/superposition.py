@@ -123,6 +123,7 @@ class TMSConfig:
     quench_steps: int = 0             # Q: gradient-descent steps (no noise) at the end, before labelling
     noise_mult: float = 1.0           # μ: gd_gaussian / gd_stable inject μ times SGD-shaped noise (covariance μ² c Σ)
     alpha: float = 1.8                # index of gd_stable's noise, in (1, 2)
+    stable_cap: float = 1.0           # q: gd_stable's radial factor √A capped at its q-quantile (1: no cap)
     seed: int = 0                     # initialisation, minibatches and injected noise
     data_seed: int | None = None      # the data set; None: the same as seed
     threshold: float = 0.5            # ‖W_i‖ above which feature i counts as represented
@@ -164,6 +165,12 @@ class TMSConfig:
         if self.noise_mult != 1 and self.optimizer not in ("gd_gaussian", "gd_stable"):
             raise ValueError(f"noise_mult={self.noise_mult!r} scales injected noise; optimizer={self.optimizer!r} "
                              "injects none (use 'gd_gaussian' or 'gd_stable', or noise_mult=1)")
+        if not is_real(self.stable_cap) or not 0.5 < self.stable_cap <= 1:
+            raise ValueError(f"stable_cap={self.stable_cap!r} must lie in (0.5, 1] (a quantile of the radial factor; "
+                             "1 for no cap)")
+        if self.stable_cap != 1 and self.optimizer != "gd_stable":
+            raise ValueError(f"stable_cap={self.stable_cap!r} caps gd_stable's kicks; optimizer={self.optimizer!r} "
+                             "draws none (use 'gd_stable', or stable_cap=1)")
         if not is_real(self.alpha) or not 1 < self.alpha < 2:
             raise ValueError(f"alpha={self.alpha!r} must lie in (1, 2) (the index of gd_stable's noise; 2 is "
                              "the Gaussian, 'gd_gaussian')")
@@ -175,7 +182,7 @@ class TMSConfig:
             raise ValueError(f"evals_per_decade={self.evals_per_decade!r} must be an int >= 1")
         check_device(self.device)
         set_canonical_types(self, ("importance", "sparsity", "lr", "weight_decay", "threshold", "angle_tol", "noise_mult",
-                                   "alpha"),
+                                   "alpha", "stable_cap"),
                             ("n", "m", "n_samples", "B", "steps", "quench_steps", "seed", "evals_per_decade"))
 
     @property
@@ -252,37 +259,56 @@ def noise_factor(cfg: TMSConfig) -> float:
     return noise_covariance_factor(cfg.n_samples, cfg.B, cfg.scheme)
 
 
-_BULK: dict[float, float] = {}
+_BULK: dict[tuple, tuple] = {}
 
 
-def stable_bulk_factor(alpha: float, *, draws: int = 1_000_000, seed: int = 0) -> float:
-    """``κ_α``: the median of ``|κ_α √A Z|`` equals the median of ``|Z|``, for ``Z ~ N(0, 1)`` and ``A`` positive
-    ``α/2``-stable (:func:`sgdnoise.sde.positive_stable`), independent. Then every projection of
-    ``κ_α √A G`` (``G`` Gaussian) has the median absolute value of the same projection of ``G``. Estimated by
-    Monte Carlo with ``draws`` draws from a fixed seed (relative standard error about ``1.3/√draws``) and
-    remembered per ``α``."""
+def _bulk(alpha: float, cap: float, draws: int, seed: int) -> tuple[float, float]:
+    """(κ, the cap on √A) for :func:`stable_bulk_factor` and :func:`stable_cap_value`."""
     from ..sde import positive_stable
 
     if not is_real(alpha) or not 1 < alpha < 2:
         raise ValueError(f"alpha={alpha!r} must lie in (1, 2)")
-    key = float(alpha)
+    if not is_real(cap) or not 0.5 < cap <= 1:
+        raise ValueError(f"cap={cap!r} must lie in (0.5, 1] (a quantile of √A; 1 for no cap)")
+    key = (float(alpha), float(cap))
     default = draws == 1_000_000 and seed == 0
     if not default or key not in _BULK:
         gen = torch.Generator().manual_seed(seed)
-        A = positive_stable((draws,), key / 2, gen)
+        root = positive_stable((draws,), key[0] / 2, gen).sqrt()
         Z = torch.randn(draws, generator=gen, dtype=torch.float64)
-        value = float(0.6744897501960817 / (A.sqrt() * Z).abs().median())
+        c = float(torch.quantile(root[:200_000], key[1])) if key[1] < 1 else float("inf")
+        value = (float(0.6744897501960817 / (root.clamp(max=c) * Z).abs().median()), c)
         if not default:
             return value
         _BULK[key] = value
     return _BULK[key]
 
 
+def stable_bulk_factor(alpha: float, *, cap: float = 1.0, draws: int = 1_000_000, seed: int = 0) -> float:
+    """``κ_α``: the median of ``|κ_α √A Z|`` equals the median of ``|Z|``, for ``Z ~ N(0, 1)`` and ``A`` positive
+    ``α/2``-stable (:func:`sgdnoise.sde.positive_stable`), independent. Then every projection of
+    ``κ_α √A G`` (``G`` Gaussian) has the median absolute value of the same projection of ``G``. With
+    ``cap < 1``, the same for ``min(√A, c)`` with ``c`` the ``cap``-quantile of ``√A``
+    (:func:`stable_cap_value`): the capped law, matched in bulk again. Estimated by Monte Carlo with
+    ``draws`` draws from a fixed seed (relative standard error about ``1.3/√draws``) and remembered."""
+    return _bulk(alpha, cap, draws, seed)[0]
+
+
+def stable_cap_value(alpha: float, cap: float) -> float:
+    """The ``cap``-quantile of ``√A`` (``A`` positive ``α/2``-stable), estimated from 200,000 draws of a fixed
+    seed; ``inf`` for ``cap = 1``. ``gd_stable`` with ``stable_cap = q`` uses ``min(√A, c)``: its rare large
+    kicks (the top ``1 - q`` of the radial factor) are cut to ``c``, the rest of the noise is unchanged."""
+    return _bulk(alpha, cap, 1_000_000, 0)[1]
+
+
 def _stable_mults(cfg: TMSConfig, shape: tuple, generator: torch.Generator) -> Tensor:
-    """``κ_α √A`` for ``gd_stable``'s noise, one per entry of ``shape`` (float32)."""
+    """``κ_α √A`` for ``gd_stable``'s noise (``κ_α min(√A, c)`` with a cap), one per entry of ``shape`` (float32)."""
     from ..sde import positive_stable
 
-    return (stable_bulk_factor(cfg.alpha) * positive_stable(shape, cfg.alpha / 2, generator).sqrt()).float()
+    root = positive_stable(shape, cfg.alpha / 2, generator).sqrt()
+    if cfg.stable_cap < 1:
+        root = root.clamp(max=stable_cap_value(cfg.alpha, cfg.stable_cap))
+    return (stable_bulk_factor(cfg.alpha, cap=cfg.stable_cap) * root).float()
 
 
 def gradient_estimate(cfg: TMSConfig, W: Tensor, b: Tensor, X: Tensor, *, generator: torch.Generator,

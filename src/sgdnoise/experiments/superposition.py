@@ -89,7 +89,7 @@ from ._common import check_cache, check_device, check_steps_and_seeds, set_canon
 __all__ = ["TMSConfig", "DEFAULT", "LARGE", "DEFAULT_SEEDS", "LARGE_SEEDS", "DEFAULT_SPARSITIES", "OPTIMIZERS",
            "NOISE_BASE", "NOISE_SWEEP", "NOISE_SEEDS",
            "importances", "make_data", "init_params", "forward", "per_sample_loss", "noise_factor",
-           "gradient_estimate", "eval_steps", "classify_geometry", "feature_dimensionality", "stable_bulk_factor", "run_tms", "run_tms_batch", "run_tms_seeds",
+           "gradient_estimate", "eval_steps", "classify_geometry", "feature_dimensionality", "stable_bulk_factor", "stable_cap_value", "run_tms", "run_tms_batch", "run_tms_seeds",
            "noise_settings", "phase_diagram", "format_phase_table", "paired_sign_test", "EXPERIMENT", "GEOMETRIES"]
 
 OPTIMIZERS = ("adamw", "sgd", "gd", "gd_gaussian", "gd_stable")

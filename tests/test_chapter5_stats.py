@@ -144,3 +144,13 @@ def test_level_tests_test_every_level_with_holm():
     assert [(r["B"], r["resolved"]) for r in chapter5.threshold_tests(sweep)] == [(1, False)]
     rows = chapter5.level_tests(sweep)
     assert [(r["B"], r["resolved"]) for r in rows] == [(1, False), (2, True), (8, False)]
+
+
+def test_represented_agreement_compares_every_live_cell_with_the_committed_one():
+    def sweep(k):
+        return {"settings": ["gd"], "sparsities": [0.9], "n_seeds": len(k), "runs": {"gd": {"n_represented": k}}}
+
+    same = chapter5.represented_agreement(sweep([5, 4, 5, 5, 4, 5, 5, 5]), sweep([5, 5, 4, 5, 5, 4, 5, 5]))
+    assert same.ok and same.labels == ("S = 0.9, gd",)
+    moved = chapter5.represented_agreement(sweep([5] * 20 + [4] * 4), sweep([2] * 20 + [3] * 4))
+    assert not moved.ok  # the failing variant: a live rerun that no longer reproduces the committed counts

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import deep_linear as dln, fullscale, superposition as tms
 
-__all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "dln_ks_by_model", "holm",
+__all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "dln_ks_by_model", "holm",
            "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
            "TMS_CAPPED", "tms_capped_sweep", "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "level_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
@@ -90,6 +90,15 @@ def represented_by_cell(sweep: dict) -> dict:
         for j, S in enumerate(sweep["sparsities"]):
             out[(float(S), name)] = n[j * K:(j + 1) * K]
     return out
+
+
+def represented_agreement(full: dict, live: dict, *, alpha: float = 0.01) -> "fullscale.Agreement":
+    """A committed sweep against its live reduced rerun: for every (sparsity, setting) cell of ``live``, the
+    rank test of :func:`~sgdnoise.experiments.fullscale.sample_agreement` on the features represented per seed
+    (:func:`represented_by_cell`), Bonferroni over the cells at family-wise ``alpha``."""
+    full_rep, live_rep = represented_by_cell(full), represented_by_cell(live)
+    return fullscale.sample_agreement([full_rep[k] for k in live_rep], list(live_rep.values()),
+                                      labels=[f"S = {S}, {name}" for S, name in live_rep], alpha=alpha)
 
 
 def dln_ks_by_model(result: dict, *, models=None) -> dict:

@@ -473,6 +473,14 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
     alive = torch.ones(R, dtype=torch.bool, device=dev)
     died_at = [None] * R
 
+    def gd_update(gW: Tensor, gb: Tensor) -> None:
+        """θ ← θ - η(g + λθ): the step of "sgd", "gd" and the injected-noise optimisers, and of the quench."""
+        with torch.no_grad():
+            for q, g in ((W, gW), (b, gb)):
+                if cfg.weight_decay:
+                    q.mul_(1.0 - cfg.lr * cfg.weight_decay)
+                q.sub_(cfg.lr * g)
+
     def diverged(k: int, loss: Tensor, what: str) -> None:
         nonlocal alive
         bad = (~torch.isfinite(loss) | (loss > EXPLODE * loss0)) & alive
@@ -536,12 +544,7 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
                 obj.backward()
                 opt.step()
             else:
-                gW, gb = torch.autograd.grad(obj, (W, b))
-                with torch.no_grad():
-                    for q, g in ((W, gW), (b, gb)):
-                        if cfg.weight_decay:
-                            q.mul_(1.0 - cfg.lr * cfg.weight_decay)
-                        q.sub_(cfg.lr * g)
+                gd_update(*torch.autograd.grad(obj, (W, b)))
             if died_at.count(None) < R:  # keep the frozen replicas at 0 (AdamW's momentum would move them)
                 with torch.no_grad():
                     W[~alive] = 0.0
@@ -553,12 +556,8 @@ def _train(cfgs: Sequence[TMSConfig], *, progress: bool, on_divergence: str = "r
         for q in range(cfg.quench_steps):  # gradient descent, no noise: settle into the minimum reached
             loss = per_sample_loss(W, b, X, imp).mean(-1)
             diverged(cfg.steps + q, loss.detach(), "in the quench, at")
-            gW, gb = torch.autograd.grad((loss * alive).sum(), (W, b))
+            gd_update(*torch.autograd.grad((loss * alive).sum(), (W, b)))
             with torch.no_grad():
-                for p_, g in ((W, gW), (b, gb)):
-                    if cfg.weight_decay:
-                        p_.mul_(1.0 - cfg.lr * cfg.weight_decay)
-                    p_.sub_(cfg.lr * g)
                 W[~alive] = 0.0
                 b[~alive] = 0.0
         with torch.no_grad():

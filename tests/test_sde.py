@@ -190,3 +190,64 @@ def test_symmetric_stable_survives_an_exact_zero_uniform(monkeypatch, dtype):
     # the unfixed map at U = 0 in float32 is NaN: the case this guards against
     V = (torch.zeros(1, dtype=torch.float32) - 0.5) * math.pi
     assert torch.isnan(torch.cos(V) ** (1 / 1.55)).all()
+
+
+def test_sub_gaussian_stable_driver_marginals_and_dependence():
+    """Each coordinate of dt^{-1/α} × the sub-Gaussian increment is symmetric α-stable with scale 2^{-1/2}:
+    E cos(u X) = exp(-(u²/2)^{α/2}); coordinates share the radial factor √A, so |X_1| and |X_2| are correlated
+    (the independent "alpha_stable" driver's are not). Failing variant: A in place of √A."""
+    from sgdnoise.sde import _increments, positive_stable
+
+    alpha, P, dt = 1.5, 200_000, 0.01
+    v = _increments(P, 2, dt, "sub_gaussian_stable", alpha, torch.Generator().manual_seed(3), torch.float64, "cpu")
+    X = (v / dt ** (1 / alpha)).numpy()
+    for u in (0.5, 1.0, 2.0):
+        c = np.cos(u * X[:, 0])
+        assert abs(c.mean() - math.exp(-((u * u / 2) ** (alpha / 2)))) < Z * c.std() / math.sqrt(P)
+    gen = torch.Generator().manual_seed(3)
+    wrong = torch.randn(P, 1, generator=gen, dtype=torch.float64) * positive_stable((P, 1), alpha / 2, gen)
+    c = np.cos(wrong[:, 0].numpy())
+    assert abs(c.mean() - math.exp(-(0.5 ** (alpha / 2)))) > Z * c.std() / math.sqrt(P)
+    r_sub = stats_spearman(np.abs(X[:, 0]), np.abs(X[:, 1]))
+    w = _increments(P, 2, dt, "alpha_stable", alpha, torch.Generator().manual_seed(4), torch.float64, "cpu").numpy()
+    r_iid = stats_spearman(np.abs(w[:, 0]), np.abs(w[:, 1]))
+    assert r_sub > 10 / math.sqrt(P) and abs(r_iid) < Z / math.sqrt(P)
+
+
+def stats_spearman(a, b):
+    from scipy import stats
+
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def test_sub_gaussian_stable_at_two_is_the_gaussian_driver_and_noise_scale_scales_the_noise():
+    p = linear_regression(20, 2, seed=0)
+    th = torch.zeros(5, 2, dtype=torch.float64)
+    kw = dict(eta=0.2, B=2, dt=0.1, steps=1)
+    run = lambda **k: sgd_sde(p, th, generator=torch.Generator().manual_seed(7), **kw, **k).thetas[-1]  # noqa: E731
+    torch.testing.assert_close(run(driver="sub_gaussian_stable", alpha=2.0), run())
+    drift = sgd_sde(p, th, generator=torch.Generator().manual_seed(7), covariance="state", **kw,
+                    noise_scale=1e-300).thetas[-1]
+    torch.testing.assert_close(run(noise_scale=3.0) - drift, 3 * (run() - drift))
+    with pytest.raises(ValueError, match="noise_scale=0"):
+        run(noise_scale=0)
+    with pytest.raises(ValueError, match="on_divergence='drop'.*'censor'"):
+        run(on_divergence="drop")
+
+
+def test_censor_stops_only_the_diverging_path():
+    """With on_divergence="censor" a path beyond ``explode`` is NaN from that step on and the others are
+    untouched (they equal a run in which no path diverged); "raise" raises on the same run."""
+    p = linear_regression(20, 2, seed=0)
+    good = torch.zeros(3, 2, dtype=torch.float64)
+    bad = good.clone()
+    bad[1] = 1e7  # beyond explode after the first step
+    kw = dict(eta=0.1, B=2, dt=0.05, steps=30, record_steps=list(range(31)), explode=5e6)
+    a = sgd_sde(p, good, generator=torch.Generator().manual_seed(2), on_divergence="censor", **kw)
+    b = sgd_sde(p, bad, generator=torch.Generator().manual_seed(2), on_divergence="censor", **kw)
+    assert a.diverged.tolist() == [-1, -1, -1] and b.diverged.tolist() == [-1, 1, -1]
+    assert torch.isnan(b.thetas[1:, 1]).all()
+    torch.testing.assert_close(a.thetas[:, [0, 2]], b.thetas[:, [0, 2]], rtol=0, atol=0)
+    with pytest.raises(DivergenceError):
+        sgd_sde(p, bad, generator=torch.Generator().manual_seed(2), **kw)
+    assert sgd_sde(p, good, generator=torch.Generator().manual_seed(2), **kw).diverged is None

@@ -13,9 +13,13 @@ step, drift and noise together, is the gradient of one weighted loss,
 
 and costs ``O(n · d)``: one full-batch forward and backward pass per path.
 
-Drivers: ``"gaussian"`` (Brownian motion) or ``"alpha_stable"``, whose increments over ``dt`` are
-``dt^{1/α}`` times symmetric α-stable variables drawn by the Chambers–Mallows–Stuck method, with scale
-``2^{-1/2}`` so that α = 2 gives exactly the Gaussian driver ("matched scale").
+Drivers: ``"gaussian"`` (Brownian motion); ``"alpha_stable"``, whose increments over ``dt`` are
+``dt^{1/α}`` times independent symmetric α-stable variables drawn by the Chambers–Mallows–Stuck method, with
+scale ``2^{-1/2}`` so that α = 2 gives exactly the Gaussian driver ("matched scale"); and
+``"sub_gaussian_stable"``, whose increment over ``dt`` is ``dt^{1/α} √A z`` with ``z ~ N(0, I)`` and one
+positive ``α/2``-stable ``A`` per path and step (:func:`positive_stable`): a sub-Gaussian α-stable vector,
+which keeps the Gaussian driver's covariance shape and makes only its radial law heavy-tailed (α = 2 gives
+the Gaussian driver).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,19 +38,23 @@ from ._args import ArgumentTypeError, as_real, is_one_of, show
 from .gradients import per_sample_grads
 from .problems import Problem, check_problem
 from .sampling import check_batch_size, check_generator
-from .sgd import _check_step_list, check_bounded, check_learning_rate, flat_grad_fn, parameter_batch
+from .sgd import _check_step_list, check_bounded, check_learning_rate, check_threshold, flat_grad_fn, parameter_batch
 
 __all__ = ["SDEPaths", "symmetric_stable", "positive_stable", "euler_maruyama", "sgd_sde"]
 
-DRIVERS = ("gaussian", "alpha_stable")
+DRIVERS = ("gaussian", "alpha_stable", "sub_gaussian_stable")
+ON_DIVERGENCE = ("raise", "censor")
 
 
 @dataclass
 class SDEPaths:
-    """States at the recorded times: ``thetas`` has shape ``(R, P, d)``."""
+    """States at the recorded times: ``thetas`` has shape ``(R, P, d)``. ``diverged`` (``sgd_sde`` with
+    ``on_divergence="censor"`` only; else ``None``): per path, the step at which it diverged, ``-1`` if never;
+    a diverged path's later records are NaN."""
 
     times: list[float]
     thetas: Tensor
+    diverged: "np.ndarray | None" = None
 
 
 def check_alpha(alpha) -> float:
@@ -126,6 +135,12 @@ def _increments(P: int, m: int, dt: float, driver: str, alpha: float, generator,
     if driver == "gaussian":
         z = torch.randn((P, m), generator=generator, dtype=dtype, device=generator.device)
         return (z * math.sqrt(dt)).to(device)
+    if driver == "sub_gaussian_stable":
+        z = torch.randn((P, m), generator=generator, dtype=dtype, device=generator.device)
+        if alpha == 2:
+            return (z * math.sqrt(dt)).to(device)
+        A = positive_stable((P, 1), alpha / 2, generator, dtype, generator.device)
+        return (z * A.sqrt() * dt ** (1 / alpha)).to(device)
     return symmetric_stable((P, m), alpha, generator, dtype, device) * dt ** (1 / alpha)
 
 
@@ -237,6 +252,8 @@ def sgd_sde(
     alpha: float = 2.0,
     record_steps: list[int] | None = None,
     explode: float = 1e8,
+    noise_scale: float = 1.0,
+    on_divergence: str = "raise",
 ) -> SDEPaths:
     """Euler–Maruyama for ``dθ = -∇L_n dt + sqrt(c · η Σ_emp(θ)) dW`` over ``P`` paths.
 
@@ -244,6 +261,12 @@ def sgd_sde(
     without-replacement factor of chapter 1). ``covariance="constant"`` freezes ``Σ_emp`` at
     ``theta_ref`` (default: the first path's start). ``theta0`` is ``(P, d)`` or ``(d,)``. Works on the
     device of ``problem.X``. One step costs one weighted full-batch backward pass per path.
+
+    ``noise_scale`` multiplies the noise term (a heavy-tailed driver matched to the Gaussian one in bulk
+    uses a factor ``κ``; see :func:`sgdnoise.balance.median_matching_factor`). A path whose parameters
+    become non-finite or exceed ``explode`` raises :class:`sgdnoise.sgd.DivergenceError` with
+    ``on_divergence="raise"``; with ``"censor"`` it is stopped there instead (its later records are NaN, the
+    other paths are unaffected: they are computed independently) and ``SDEPaths.diverged`` gives the step.
     """
     from .noise import noise_covariance_factor
 
@@ -253,6 +276,10 @@ def sgd_sde(
     record = _check_steps(dt, steps, record_steps)
     check_generator(generator)
     alpha = _check_driver(driver, alpha)
+    noise_scale = _args.real("noise_scale", noise_scale, gt=0)
+    explode = check_threshold("explode", explode)
+    if not is_one_of(on_divergence, ON_DIVERGENCE):
+        raise ValueError(f"on_divergence={show(on_divergence)}; valid values are {ON_DIVERGENCE}")
     if not is_one_of(covariance, ("state", "constant")):
         raise ValueError(f"covariance={show(covariance)}; valid values are 'state' and 'constant'")
     theta = parameter_batch(problem, theta0, "P")
@@ -263,7 +290,7 @@ def sgd_sde(
             raise ValueError(f"theta_ref has shape {tuple(theta_ref.shape)}; need ({d},), one parameter vector")
     dtype = theta.dtype
     P = theta.shape[0]
-    s = math.sqrt(eta * noise_covariance_factor(n, B, scheme) / n)
+    s = noise_scale * math.sqrt(eta * noise_covariance_factor(n, B, scheme) / n)
     X, y = problem.X, problem.y
     step_grad = flat_grad_fn(problem, in_dims=(0, None, None, 0))
     Gc_ref = None
@@ -280,6 +307,8 @@ def sgd_sde(
     out, times = [], []
     rec = iter(record)
     nxt = next(rec, None)
+    censor = on_divergence == "censor"
+    diverged = np.full(P, -1, dtype=np.int64) if censor else None
     for k in range(steps + 1):
         if k == nxt:
             out.append(theta.clone())
@@ -295,6 +324,13 @@ def sgd_sde(
         else:
             w = torch.full((P, n), dt / n, dtype=dtype, device=theta.device)
             theta = theta - step_grad(theta, X, y, w) + s * (v @ Gc_ref)
+        if censor:  # stop the paths that left the range; NaN stays in its own path (the step is vmapped)
+            bad = ~(theta.abs() <= explode).all(dim=1)  # also catches NaN
+            if bool(bad.any()):
+                new = bad.cpu().numpy() & (diverged < 0)
+                diverged[new] = k + 1
+                theta = torch.where(bad[:, None], torch.full_like(theta, math.nan), theta)
+            continue
         check_bounded(theta, explode, f"SDE paths diverged at step {k} (t = {(k + 1) * dt:.4g}): parameters reached "
                       f"{{size:.3g}} with eta={eta}, B={B}, dt={dt}; lower dt or eta")
-    return SDEPaths(times, torch.stack(out))
+    return SDEPaths(times, torch.stack(out), diverged)

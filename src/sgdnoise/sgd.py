@@ -14,6 +14,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -263,7 +264,9 @@ class ChainsRun:
     """What :func:`run_chains` recorded at the recorded steps: iterates ``thetas`` ``(R, C, d)``; with
     ``record_loss``, the full-data losses ``losses`` ``(R, C)``; with ``record_noise``, the noise draws
     ``noise`` ``(R', C, d)``, ``ξ_k = g_n(θ_k) - ĝ_k`` for the gradient estimate ``ĝ_k`` actually used at
-    step ``k`` (``R' = R`` minus the last step if it is the final one, where no step is taken)."""
+    step ``k`` (``R' = R`` minus the last step if it is the final one, where no step is taken). With
+    ``on_divergence="censor"``, ``diverged`` ``(C,)``: the step (in units of ``η``) after which a chain left
+    the finite range, ``-1`` if never; its later records are NaN."""
 
     eta: float
     B: int
@@ -273,6 +276,7 @@ class ChainsRun:
     svag_l: int = 1
     losses: Tensor | None = None
     noise: Tensor | None = None
+    diverged: "np.ndarray | None" = None
 
 
 def run_chains(
@@ -291,6 +295,7 @@ def run_chains(
     record_loss: bool = False,
     record_noise: bool = False,
     explode_loss: float = 1e6,
+    on_divergence: str = "raise",
 ) -> ChainsRun:
     """Run ``C`` independent SGD chains at once, from ``theta0`` of shape ``(C, d)``.
 
@@ -304,6 +309,9 @@ def run_chains(
     A chain whose parameters become non-finite, or exceed ``explode`` in absolute value, stops the
     run with :class:`DivergenceError` naming ``η``, ``B`` and the step; with ``record_loss`` so does a
     recorded full-data loss that is non-finite or above ``explode_loss`` times the largest initial one.
+    With ``on_divergence="censor"`` (not with ``record_loss``) such a chain is stopped instead: it is NaN from
+    that step on, the others go on unaffected (their gradients are computed independently, so their draws and
+    iterates are those of a run without it), and ``ChainsRun.diverged`` gives the step.
     ``record_noise`` stores the gradient noise of the steps taken at the recorded steps (one full-data
     gradient per chain per recorded step).
     """
@@ -322,6 +330,12 @@ def run_chains(
     C = theta.shape[0]
     record = _check_step_list("record_steps", record_steps if record_steps is not None else [steps], steps)
     record_loss, record_noise = flag("record_loss", record_loss), flag("record_noise", record_noise)
+    if on_divergence not in ("raise", "censor"):
+        raise ValueError(f"on_divergence={show(on_divergence)}; valid values are ('raise', 'censor')")
+    censor = on_divergence == "censor"
+    if censor and record_loss:
+        raise ValueError("on_divergence='censor' cannot be combined with record_loss=True (the loss check stops the run)")
+    diverged = np.full(C, -1, dtype=np.int64) if censor else None
     if not record:
         raise ValueError("record_steps is empty; record at least one step (the default records the last)")
 
@@ -385,11 +399,19 @@ def run_chains(
             velocity.mul_(momentum).add_(g)
             g = velocity
         theta = theta - lr * g
+        if censor:
+            bad = ~(theta.abs() <= explode).all(dim=1)  # also catches NaN
+            if bool(bad.any()):
+                new = bad.cpu().numpy() & (diverged < 0)
+                diverged[new] = k // l + 1
+                theta = torch.where(bad[:, None], torch.full_like(theta, math.nan), theta)
+                velocity = torch.where(bad[:, None], torch.full_like(velocity, math.nan), velocity)
+            continue
         check_bounded(theta, explode, f"SGD chains diverged at step {k} (of {total_steps}): parameters reached "
                       f"{{size:.3g}} with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B")
     return ChainsRun(eta=eta, B=B, scheme=scheme, record_steps=record, thetas=torch.stack(out), svag_l=l,
                      losses=torch.stack(losses) if record_loss else None,
-                     noise=torch.stack(noise) if record_noise and noise else None)
+                     noise=torch.stack(noise) if record_noise and noise else None, diverged=diverged)
 
 
 def linear_regression_chains(X: Tensor, y: Tensor, theta0: Tensor, *, eta: float, B: int, steps: int,

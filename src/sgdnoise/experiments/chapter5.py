@@ -12,13 +12,15 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
 
 from . import deep_linear as dln, fullscale, superposition as tms
 
-__all__ = ["dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "dln_ks_by_model", "holm",
+__all__ = ["dln_sweep", "dln_sweep_models", "dln_sweep_base", "dln_events", "dln_runs", "dln_shift_table",
+           "dln_model_tests", "dln_closer_tests", "DLN_SWEEP", "dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "dln_ks_by_model", "holm",
            "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
            "TMS_CAPPED", "tms_capped_sweep", "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "level_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
@@ -373,6 +375,166 @@ def kind_tests(result: dict, *, reference: str = "sgd", others=None, level: floa
     return rows
 
 
+#: The saddle-to-saddle sweep (registered before it ran): depth 2 from scale 1e-3 and depth 3 from 0.1, label noise 0.5,
+#: η = 0.05 and five batch sizes (η/B from 0.05 to 0.003), two data sets (each with its own shared start), 64 chains;
+#: SGD, the Gaussian SDE and sub-Gaussian α-stable SDEs matched in bulk (α = 1.5, 1.8, 1.95), all SDEs at dt = η/20.
+DLN_SWEEP = {"depths": [2, 3], "batch_sizes": [1, 2, 4, 8, 16], "data_seeds": [0, 1], "alphas": [1.5, 1.8, 1.95],
+             "chains": 64, "lr": 0.05, "label_noise": 0.5, "substeps": 20, "steps": 300, "models": None}
+DLN_INIT_SCALE = {2: 1e-3, 3: 0.1}  # depth 3 from 0.1: its plateaus grow like a0^(-1/3)
+
+
+def dln_sweep_models(alphas, lr: float) -> dict:
+    """The noisy models of the sweep: name -> the :class:`~sgdnoise.experiments.deep_linear.DLNConfig` fields."""
+    out = {"SGD": {"optimizer": "sgd"}, "Gaussian SDE": {"optimizer": "sde_gaussian"}}
+    for a in alphas:
+        out[f"α-stable SDE, α = {a:g}"] = {"optimizer": "sde_stable", "alpha": float(a), "stable_driver": "sub_gaussian",
+                                         "noise_scale": dln.bulk_matched_scale(float(a), lr)}
+    return out
+
+
+def dln_sweep_base(depth: int, data_seed: int, *, chains: int, lr: float, label_noise: float, substeps: int, steps: int,
+                   device: str = "cpu") -> "dln.DLNConfig":
+    """One (depth, data set) of the sweep: every model shares this start (``seed = data_seed``)."""
+    return dln.DEFAULT.replace(depth=int(depth), init_scale=DLN_INIT_SCALE[int(depth)], label_noise=float(label_noise),
+                               lr=float(lr), steps=int(steps), chains=int(chains), seed=int(data_seed),
+                               data_seed=int(data_seed), sde_substeps=int(substeps), tail_steps=(), device=device)
+
+
+def _dln_record(r: dict, **keys) -> dict:
+    geom_end = {k: np.asarray(r[k])[-1] for k in ("hessian_trace", "imbalance", "layer_norms")}
+    return {**keys, "escape": [_finite_or_none(row) for row in np.asarray(r["escape_times"])],
+            "censor": [float(x) for x in r["censor_times"]], "in_order": [bool(x) for x in r["in_order"]],
+            "hessian_trace": _finite_or_none(geom_end["hessian_trace"]),
+            "imbalance": [_finite_or_none(row) for row in geom_end["imbalance"]],
+            "layer_norms": [_finite_or_none(row) for row in geom_end["layer_norms"]], "wall_s": float(r["wall_time_s"])}
+
+
+def dln_sweep(*, depths, batch_sizes, data_seeds, alphas, chains: int, lr: float, label_noise: float, substeps: int,
+              steps: int, models=None, device: str = "cpu") -> dict:
+    """Gradient descent (one chain: every chain starts at the same point) and each noisy model of
+    :func:`dln_sweep_models` (``models``: the names to run, all by default) at every batch size, depth and data set.
+    Diverging chains are censored (``divergence="censor"``). One record per run: per chain the escape times
+    (``None``: not reached), the censoring time (the divergence, or the horizon), whether the modes were learned in
+    order, and the final Hessian trace, imbalances and layer norms (``None`` for a diverged chain)."""
+    names = dln_sweep_models(alphas, lr)
+    if models is not None:
+        unknown = [m for m in models if m not in names]
+        if unknown:
+            raise ValueError(f"models={models!r}: unknown {unknown}; the sweep's models are {list(names)}")
+        names = {k: v for k, v in names.items() if k in models}
+    kw = dict(chains=chains, lr=lr, label_noise=label_noise, substeps=substeps, steps=steps, device=device)
+    runs, first = [], None
+    for ds in data_seeds:
+        for depth in depths:
+            base = dln_sweep_base(depth, ds, **kw)
+            first = first or base
+            gd = dln.run_dln(base.replace(optimizer="gd", chains=1), progress=False)
+            runs.append(_dln_record(gd, data_seed=int(ds), depth=int(depth), B=None, model="GD"))
+            for B in batch_sizes:
+                for name, fields in names.items():
+                    r = dln.run_dln(base.replace(B=int(B), divergence="censor", **fields), progress=False)
+                    runs.append(_dln_record(r, data_seed=int(ds), depth=int(depth), B=int(B), model=name))
+    return {"runs": runs, "horizon": float(steps * lr), "singular_values": list(first.singular_values),
+            "models": ["GD", *names]}
+
+
+def dln_events(run: dict, mode: int, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """One run's escapes of ``mode`` (0-based) as censored data: ``(times, observed)``; a chain that never escaped is
+    censored at the time it diverged or at the horizon."""
+    esc = np.array([np.nan if row[mode] is None else row[mode] for row in run["escape"]], dtype=float)
+    observed = np.isfinite(esc) & (esc <= horizon)
+    return np.where(observed, esc, np.minimum(np.asarray(run["censor"], dtype=float), horizon)), observed
+
+
+def dln_runs(result: dict) -> dict:
+    """``{(data_seed, depth, B, model): run}`` (gradient descent's key has ``B = None``)."""
+    return {(r["data_seed"], r["depth"], r["B"], r["model"]): r for r in result["runs"]}
+
+
+def dln_shift_table(result: dict, *, level: float = 0.05) -> list[dict]:
+    """Each noisy run's escape-time shift against gradient descent, per mode: the restricted mean escape time up to
+    the horizon (:func:`sgdnoise.survival.rmst`, censored chains included) minus gradient descent's (deterministic:
+    one shared start), with its SE, 95% interval and z. ``resolved`` (SGD only: the pre-registered family) is
+    Bonferroni over SGD's shifts at family-wise ``level``."""
+    from scipy import stats
+
+    from ..survival import rmst
+
+    T, runs, rows = result["horizon"], dln_runs(result), []
+    for (ds, depth, B, model), run in runs.items():
+        if model == "GD":
+            continue
+        gd = runs[(ds, depth, None, "GD")]
+        for mode in range(len(result["singular_values"])):
+            t, o = dln_events(run, mode, T)
+            est, se = rmst(t, o, T)
+            t_gd = gd["escape"][0][mode]
+            ref = T if t_gd is None else min(t_gd, T)
+            shift = est - ref
+            rows.append({"data_seed": ds, "depth": depth, "B": B, "model": model, "mode": mode + 1, "gd": ref,
+                         "rmst": est, "shift": shift, "se": se, "ci_low": shift - 1.96 * se, "ci_high": shift + 1.96 * se,
+                         "z": shift / se if se > 0 else (0.0 if shift == 0 else math.copysign(math.inf, shift)),
+                         "diverged": int(np.sum(np.asarray(run["censor"]) < T)), "chains": len(run["censor"])})
+    sgd = [r for r in rows if r["model"] == "SGD"]
+    z_crit = float(stats.norm.isf(level / (2 * max(len(sgd), 1))))
+    for r in rows:
+        r["resolved"] = bool(abs(r["z"]) > z_crit) if r["model"] == "SGD" else None
+    return rows
+
+
+def dln_model_tests(result: dict, *, reps: int = 199, seed: int = 0, level: float = 0.05) -> list[dict]:
+    """Each SDE against SGD, per (data set, depth, B, mode): the log-rank test of the two escape-time samples
+    (censored chains included; ``scipy.stats.logrank``) and the Kaplan–Meier distance with its permutation null
+    (:func:`sgdnoise.survival.km_permutation_test`, ``reps`` relabellings from ``seed``). ``different`` is the log-rank
+    test under Holm's correction over all rows at family-wise ``level``."""
+    from scipy import stats
+
+    from ..survival import km_permutation_test
+
+    T, runs, rows = result["horizon"], dln_runs(result), []
+    rng = np.random.default_rng(seed)
+    for (ds, depth, B, model), run in runs.items():
+        if model in ("GD", "SGD"):
+            continue
+        sgd = runs[(ds, depth, B, "SGD")]
+        for mode in range(len(result["singular_values"])):
+            t1, o1 = dln_events(sgd, mode, T)
+            t2, o2 = dln_events(run, mode, T)
+            if o1.any() or o2.any():
+                lr_p = float(stats.logrank(stats.CensoredData(uncensored=t1[o1], right=t1[~o1]),
+                                           stats.CensoredData(uncensored=t2[o2], right=t2[~o2])).pvalue)
+            else:
+                lr_p = 1.0  # no escapes on either side: nothing to tell apart
+            perm = km_permutation_test(t1, o1, t2, o2, T, reps=reps, rng=rng)
+            rows.append({"data_seed": ds, "depth": depth, "B": B, "model": model, "mode": mode + 1,
+                         "logrank_p": lr_p, "km_distance": perm["distance"], "null_95": perm["null_95"],
+                         "perm_p": perm["p"]})
+    for r, ok in zip(rows, holm([r["logrank_p"] for r in rows], level)):
+        r["different"] = ok
+    return rows
+
+
+def dln_closer_tests(model_rows: list[dict], alphas, *, reference: str = "Gaussian SDE", level: float = 0.05) -> list[dict]:
+    """The pre-registered test of H1: per (data set, depth, B) the mode-averaged Kaplan–Meier distance to SGD of
+    the Gaussian SDE and of each α-stable SDE; the exact two-sided sign test of "α-stable closer" against
+    "Gaussian closer" over these units, Bonferroni over the ``alphas`` at family-wise ``level``."""
+    from scipy import stats
+
+    units: dict = {}
+    for r in model_rows:
+        units.setdefault((r["data_seed"], r["depth"], r["B"]), {}).setdefault(r["model"], []).append(r["km_distance"])
+    out = []
+    for a in alphas:
+        name = f"α-stable SDE, α = {a:g}"
+        diff = [np.mean(m[name]) - np.mean(m[reference]) for m in units.values() if name in m and reference in m]
+        closer, farther = int(np.sum(np.asarray(diff) < 0)), int(np.sum(np.asarray(diff) > 0))
+        p = float(stats.binomtest(closer, closer + farther, 0.5).pvalue) if closer + farther else 1.0
+        out.append({"model": name, "units": len(diff), "stable closer": closer, "Gaussian closer": farther,
+                    "p": p, "resolved": p < level / len(alphas),
+                    "median difference": float(np.median(diff)) if diff else math.nan})
+    return out
+
+
 _MODULES = (sys.modules[__name__], dln, tms)
 EXPERIMENTS = (
     fullscale.Experiment(
@@ -384,6 +546,14 @@ EXPERIMENTS = (
         reduced={"settings": [[0.05, 2, 300]], "seeds": [0], "data_seed": 0, "alpha": 1.8,
                  "measured_alpha_lr": None},
         description="chapter 5: depth-2 linear network, SGD against its Gaussian and α-stable SDEs (escape times)",
+        modules=_MODULES),
+    fullscale.Experiment(
+        name="ch5_dln_sweep", compute=dln_sweep, full=dict(DLN_SWEEP),
+        # the same data set and start as the committed runs (a start moves the escape times by more than the
+        # chains' noise), at one depth and level: a reproduction check of the file
+        reduced={**DLN_SWEEP, "depths": [2], "batch_sizes": [4], "data_seeds": [0], "models": ["SGD", "Gaussian SDE"]},
+        description="chapter 5: deep linear networks with label noise, escape times under SGD and its SDEs at five "
+                    "noise levels and two depths, diverging chains censored",
         modules=_MODULES),
     fullscale.Experiment(
         name="ch5_tms_noise", compute=tms_noise_sweep,

@@ -36,9 +36,19 @@ From a *random* start, depth 2, the mode's linearised dynamics from the origin a
 
 **Optimisers** (``C = chains`` at once): ``"gd"`` (full batch), ``"sgd"``
 (:func:`sgdnoise.sgd.run_chains`, batches of ``B`` drawn by ``scheme``), ``"sde_gaussian"`` and
-``"sde_stable"`` (:func:`sgdnoise.sde.sgd_sde`, ``dθ = -∇L dt + sqrt(c η Σ(θ)) dL_t`` with ``dt =
-η / sde_substeps``; the α-stable driver has the matched scale of :mod:`sgdnoise.sde`, i.e. for
-``α < 2`` its Euler step noise scales as ``dt^{1/α}``, not ``dt^{1/2}``).
+``"sde_stable"`` (:func:`sgdnoise.sde.sgd_sde`, ``dθ = -∇L dt + κ sqrt(c η Σ(θ)) dL_t`` with ``dt =
+η / sde_substeps`` and ``κ = noise_scale``; the α-stable driver has the matched scale of
+:mod:`sgdnoise.sde`, i.e. for ``α < 2`` its Euler step noise scales as ``dt^{1/α}``, not ``dt^{1/2}``).
+``stable_driver`` picks the α-stable driver: ``"independent"`` (one symmetric α-stable variable per sample,
+mapped through the centred per-sample gradients) or ``"sub_gaussian"`` (the Gaussian driver times one radial
+factor ``√A`` per chain and step: every projection of the noise is symmetric α-stable with the Gaussian
+noise's shape). :func:`bulk_matched_scale` gives the ``κ`` at which the sub-Gaussian noise over one SGD step
+has the Gaussian noise's median absolute value along every direction ("matched in bulk").
+
+**Divergence.** ``"raise"`` stops the run; ``"drop"`` redraws the piece of the run in which chains
+diverged and retires those that diverge again (a selection); ``"censor"`` (SDEs only) stops a chain at the
+step where it leaves the finite range and keeps the others as they are, so that its escape times are
+right-censored there (``censor_times``), the input of a survival analysis (SGD and the SDEs).
 
 **Escape times.** The first time ``t`` at which ``a_i`` reaches ``s_i/2``, linearly interpolated
 between recorded steps (``NaN`` if never): the end of mode ``i``'s plateau. :func:`compare_to_sgd`
@@ -73,11 +83,12 @@ from ._common import check_cache, check_device, check_steps_and_seeds, set_canon
 __all__ = ["LARGE", "DLNConfig", "DEFAULT", "OPTIMIZERS", "INITS", "DLNData", "EXPERIMENT", "teacher", "make_data",
            "make_problem", "init_params", "layer_matrices", "end_to_end", "mode_strengths", "effective_a0",
            "saxe_mode_strength", "saxe_escape_time", "analytic_escape_times", "escape_times", "noise_tail_index",
-           "run_dln", "compare_to_sgd", "summarize"]
+           "run_dln", "compare_to_sgd", "summarize", "layer_geometry", "bulk_matched_scale", "STABLE_DRIVERS"]
 
 OPTIMIZERS = ("gd", "sgd", "sde_gaussian", "sde_stable")
 INITS = ("random", "aligned")
-DIVERGENCE = ("raise", "drop")
+DIVERGENCE = ("raise", "drop", "censor")
+STABLE_DRIVERS = ("independent", "sub_gaussian")
 EXPERIMENT = "deep_linear"
 DTYPE = torch.float64
 
@@ -104,6 +115,8 @@ class DLNConfig:
     B: int = 2                                   # batch size (of SGD, and whose noise the SDEs model)
     scheme: str = "with_replacement"             # minibatch sampling scheme
     alpha: float = 1.8                           # stable index of "sde_stable", in (0, 2]
+    stable_driver: str = "independent"           # "sde_stable"'s driver: one of STABLE_DRIVERS
+    noise_scale: float = 1.0                     # κ: the SDEs' noise is κ times the modelled one
     sde_substeps: int = 5                        # SDE time step dt = lr / sde_substeps
     steps: int = 300                             # steps of size η (SDE: steps · sde_substeps steps of dt)
     record_every: int = 1                        # record the mode strengths every this many steps
@@ -113,7 +126,7 @@ class DLNConfig:
     tail_steps: tuple = (0, 30, 60, 120)         # steps at which the SGD noise's stable index is measured
     tail_batches: int = 2000                     # batches per tail-index estimate
     tail_directions: int = 4                     # random directions per tail-index estimate
-    divergence: str = "raise"                    # "raise" a DivergenceError, or "drop" the diverging chains
+    divergence: str = "raise"                    # "raise" a DivergenceError, "drop" or "censor" the diverging chains
     device: str = "cpu"                          # "cpu", "cuda" or "cuda:<index>"
 
     def __post_init__(self):
@@ -153,6 +166,13 @@ class DLNConfig:
             raise ValueError(f"batch size B={self.B} exceeds n={self.n} for scheme={self.scheme!r}; valid: 1 <= B <= {self.n}")
         if not is_real(self.alpha) or not 0 < self.alpha <= 2:
             raise ValueError(f"alpha={self.alpha!r} must lie in (0, 2]")
+        if self.stable_driver not in STABLE_DRIVERS:
+            raise ValueError(f"stable_driver={self.stable_driver!r}; valid drivers are {STABLE_DRIVERS}")
+        if not is_real(self.noise_scale) or not 0 < self.noise_scale < math.inf:
+            raise ValueError(f"noise_scale={self.noise_scale!r} must be a finite number > 0")
+        if self.noise_scale != 1 and not self.optimizer.startswith("sde"):
+            raise ValueError(f"noise_scale={self.noise_scale} scales an SDE's noise; optimizer={self.optimizer!r} has "
+                             "none to scale (use 'sde_gaussian' or 'sde_stable', or noise_scale=1)")
         for name in ("sde_substeps", "record_every", "chains", "tail_batches", "tail_directions"):
             v = getattr(self, name)
             if not is_int(v) or v < 1:
@@ -165,11 +185,13 @@ class DLNConfig:
             raise ValueError(f"tail_steps={ts!r} must be a tuple of ints in [0, steps={self.steps}] (may be empty)")
         if self.divergence not in DIVERGENCE:
             raise ValueError(f"divergence={self.divergence!r}; valid values are {DIVERGENCE}")
+        if self.divergence == "censor" and self.optimizer == "gd":
+            raise ValueError("divergence='censor' is for SGD and the SDEs; optimizer='gd' takes 'raise' or 'drop'")
         check_device(self.device)
         # canonical types, so that equal configurations make the same cache key
         object.__setattr__(self, "singular_values", tuple(float(s) for s in sv))
         object.__setattr__(self, "tail_steps", tuple(sorted({int(s) for s in ts})))
-        set_canonical_types(self, ("label_noise", "init_scale", "lr", "alpha"),
+        set_canonical_types(self, ("label_noise", "init_scale", "lr", "alpha", "noise_scale"),
                             ("k", "n", "depth", "B", "sde_substeps", "steps", "record_every", "chains", "seed",
                              "tail_batches", "tail_directions"), optional_ints=("width", "data_seed"))
 
@@ -291,6 +313,42 @@ def layer_matrices(theta: Tensor, cfg: DLNConfig) -> list[Tensor]:
         raise ValueError(f"theta has {theta.shape[-1]} parameters in its last dimension; cfg needs d={cfg.d}")
     parts = theta.split([a * b for a, b in shapes], dim=-1)
     return [p.reshape(*theta.shape[:-1], a, b) for p, (a, b) in zip(parts, shapes)]
+
+
+def layer_geometry(theta: Tensor, cfg: DLNConfig) -> dict[str, Tensor]:
+    """Where on the set of factorisations ``theta (..., d)`` sits: ``layer_norms`` ``(..., D)`` (``‖W_l‖_F``),
+    ``imbalance`` ``(..., D-1)`` (``‖W_{l+1}ᵀW_{l+1} - W_l W_lᵀ‖_F``; zero for a balanced network, conserved by
+    gradient flow) and ``hessian_trace`` ``(...)``: the trace of the Hessian of the training loss, which for
+    whitened inputs is exactly ``Σ_l ‖W_D⋯W_{l+1}‖_F² ‖W_{l-1}⋯W_1‖_F²`` at every point (the network is linear
+    in each layer, so the residual term of the Hessian has a zero diagonal; empty products are ``I_k``)."""
+    if not cfg.whiten:
+        raise ValueError("layer_geometry's Hessian trace needs whitened inputs (cfg.whiten=True)")
+    Ws = layer_matrices(theta, cfg)
+    norms = torch.stack([W.flatten(-2).norm(dim=-1) for W in Ws], dim=-1)
+    imb = torch.stack([(Ws[l + 1].transpose(-1, -2) @ Ws[l + 1] - Ws[l] @ Ws[l].transpose(-1, -2)).flatten(-2).norm(dim=-1)
+                       for l in range(cfg.depth - 1)], dim=-1)
+    eye = torch.eye(cfg.k, dtype=theta.dtype, device=theta.device).expand(*theta.shape[:-1], cfg.k, cfg.k)
+    below, above = [eye], [eye]  # W_{l-1}⋯W_1 and W_D⋯W_{l+1}, built from both ends
+    for W in Ws[:-1]:
+        below.append(W @ below[-1])
+    for W in reversed(Ws[1:]):
+        above.append(above[-1] @ W)
+    above = above[::-1]
+    sq = lambda M: M.flatten(-2).pow(2).sum(-1)  # noqa: E731
+    trace = sum(sq(above[l]) * sq(below[l]) for l in range(cfg.depth))
+    return {"layer_norms": norms, "imbalance": imb, "hessian_trace": trace}
+
+
+def bulk_matched_scale(alpha: float, lr: float) -> float:
+    """``κ`` for ``stable_driver="sub_gaussian"``: over one SGD step (time ``lr``) the α-stable noise
+    ``κ lr^{1/α} √A G`` has, along every direction, the median absolute value of the Gaussian SDE's noise
+    ``√lr G`` (``κ = lr^{1/2 - 1/α} κ_α`` with :func:`~sgdnoise.experiments.superposition.stable_bulk_factor`'s
+    ``κ_α``). The two noises then agree in bulk and differ in the tail. ``α = 2`` gives 1."""
+    from ..sde import check_alpha
+    from .superposition import stable_bulk_factor
+
+    alpha, lr = float(check_alpha(alpha)), check_learning_rate(lr)
+    return 1.0 if alpha == 2 else lr ** (0.5 - 1 / alpha) * stable_bulk_factor(alpha)
 
 
 def end_to_end(theta: Tensor, cfg: DLNConfig) -> Tensor:
@@ -451,18 +509,26 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
             return _gd(problem, th, eta=cfg.lr, steps=steps, record=rel, cfg=cfg)
         if cfg.optimizer == "sgd":
             run = run_chains(problem, th, eta=cfg.lr, B=cfg.B, steps=steps, scheme=cfg.scheme, generator=g,
-                             record_steps=rel + [steps])
+                             record_steps=rel + [steps], on_divergence="censor" if cfg.divergence == "censor" else "raise")
+            if run.diverged is not None:
+                censored_now.append(run.diverged * cfg.sde_substeps)  # in the SDEs' substeps, as below
             return run.thetas[-1], list(run.thetas[: len(rel)])
         m = cfg.sde_substeps
+        driver = ("gaussian" if cfg.optimizer == "sde_gaussian" else
+                  "sub_gaussian_stable" if cfg.stable_driver == "sub_gaussian" else "alpha_stable")
         paths = sgd_sde(problem, th, eta=cfg.lr, B=cfg.B, dt=cfg.lr / m, steps=steps * m, generator=g,
-                        scheme=cfg.scheme, driver="gaussian" if cfg.optimizer == "sde_gaussian" else "alpha_stable",
-                        alpha=cfg.alpha, record_steps=[r * m for r in rel] + [steps * m])
+                        scheme=cfg.scheme, driver=driver, alpha=cfg.alpha, record_steps=[r * m for r in rel] + [steps * m],
+                        noise_scale=cfg.noise_scale, on_divergence="censor" if cfg.divergence == "censor" else "raise")
+        if paths.diverged is not None:
+            censored_now.append(paths.diverged)
         return paths.thetas[-1], list(paths.thetas[: len(rel)])
 
+    censored_now: list[np.ndarray] = []  # "censor": the substep at which each chain of the last piece diverged
     C = cfg.chains
     TH = torch.full((len(record), C, cfg.d), math.nan, dtype=DTYPE, device=theta.device)
     alive = torch.ones(C, dtype=torch.bool)
     diverged_at = np.full(C, -1, dtype=np.int64)
+    censor_time = np.full(C, cfg.steps * cfg.lr)  # the end of the run, or the time a chain diverged ("censor")
     redrawn: list[int] = []
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, disable=not progress, desc=f"DLN {cfg.optimizer}", unit="step", leave=False)
@@ -480,6 +546,13 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
                 theta[idx] = new
                 for row, th in zip(rows, out):
                     TH[row, idx] = th
+                if censored_now:
+                    sub = censored_now.pop()
+                    for c, k in zip(idx.tolist(), sub.tolist()):
+                        if k >= 0:  # stopped at substep k of this piece: at time (start + k/m) η
+                            alive[c] = False
+                            diverged_at[c] = start
+                            censor_time[c] = (start + k / cfg.sde_substeps) * cfg.lr
             except DivergenceError as err:
                 if cfg.divergence == "raise":
                     raise DivergenceError(f"deep linear network run diverged between steps {start} and {end} with "
@@ -493,6 +566,7 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
                     except DivergenceError:
                         alive[c] = False
                         diverged_at[c] = start
+                        censor_time[c] = start * cfg.lr
                         theta[c] = math.nan
                         continue
                     theta[c] = new[0]
@@ -504,6 +578,7 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
         bar.close()
     wall = time.perf_counter() - t0
     a = mode_strengths(TH, cfg).cpu().numpy()  # (R, C, modes)
+    geom = {k: v.cpu().numpy() for k, v in layer_geometry(TH, cfg).items()} if cfg.whiten else {}
     times = np.asarray(record, dtype=np.float64) * cfg.lr
     esc = escape_times(times, a, cfg.singular_values)
     order = np.argsort(-np.asarray(cfg.singular_values), kind="stable")
@@ -525,7 +600,8 @@ def _train(cfg: DLNConfig, *, progress: bool) -> dict[str, Any]:
         "d": cfg.d, "n": cfg.n, "singular_values": np.asarray(cfg.singular_values),
         "record_steps": np.asarray(record, dtype=np.int64), "times": times,
         "mode_strengths": a, "final_mode_strengths": a[-1],
-        "escape_times": esc, "in_order": in_order,
+        "escape_times": esc, "in_order": in_order, "censor_times": censor_time,
+        **geom,
         "diverged": diverged_at >= 0, "diverged_at": diverged_at,
         "redrawn_pieces": np.asarray(redrawn, dtype=np.int64),
         "a0_effective": a0_eff, "analytic_escape_times": analytic_escape_times(cfg, a0_eff),
@@ -554,7 +630,10 @@ def run_dln(cfg: DLNConfig, *, cache: ResultCache | None = None, progress: bool 
     ``(len(tail_steps), tail_directions)``: the stable index of the SGD noise (``B``, ``scheme``) at
     chain 0's iterate (the first surviving chain's), whatever the optimiser; ``diverged`` ``(chains,)`` and
     ``diverged_at`` (start of the piece of the run in which the chain diverged, ``-1`` if never) and
-    ``redrawn_pieces`` (start steps of the pieces redone under ``divergence="drop"``);
+    ``redrawn_pieces`` (start steps of the pieces redone under ``divergence="drop"``); ``censor_times``
+    ``(chains,)``: the time at which a chain diverged (``"censor"``: the exact step; ``"drop"``: the start of
+    its piece), else the end of the run; ``layer_norms`` ``(R, chains, D)``, ``imbalance`` ``(R, chains, D-1)``
+    and ``hessian_trace`` ``(R, chains)`` (:func:`layer_geometry`; absent without whitening);
     ``wall_time_s`` (the training, not the tail estimate).
 
     ``cfg.divergence = "drop"`` keeps going when chains diverge (the α-stable SDE's large jumps can throw

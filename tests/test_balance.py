@@ -146,3 +146,37 @@ def test_bad_input(data, kwargs, match):
 def test_inputs_must_be_signs():
     with pytest.raises(ValueError, match="only \\+1 and -1"):
         bal.label_noise_variance(np.array([1.0, 0.5]), np.array([0.0, 1.0]))
+
+
+def test_walsh_regression_makes_the_ito_term_exactly_minus_v_d():
+    """On the Walsh design the Gaussian SDE's Itô term at any minimum of a depth-2 network is exactly -V D
+    (S_e = S_x = V I). Failing variant: Gaussian inputs and labels, where it is off by tens of percent."""
+    import torch
+
+    from sgdnoise.balance import walsh_regression
+
+    g = torch.Generator().manual_seed(0)
+    k, sigma = 6, 0.5
+    M = torch.randn(k, k, generator=g, dtype=torch.float64)
+    X, Y = walsh_regression(M, label_noise=sigma)
+    n = X.shape[0]
+
+    def ito_gap(X, Y):
+        M_hat = torch.linalg.solve(X.T @ X, X.T @ Y).T
+        E = X @ M_hat.T - Y
+        Q, _ = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64))
+        W1 = 2.0 * Q  # a minimum far from balance: W2 W1 = M_hat
+        W2 = M_hat @ torch.linalg.inv(W1)
+        G1 = torch.einsum("ba,ib,ic->iac", W2, E, X)  # ∂ℓ_i/∂W1 = W2ᵀ e_i x_iᵀ
+        G2 = torch.einsum("ia,ib->iab", E, X @ W1.T)  # ∂ℓ_i/∂W2 = e_i (W1 x_i)ᵀ
+        ito = (G2.transpose(1, 2) @ G2 - G1 @ G1.transpose(1, 2)).mean(0)
+        D, V = W2.T @ W2 - W1 @ W1.T, float(E.pow(2).sum(1).mean())
+        return float((ito + V * D).norm() / (V * D).norm())
+
+    assert torch.allclose(X.T @ X / n, torch.eye(k, dtype=torch.float64))
+    E = Y - X @ M.T
+    assert torch.allclose(E.pow(2).sum(1), torch.full((n,), k * sigma**2, dtype=torch.float64))
+    assert torch.allclose(X.T @ E, torch.zeros(k, k, dtype=torch.float64), atol=1e-12)
+    assert ito_gap(X, Y) < 1e-12
+    Xg = torch.randn(n, k, generator=g, dtype=torch.float64)
+    assert ito_gap(Xg, Xg @ M.T + sigma * torch.randn(n, k, generator=g, dtype=torch.float64)) > 0.05

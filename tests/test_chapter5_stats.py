@@ -39,11 +39,57 @@ def test_noise_phase_tests_pairs_by_seed_and_corrects():
     assert same[0]["p"] == 1.0 and not same[0]["resolved"]
 
 
-def test_dln_ks_by_model_averages_and_names_a_missing_model():
-    result = {"dists": [{"model": "G", "ks": 0.1}, {"model": "G", "ks": 0.3}, {"model": "S", "ks": 0.5}]}
-    assert chapter5.dln_ks_by_model(result) == {"G": pytest.approx(0.2), "S": 0.5}
-    with pytest.raises(ValueError, match="'T' is not in the result"):
-        chapter5.dln_ks_by_model(result, models=("T",))
+def _dln_sweep(shift_b1: float, seed: int = 0, chains: int = 64):
+    """A synthetic ``ch5_dln_sweep`` result: gradient descent escapes at 2, 4, 6; SGD's chains at B = 1 escape
+    ``shift_b1`` later with spread 0.1 and at B = 2 at gradient descent's times with the same spread; one SGD chain
+    at B = 2 diverges at t = 1 (before any escape) and one never reaches mode 3 (censored at the horizon)."""
+    rng = np.random.default_rng(seed)
+    gd = [2.0, 4.0, 6.0]
+    runs = [{"data_seed": 0, "depth": 2, "B": None, "model": "GD", "escape": [gd], "censor": [15.0]}]
+    for B, shift in ((1, shift_b1), (2, 0.0)):
+        esc = [[t + shift + 0.1 * rng.standard_normal() for t in gd] for _ in range(chains)]
+        censor = [15.0] * chains
+        if B == 2:
+            esc[0], censor[0] = [None, None, None], 1.0
+            esc[1][2] = None
+        runs.append({"data_seed": 0, "depth": 2, "B": B, "model": "SGD", "escape": esc, "censor": censor})
+    return {"runs": runs, "horizon": 15.0, "singular_values": [4.0, 2.0, 1.0]}
+
+
+def test_dln_events_censor_the_diverged_and_the_unfinished():
+    run = {"escape": [[1.0, None], [None, None], [2.0, 20.0]], "censor": [15.0, 3.0, 15.0]}
+    t, o = chapter5.dln_events(run, 0, 15.0)
+    assert t.tolist() == [1.0, 3.0, 2.0] and o.tolist() == [True, False, True]
+    t, o = chapter5.dln_events(run, 1, 15.0)  # an escape after the horizon is censored at it
+    assert t.tolist() == [15.0, 3.0, 15.0] and o.tolist() == [False, False, False]
+
+
+def test_dln_shift_table_resolves_a_shift_and_not_its_absence():
+    rows = chapter5.dln_shift_table(_dln_sweep(0.5))
+    b1 = [r for r in rows if r["B"] == 1]
+    b2 = [r for r in rows if r["B"] == 2]
+    assert all(r["resolved"] and abs(r["shift"] - 0.5) < 4 * r["se"] for r in b1)
+    assert not any(r["resolved"] for r in b2) and all(r["diverged"] == 1 for r in b2)
+    assert all(r["ci_low"] < 0 < r["ci_high"] for r in b2)  # seed 0: the true shift, 0, is inside
+    # the failing variant: no shift at B = 1 either, and nothing is resolved
+    assert not any(r["resolved"] for r in chapter5.dln_shift_table(_dln_sweep(0.0)))
+
+
+def test_dln_closer_tests_count_units_and_correct_for_the_alphas():
+    def rows(stable_better: int, units: int = 20):
+        out = []
+        for u in range(units):
+            g, s = (0.3, 0.1) if u < stable_better else (0.1, 0.3)
+            out += [{"data_seed": 0, "depth": 2, "B": u, "model": "Gaussian SDE", "km_distance": g},
+                    {"data_seed": 0, "depth": 2, "B": u, "model": "α-stable SDE, α = 1.5", "km_distance": s}]
+        return out
+
+    (all_stable,) = chapter5.dln_closer_tests(rows(20), [1.5])
+    assert all_stable["stable closer"] == 20 and all_stable["p"] == pytest.approx(2 / 2**20) and all_stable["resolved"]
+    (split,) = chapter5.dln_closer_tests(rows(15), [1.5])  # 15 of 20: p = 0.041 < 0.05, resolved for one α
+    assert split["p"] == pytest.approx(0.0414, abs=1e-3) and split["resolved"]
+    three = chapter5.dln_closer_tests(rows(15), [1.5, 1.8, 1.95])  # the same at 0.05/3: not resolved
+    assert not three[0]["resolved"] and three[1]["units"] == 0 and not three[1]["resolved"]
 
 
 # ----------------------------------------------------------------------------- the threshold sweep's analysis

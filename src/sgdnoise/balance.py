@@ -35,7 +35,7 @@ from . import _args
 from .sampling import check_generator
 from .sde import check_alpha, symmetric_stable
 
-__all__ = ["rademacher_regression", "label_noise_variance", "stable_balancing_rate", "sgd_balancing_rate", "sgd_balancing_curve",
+__all__ = ["rademacher_regression", "walsh_regression", "label_noise_variance", "stable_balancing_rate", "sgd_balancing_rate", "sgd_balancing_curve",
            "median_matching_factor", "BalancePaths", "simulate", "METHODS", "gamma_stationary_law"]
 
 METHODS = ("gd", "sgd", "gaussian_sde", "stable_sde")
@@ -52,6 +52,32 @@ def rademacher_regression(n: int, *, slope: float = 1.0, label_noise: float = 1.
     x = (2 * torch.randint(0, 2, (n,), generator=g) - 1).double()
     y = slope * x + label_noise * torch.randn(n, generator=g, dtype=torch.float64)
     return x.numpy(), y.numpy()
+
+
+def walsh_regression(M, *, label_noise: float):
+    """A matrix regression data set on which Gaussian noise with SGD's covariance balances a depth-2 linear
+    network at exactly the scalar rate. With ``k = M.shape[1]`` inputs, the ``n = 2^k`` inputs are every
+    ``x ∈ {±1}^k`` (so ``XᵀX/n = I`` and ``‖x_i‖² = k``), and ``y_i = M x_i + e_i`` with ``e_i`` built from ``M.shape[0]``
+    Walsh interaction columns of the same design (products of two, then three, ... input coordinates) times
+    ``label_noise``: ``‖e_i‖² = V = (rows of M) · label_noise²`` for every ``i``, ``EᵀE/n = label_noise² I`` and
+    ``XᵀE = 0``, so the least-squares map is ``M`` and its residuals are ``e_i``. Then
+    ``S_e = (1/n) Σ ‖e_i‖² x_i x_iᵀ = V I`` and ``S_x = (1/n) Σ ‖x_i‖² e_i e_iᵀ = k·label_noise² I``; for a square
+    ``M`` both equal ``V I``. Returns ``(X, Y)`` as float64 tensors ``(n, k)`` and ``(n, rows of M)``."""
+    import itertools
+
+    M = _args.tensor("M", M, "a (k_out, k) matrix").to(torch.float64)
+    if M.ndim != 2:
+        raise ValueError(f"M has shape {tuple(M.shape)}; need a (k_out, k) matrix")
+    k_out, k = M.shape
+    sigma = _args.real("label_noise", label_noise, ge=0)
+    if not 2 <= k <= 12:
+        raise ValueError(f"M has k={k} columns; walsh_regression builds 2^k samples and needs 2 <= k <= 12")
+    X = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=k)), dtype=torch.float64)
+    cols = [X[:, list(c)].prod(1) for r in range(2, k + 1) for c in itertools.combinations(range(k), r)]
+    if len(cols) < k_out:
+        raise ValueError(f"M has {k_out} rows; a design with k={k} has only {len(cols)} interaction columns")
+    E = sigma * torch.stack(cols[:k_out], dim=1)
+    return X, X @ M.T + E
 
 
 def _check_data(x, y):

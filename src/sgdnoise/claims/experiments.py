@@ -1,8 +1,8 @@
 """Ledger rows for chapter 5: the notes' hypotheses about deep linear networks and superposition (§4, §4.1).
 
-Both rows read the chapter's committed full-scale results (``results/ch5_dln_sdes.json`` and
+Two rows read the chapter's committed full-scale results (``results/ch5_dln_sweep.json`` and
 ``results/ch5_tms_threshold.json``, which every build checks against a live rerun) and apply the chapter's own
-statistics to them (:func:`sgdnoise.experiments.chapter5.dln_ks_by_model` and
+statistics to them (:func:`sgdnoise.experiments.chapter5.dln_closer_tests` and
 :func:`~sgdnoise.experiments.chapter5.threshold_tests`), so that the ledger and the text state one verdict
 from one source.
 """
@@ -21,23 +21,28 @@ CH = "chapters/05_experiments"
     claim="Heavy-tailed noise matters for escaping saddles, so a Lévy (α-stable) SDE should predict SGD's "
     "saddle-to-saddle dynamics in deep linear networks better than a Gaussian SDE.",
     verdict="not supported here",
-    statement="tested on one depth-2 linear network from small initialisation without label noise (teacher singular "
-    "values 4, 2, 1; two settings (η, B) = (0.05, 2) and (0.1, 4) with one noise level η/B = 0.025; three seeds on one "
-    "data set, 32 chains): the Gaussian SDE with SGD's covariance reproduces SGD's escape times and final mode "
-    "strengths more closely (smaller KS distance, averaged over modes, quantities, settings and seeds) than the "
-    "α-stable SDE at chapter 2's matched scale with α = 1.8. Other noise levels, depths, bulk-matched drivers and "
-    "label noise are not tested for escapes",
-    mutant={"better": "α-stable SDE, α = 1.8"},
+    statement="tested in chapter 5's pre-registered sweep: deep linear networks of depth 2 and 3 from small "
+    "initialisation with label noise (teacher singular values 4, 2, 1), η = 0.05 and five batch sizes (η/B from "
+    "0.05 to 0.003), two data sets, 64 chains, diverging chains censored. Per (data set, depth, level) the "
+    "Kaplan–Meier distance of each SDE's escape times to SGD's, averaged over the modes; the α-stable SDE (sub-"
+    "Gaussian, matched to SGD's noise in bulk) was closer than the Gaussian SDE with SGD's covariance in 5, 8 and "
+    "11 of the 20 units at α = 1.5, 1.8 and 1.95. No α is resolved by the exact sign test at 0.05/3 (α = 1.5 leans "
+    "towards the Gaussian, p = 0.04): no difference is detected, so the hypothesis is not supported. Both SDEs "
+    "differ from SGD in some cells, the Gaussian mostly at weak noise (the SDE has no finite-step delay), the "
+    "α-stable ones mostly where they diverge",
+    mutant={"stated": (15, 12, 8)},
     method="simulation",
 )
-def _levy_saddles(better: str = "Gaussian SDE"):
+def _levy_saddles(stated=(5, 8, 11)):
     from ..experiments import chapter5, fullscale
 
-    models = ("Gaussian SDE", "α-stable SDE, α = 1.8")
-    ks = chapter5.dln_ks_by_model(fullscale.load("ch5_dln_sdes").result, models=models)
-    other = models[1] if better == models[0] else models[0]
-    return Evidence(ks[better] < ks[other], f"mean KS distance to SGD (committed full-scale runs): Gaussian SDE "
-                    f"{ks[models[0]]:.2f}, α-stable SDE (α = 1.8) {ks[models[1]]:.2f}")
+    sweep = fullscale.load("ch5_dln_sweep").result
+    rows = chapter5.dln_closer_tests(chapter5.dln_model_tests(sweep, tests=False), chapter5.DLN_SWEEP["alphas"])
+    counts = tuple(r["stable closer"] for r in rows)
+    supported = any(r["resolved"] and r["stable closer"] > r["Gaussian closer"] for r in rows)
+    shown = "; ".join(f"{r['model']}: closer in {r['stable closer']} of {r['units']}, p = {r['p']:.2g}" for r in rows)
+    return Evidence(counts == tuple(stated) and not supported and not any(r["resolved"] for r in rows),
+                    f"committed sweep (sign tests at 0.05/3): {shown}")
 
 
 @register(

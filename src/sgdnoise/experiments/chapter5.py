@@ -1,8 +1,8 @@
 """Chapter 5's two long experiments as full-scale experiments (see :mod:`sgdnoise.experiments.fullscale`).
 
-* ``ch5_dln_sdes``: a depth-2 deep linear network trained by SGD, and its Gaussian and α-stable SDEs,
-  over several learning-rate settings and seeds; the escape times of the three modes and the final
-  mode strengths, with the KS distance of each model's distribution to SGD's.
+* ``ch5_dln_sweep``: the pre-registered saddle-to-saddle sweep: deep linear networks of depth 2 and 3 with
+  label noise, trained by gradient descent, SGD, the Gaussian SDE and bulk-matched α-stable SDEs at five noise
+  levels on two data sets; escape times with diverging chains censored, and where the runs end.
 * ``ch5_tms_noise``: the superposition noise sweep, the geometry reached by each seed in every
   (sparsity, optimiser setting) cell (the first, exploratory edition: two noise levels, no quench).
 * ``ch5_tms_threshold``: the pre-registered threshold sweep: eight levels of η/B for SGD, Gaussian noise of
@@ -20,48 +20,13 @@ import numpy as np
 from . import deep_linear as dln, fullscale, superposition as tms
 
 __all__ = ["dln_sweep", "dln_sweep_models", "dln_sweep_base", "dln_events", "dln_runs", "dln_shift_table",
-           "dln_model_tests", "dln_closer_tests", "DLN_SWEEP", "dln_sde_comparison", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "dln_ks_by_model", "holm",
+           "dln_model_tests", "dln_closer_tests", "DLN_SWEEP", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "holm",
            "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
            "TMS_CAPPED", "tms_capped_sweep", "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "level_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
 
 def _finite_or_none(values):
     return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float).ravel()]
-
-
-def dln_sde_comparison(*, settings, seeds, data_seed: int, alpha: float, measured_alpha_lr: float | None,
-                       device: str = "cpu") -> dict:
-    """For each ``(η, B, steps)`` in ``settings`` and each chain seed in ``seeds`` (all on the data set
-    ``data_seed``): SGD, the Gaussian SDE and the α-stable SDE at index ``alpha`` (and, at
-    ``η = measured_alpha_lr``, at the index measured on SGD's noise). Returns ``rows`` (one per model and
-    run: escape-time means and SEs per mode, retired chains, fraction in order) and ``dists`` (KS distance
-    to SGD per quantity and mode). A mode with no finite escape time is stored as ``None``."""
-    base = dln.DEFAULT.replace(device=device)
-    rows, dists = [], []
-    for eta, B, steps in settings:
-        for seed in seeds:
-            cfg = base.replace(seed=int(seed), data_seed=int(data_seed), lr=float(eta), B=int(B), steps=int(steps))
-            sgd = dln.run_dln(cfg.replace(optimizer="sgd"), progress=False)
-            alpha_meas = float(np.nanmean(np.asarray(sgd["tail_alpha"])[1:]))  # steps after the start
-            models = {"SGD": sgd, "Gaussian SDE": dln.run_dln(cfg.replace(optimizer="sde_gaussian"), progress=False),
-                      f"α-stable SDE, α = {alpha:g}": dln.run_dln(cfg.replace(optimizer="sde_stable", alpha=alpha,
-                                                                             divergence="drop"), progress=False)}
-            if measured_alpha_lr is not None and eta == measured_alpha_lr:
-                models["α-stable SDE, measured α"] = dln.run_dln(
-                    cfg.replace(optimizer="sde_stable", alpha=min(alpha_meas, 2.0), divergence="drop"), progress=False)
-            for name, r in models.items():
-                summ = dln.summarize(r["escape_times"])
-                rows.append({"eta": float(eta), "B": int(B), "seed": int(seed), "model": name,
-                             "alpha": alpha_meas if "measured" in name else None,
-                             "retired": int(np.sum(r["diverged"])), "in_order": float(np.mean(r["in_order"])),
-                             "escape_mean": _finite_or_none(summ["mean"]), "escape_se": _finite_or_none(summ["se"])})
-                if name != "SGD":
-                    for quantity, key in (("escape time", "escape_times"), ("final strength", "final_mode_strengths")):
-                        ks = dln.compare_to_sgd(np.asarray(sgd[key]), np.asarray(r[key]))["ks"]
-                        for i, v in enumerate(ks):
-                            dists.append({"eta": float(eta), "seed": int(seed), "quantity": quantity, "model": name,
-                                          "mode": i + 1, "ks": float(v) if np.isfinite(v) else None})
-    return {"rows": rows, "dists": dists}
 
 
 def tms_noise_sweep(*, sparsities, seeds, settings=None, device: str = "cpu") -> dict:
@@ -101,21 +66,6 @@ def represented_agreement(full: dict, live: dict, *, alpha: float = 0.01) -> "fu
     full_rep, live_rep = represented_by_cell(full), represented_by_cell(live)
     return fullscale.sample_agreement([full_rep[k] for k in live_rep], list(live_rep.values()),
                                       labels=[f"S = {S}, {name}" for S, name in live_rep], alpha=alpha)
-
-
-def dln_ks_by_model(result: dict, *, models=None) -> dict:
-    """Mean KS distance to SGD per model, over every (setting, seed, quantity, mode) of a ``ch5_dln_sdes``
-    result: the number chapter 5's text and its ledger row both state (issue 15: one source)."""
-    dists = result["dists"]
-    names = models if models is not None else list(dict.fromkeys(d["model"] for d in dists))
-    out = {}
-    for name in names:
-        ks = [float(d["ks"]) for d in dists if d["model"] == name]
-        if not ks:
-            raise ValueError(f"model {name!r} is not in the result; its models are "
-                             f"{sorted({d['model'] for d in dists})}")
-        out[name] = float(np.mean(ks))
-    return out
 
 
 def holm(pvalues, level: float = 0.05) -> list[bool]:
@@ -482,14 +432,16 @@ def dln_shift_table(result: dict, *, level: float = 0.05) -> list[dict]:
     return rows
 
 
-def dln_model_tests(result: dict, *, reps: int = 199, seed: int = 0, level: float = 0.05) -> list[dict]:
+def dln_model_tests(result: dict, *, reps: int = 199, seed: int = 0, level: float = 0.05,
+                    tests: bool = True) -> list[dict]:
     """Each SDE against SGD, per (data set, depth, B, mode): the log-rank test of the two escape-time samples
     (censored chains included; ``scipy.stats.logrank``) and the Kaplan–Meier distance with its permutation null
     (:func:`sgdnoise.survival.km_permutation_test`, ``reps`` relabellings from ``seed``). ``different`` is the log-rank
-    test under Holm's correction over all rows at family-wise ``level``."""
+    test under Holm's correction over all rows at family-wise ``level``. With ``tests=False`` only the distances
+    (what :func:`dln_closer_tests` reads), without the tests and nulls."""
     from scipy import stats
 
-    from ..survival import km_permutation_test
+    from ..survival import km_distance, km_permutation_test
 
     T, runs, rows = result["horizon"], dln_runs(result), []
     rng = np.random.default_rng(seed)
@@ -500,6 +452,10 @@ def dln_model_tests(result: dict, *, reps: int = 199, seed: int = 0, level: floa
         for mode in range(len(result["singular_values"])):
             t1, o1 = dln_events(sgd, mode, T)
             t2, o2 = dln_events(run, mode, T)
+            if not tests:
+                rows.append({"data_seed": ds, "depth": depth, "B": B, "model": model, "mode": mode + 1,
+                             "km_distance": km_distance(t1, o1, t2, o2, T)})
+                continue
             if o1.any() or o2.any():
                 lr_p = float(stats.logrank(stats.CensoredData(uncensored=t1[o1], right=t1[~o1]),
                                            stats.CensoredData(uncensored=t2[o2], right=t2[~o2])).pvalue)
@@ -509,8 +465,9 @@ def dln_model_tests(result: dict, *, reps: int = 199, seed: int = 0, level: floa
             rows.append({"data_seed": ds, "depth": depth, "B": B, "model": model, "mode": mode + 1,
                          "logrank_p": lr_p, "km_distance": perm["distance"], "null_95": perm["null_95"],
                          "perm_p": perm["p"]})
-    for r, ok in zip(rows, holm([r["logrank_p"] for r in rows], level)):
-        r["different"] = ok
+    if tests:
+        for r, ok in zip(rows, holm([r["logrank_p"] for r in rows], level)):
+            r["different"] = ok
     return rows
 
 
@@ -537,16 +494,6 @@ def dln_closer_tests(model_rows: list[dict], alphas, *, reference: str = "Gaussi
 
 _MODULES = (sys.modules[__name__], dln, tms)
 EXPERIMENTS = (
-    fullscale.Experiment(
-        name="ch5_dln_sdes", compute=dln_sde_comparison,
-        full={"settings": [[0.05, 2, 300], [0.1, 4, 150]], "seeds": [0, 1, 2], "data_seed": 0, "alpha": 1.8,
-              "measured_alpha_lr": 0.05},
-        # seed 0 of the first setting again: a seed fixes the shared initialisation, which moves the escape times
-        # by more than the chains' noise, so only the same seed can be compared through the chains' SEs
-        reduced={"settings": [[0.05, 2, 300]], "seeds": [0], "data_seed": 0, "alpha": 1.8,
-                 "measured_alpha_lr": None},
-        description="chapter 5: depth-2 linear network, SGD against its Gaussian and α-stable SDEs (escape times)",
-        modules=_MODULES),
     fullscale.Experiment(
         name="ch5_dln_sweep", compute=dln_sweep, full=dict(DLN_SWEEP),
         # the same data set and start as the committed runs (a start moves the escape times by more than the

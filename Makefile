@@ -20,8 +20,6 @@ export MKL_CBWR ?= AVX2
 .PHONY: book test pytest setup bench clean browser-deps browser determinism snapshot experiments
 
 MATHJAX := .cache/static/mathjax/tex-chtml.js
-# Each chapter as a plain .ipynb for students, linked from its page (served from _static/notebooks).
-NOTEBOOKS := $(patsubst chapters/%.md,.cache/static/notebooks/%.ipynb,$(wildcard chapters/*.md))
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -41,13 +39,13 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and '+cu' not in v else 'unexpected torch ' + v)"
 	touch $(STAMP)
 
-# -W: warnings are errors; -n: every reference must resolve; --keep-going: report them all.
-.cache/static/notebooks/%.ipynb: chapters/%.md $(STAMP)
-	@mkdir -p $(@D)
-	$(BIN)/jupytext --quiet --to ipynb --output $@ $<
-
-book: $(STAMP) $(MATHJAX) $(NOTEBOOKS)
+# -W: warnings are errors; -n: every reference must resolve; --keep-going: report them all. Then each chapter as
+# a notebook for plain Jupyter (no MyST left, the build's numbers in its text), where its page's download link
+# points (_static/notebooks); notebooks from older builds' static files are removed first.
+book: $(STAMP) $(MATHJAX)
+	rm -rf .cache/static/notebooks
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	$(BIN)/python scripts/student_notebook.py --from-build _build
 	$(BIN)/python scripts/check_build.py _build
 
 # Test-only extras: transformers without its dependencies (it must not pull another torch), then the check

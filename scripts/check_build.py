@@ -56,6 +56,17 @@ def main(build: str) -> int:
             block = text[m.start() : m.start() + 4000].split("</pre>")[0]
             if "Warning" in block:
                 problems.append(f"{f}: a cell printed a warning: {re.sub('<[^>]+>', '', block)[:200]!r}")
+        # A chapter's download link must reach its student notebook, with no MyST left in its text.
+        for link in re.findall(r'href="(\.\./_static/notebooks/[^"]+\.ipynb)"', text):
+            target = (page.parent / link).resolve()
+            if not target.exists():
+                problems.append(f"{f}: the download link {link} has no notebook behind it")
+                continue
+            cells = json.loads(target.read_text(encoding="utf-8"))["cells"]
+            md = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+            left = re.search(r"\{[a-z]+(?::[a-z]+)?\}`|^(`{3,}|:{3,})\{", md, re.M)
+            if left:
+                problems.append(f"{f}: its student notebook still has MyST: {md[left.start():left.start() + 60]!r}")
     report_times(Path(os.environ.get("SGDNOISE_CELL_TIMES") or Path(build) / "cell_times"))
     for p in problems:
         print("check_build:", p, file=sys.stderr)

@@ -263,7 +263,7 @@ def sgd_sde(
     device of ``problem.X``. One step costs one weighted full-batch backward pass per path.
 
     ``noise_scale`` multiplies the noise term (a heavy-tailed driver matched to the Gaussian one in bulk
-    uses a factor ``κ``; see :func:`sgdnoise.balance.median_matching_factor`). A path whose parameters
+    uses a factor ``κ``; see :func:`sgdnoise.experiments.deep_linear.bulk_matched_scale`). A path whose parameters
     become non-finite or exceed ``explode`` raises :class:`sgdnoise.sgd.DivergenceError` with
     ``on_divergence="raise"``; with ``"censor"`` it is stopped there instead (its later records are NaN, the
     other paths are unaffected: they are computed independently) and ``SDEPaths.diverged`` gives the step.

@@ -16,11 +16,13 @@ import math
 import sys
 
 import numpy as np
+import torch
 
 from . import deep_linear as dln, fullscale, superposition as tms
 
 __all__ = ["dln_sweep", "dln_sweep_models", "dln_sweep_base", "dln_events", "dln_runs", "dln_shift_table",
-           "dln_model_tests", "dln_closer_tests", "DLN_SWEEP", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "holm",
+           "dln_model_tests", "dln_closer_tests", "DLN_SWEEP", "DLN_BALANCE", "dln_balance_problem",
+           "dln_matrix_balance", "dln_balance_rates", "dln_balance_limit", "tms_noise_sweep", "represented_by_cell", "represented_agreement", "holm",
            "noise_phase_tests", "PHASE_TARGETS", "TMS_THRESHOLD", "threshold_settings", "tms_threshold_sweep",
            "TMS_CAPPED", "tms_capped_sweep", "cell_outcomes", "censored_sign_test", "sign_test_power", "threshold_tests", "level_tests", "threshold_onsets", "kind_tests", "EXPERIMENTS"]
 
@@ -492,6 +494,113 @@ def dln_closer_tests(model_rows: list[dict], alphas, *, reference: str = "Gaussi
     return out
 
 
+#: Matrix balancing (registered before it ran): a depth-2 network at a minimum far from balance on the Walsh design
+#: (balance.walsh_regression: there the Gaussian SDE's Itô term is exactly -(ηV/B) D on the set of minima), full-rank
+#: teacher, η = 0.05, three noise levels, each run for the time 1/(ηV/B); SGD, the Gaussian SDE and the bulk-matched
+#: sub-Gaussian α-stable SDEs, both SDEs at dt = η/5.
+DLN_BALANCE = {"batch_sizes": [2, 4, 8], "alphas": [1.5, 1.8, 1.95], "chains": 32, "lr": 0.05, "label_noise": 0.5,
+               "singular_values": [4.0, 2.0, 1.0, 1.0, 1.0, 1.0], "substeps": 5, "records": 41, "seed": 1, "models": None}
+
+
+def dln_balance_problem(singular_values, label_noise: float, seed: int):
+    """The matrix-balancing problem: ``(cfg, problem, theta0, V, M)``. The teacher ``M`` (``k = 6``) from ``seed``,
+    the Walsh data (``balance.walsh_regression``, ``n = 64``), and a minimum far from balance: ``W_1 = 2Q`` for a
+    random rotation ``Q`` and ``W_2 = M Qᵀ/2`` (so ``W_2 W_1 = M``); ``V = k σ²`` is every sample's squared residual."""
+    from .. import balance as bal
+
+    cfg = dln.DEFAULT.replace(singular_values=tuple(float(s) for s in singular_values), label_noise=float(label_noise),
+                              n=64, seed=int(seed), data_seed=int(seed), tail_steps=())
+    U, s, V = dln.teacher(cfg)
+    M = U @ torch.diag(s) @ V.T
+    X, Y = bal.walsh_regression(M, label_noise=label_noise)
+    problem = dln.make_problem(cfg, dln.DLNData(U=U, s=s, V=V, X=X, Y=Y))
+    Q = dln._orthogonal(cfg.k, cfg.k, torch.Generator().manual_seed(int(seed) + 7))
+    theta0 = torch.cat([(2.0 * Q).reshape(-1), (M @ Q.T / 2.0).reshape(-1)])
+    return cfg, problem, theta0, cfg.k * float(label_noise) ** 2, M
+
+
+def dln_matrix_balance(*, batch_sizes, alphas, chains: int, lr: float, label_noise: float, singular_values,
+                       substeps: int, records: int, seed: int, models=None, device: str = "cpu") -> dict:
+    """From the minimum of :func:`dln_balance_problem`, each model at each batch size for the time ``1/(ηV/B)`` in
+    which the Gaussian SDE's imbalance should shrink by ``e``: SGD (:func:`~sgdnoise.sgd.run_chains`), the Gaussian
+    SDE and the bulk-matched sub-Gaussian α-stable SDEs (:func:`~sgdnoise.sde.sgd_sde` at ``dt = η/substeps``),
+    diverging chains censored. Per run: the times, ``log ‖W_2ᵀW_2 − W_1W_1ᵀ‖_F`` per record and chain (``None`` after
+    a divergence), the Hessian's trace and ``‖W_2W_1 − M‖_F²`` at the end."""
+    from ..sde import sgd_sde
+    from ..sgd import run_chains
+
+    if device != "cpu":
+        raise ValueError(f"device={device!r}: dln_matrix_balance runs on the CPU (its problem is tiny)")
+    cfg, problem, theta0, V, M = dln_balance_problem(singular_values, label_noise, seed)
+    names = dln_sweep_models(alphas, lr)
+    if models is not None:
+        names = {k: v for k, v in names.items() if k in models}
+    out = []
+    for B in batch_sizes:
+        steps = round(B / (lr * lr * V))  # η · steps = 1 / (ηV/B)
+        rec = sorted({int(x) for x in np.linspace(0, steps, records).round()})
+        th = theta0.repeat(int(chains), 1)
+        for j, (name, fields) in enumerate(names.items()):
+            g = torch.Generator().manual_seed(int(seed) * 1000 + 10 * int(B) + j)
+            if name == "SGD":
+                run = run_chains(problem, th, eta=lr, B=int(B), steps=steps, generator=g, record_steps=rec,
+                                 on_divergence="censor")
+                thetas, diverged = run.thetas, run.diverged
+            else:
+                stable = fields["optimizer"] == "sde_stable"
+                paths = sgd_sde(problem, th, eta=lr, B=int(B), dt=lr / substeps, steps=steps * substeps, generator=g,
+                                record_steps=[r * substeps for r in rec], on_divergence="censor",
+                                driver="sub_gaussian_stable" if stable else "gaussian",
+                                alpha=fields.get("alpha", 2.0), noise_scale=fields.get("noise_scale", 1.0))
+                thetas, diverged = paths.thetas, paths.diverged
+            geom = dln.layer_geometry(thetas, cfg)
+            W1, W2 = dln.layer_matrices(thetas[-1], cfg)
+            out.append({"B": int(B), "model": name, "times": [r * lr for r in rec],
+                        "log_imbalance": [_finite_or_none(row) for row in torch.log(geom["imbalance"][..., 0]).numpy()],
+                        "diverged": [int(x) for x in diverged], "hessian_trace_end": _finite_or_none(geom["hessian_trace"][-1]),
+                        "excess_end": _finite_or_none((W2 @ W1 - M).pow(2).sum((1, 2)))})
+    return {"runs": out, "V": V, "lr": float(lr)}
+
+
+def dln_balance_rates(result: dict) -> list[dict]:
+    """Per run: each chain's balancing rate (minus the least-squares slope of its log-imbalance against time, over
+    its records before any divergence; at least five), their mean and SE, the number of chains used, and the ratio to
+    the leading-order rate ``ηV/B`` with its SE."""
+    rows = []
+    for run in result["runs"]:
+        t = np.asarray(run["times"], dtype=float)
+        L = np.array([[np.nan if v is None else v for v in row] for row in run["log_imbalance"]], dtype=float)
+        slopes = []
+        for c in range(L.shape[1]):
+            ok = np.isfinite(L[:, c])
+            if ok.sum() >= 5:
+                slopes.append(-np.polyfit(t[ok], L[ok, c], 1)[0])
+        slopes = np.asarray(slopes)
+        pred = result["lr"] * result["V"] / run["B"]
+        mean = float(slopes.mean()) if slopes.size else math.nan
+        se = float(slopes.std(ddof=1) / math.sqrt(slopes.size)) if slopes.size > 1 else math.nan
+        rows.append({"B": run["B"], "η/B": result["lr"] / run["B"], "model": run["model"], "rate": mean, "SE": se,
+                     "chains used": int(slopes.size), "diverged": int(np.sum(np.asarray(run["diverged"]) >= 0)),
+                     "predicted": pred, "ratio": mean / pred, "ratio SE": se / pred})
+    return rows
+
+
+def dln_balance_limit(rows: list[dict], model: str) -> dict:
+    """The pre-registered extrapolation: weighted least squares of ``ratio = c_0 + c_1 η/B`` over the levels of
+    ``model``; ``intercept``, its ``SE`` and ``z = (intercept − 1)/SE`` (the leading-order law says ``c_0 = 1``)."""
+    sub = [r for r in rows if r["model"] == model and np.isfinite(r["ratio"]) and r["ratio SE"] > 0]
+    if len(sub) < 3:
+        raise ValueError(f"dln_balance_limit needs three levels with a finite rate for {model!r}; got {len(sub)}")
+    x = np.array([r["η/B"] for r in sub])
+    y = np.array([r["ratio"] for r in sub])
+    w = 1 / np.array([r["ratio SE"] for r in sub]) ** 2
+    A = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(A.T @ (w[:, None] * A))
+    c = cov @ A.T @ (w * y)
+    return {"model": model, "intercept": float(c[0]), "SE": float(math.sqrt(cov[0, 0])), "slope": float(c[1]),
+            "z": float((c[0] - 1) / math.sqrt(cov[0, 0]))}
+
+
 _MODULES = (sys.modules[__name__], dln, tms)
 EXPERIMENTS = (
     fullscale.Experiment(
@@ -501,6 +610,13 @@ EXPERIMENTS = (
         reduced={**DLN_SWEEP, "depths": [2], "batch_sizes": [4], "data_seeds": [0], "models": ["SGD", "Gaussian SDE"]},
         description="chapter 5: deep linear networks with label noise, escape times under SGD and its SDEs at five "
                     "noise levels and two depths, diverging chains censored",
+        modules=_MODULES),
+    fullscale.Experiment(
+        name="ch5_dln_balance", compute=dln_matrix_balance, full=dict(DLN_BALANCE),
+        # the strongest level, SGD and the Gaussian SDE, same seeds: a reproduction check of the file
+        reduced={**DLN_BALANCE, "batch_sizes": [2], "models": ["SGD", "Gaussian SDE"]},
+        description="chapter 5: a depth-2 matrix network with label noise balancing on its set of minima, SGD and "
+                    "its SDEs at three noise levels",
         modules=_MODULES),
     fullscale.Experiment(
         name="ch5_tms_noise", compute=tms_noise_sweep,

@@ -8,8 +8,10 @@ censored at the horizon.
   censoring it is the sample mean of ``min(τ, T)`` and its plug-in standard error.
 * :func:`km_distance`: ``sup_{t ≤ T} |S_1(t) - S_2(t)|``, the Kolmogorov–Smirnov distance between two
   Kaplan–Meier curves, and :func:`km_permutation_test`: its null distribution by relabelling the pooled
-  chains (valid when censoring does not depend on the group, and conservative in practice otherwise; the
-  log-rank test, ``scipy.stats.logrank``, is the standard complement).
+  chains. The relabelling is exact when the two groups share one law of event *and* censoring times; when
+  their censoring differs (one group diverges far more often) the null is only approximate. The log-rank
+  test, ``scipy.stats.logrank``, is the standard complement. All of them, like the Kaplan–Meier estimate,
+  assume that censoring is independent of the event time.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ export SGDNOISE_CELL_TIMES ?= $(CURDIR)/_build/cell_times
 export ATEN_CPU_CAPABILITY ?= avx2
 export MKL_CBWR ?= AVX2
 
-.PHONY: book test pytest setup bench clean browser-deps browser determinism snapshot experiments
+.PHONY: book book-students test pytest setup bench clean browser-deps browser determinism snapshot experiments
 
 MATHJAX := .cache/static/mathjax/tex-chtml.js
 
@@ -47,6 +47,16 @@ book: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 	$(BIN)/python scripts/student_notebook.py --from-build _build
 	$(BIN)/python scripts/check_build.py _build
+
+# The book without the exercises' solutions, for handing out problem sets: the same pages, rendered with
+# sphinx-exercise's hide_solutions into _build_students/_build/html, reusing the executions of the last `make book`
+# (its jupyter-cache), then checked: every exercise present, no solution left.
+book-students: $(STAMP) $(MATHJAX)
+	@mkdir -p _build
+	$(BIN)/python scripts/students_config.py _config.yml $(CURDIR)/_build/.jupyter_cache > _build/_config_students.yml
+	$(BIN)/jupyter-book build . --config _build/_config_students.yml --path-output _build_students --builder html -W -n --keep-going
+	$(BIN)/python scripts/student_notebook.py --from-build _build_students/_build --no-solutions
+	$(BIN)/python scripts/check_build.py _build_students/_build --students
 
 # Test-only extras: transformers without its dependencies (it must not pull another torch), then the check
 # that the pinned CPU torch is still the one installed.
@@ -83,7 +93,7 @@ snapshot: $(STAMP)
 experiments: $(STAMP)
 	$(BIN)/python -m sgdnoise.experiments.fullscale --device auto
 
-test: pytest book browser determinism
+test: pytest book book-students browser determinism
 
 # Benchmarks against peers (benchmark-only installs, never needed by the book or the tests).
 bench: $(STAMP)
@@ -97,4 +107,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sigma_topk_peers.py
 
 clean:
-	rm -rf _build
+	rm -rf _build _build_students

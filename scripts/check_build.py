@@ -39,10 +39,29 @@ def report_times(directory: Path) -> None:
     print(f"check_build: over the {BUDGET_S} s budget: {', '.join(over) if over else 'none'}")
 
 
-def main(build: str) -> int:
+def check_students(html: Path, files: list[str]) -> list[str]:
+    """The students' build: every exercise is there, and no solution (of either kind) is left."""
+    problems, exercises = [], 0
+    for f in files:
+        page = html / (Path(f).with_suffix("").as_posix() + ".html")
+        if not page.exists():
+            continue
+        text = page.read_text(encoding="utf-8")
+        exercises += len(re.findall(r'class="[^"]*\bexercise\b', text))
+        if re.search(r'class="[^"]*\bsolution\b', text):
+            problems.append(f"{f}: a solution is still rendered in the students' build")
+    sources = sum(len(re.findall(r"^`{3,}\{exercise\}", Path(f + ".md").read_text(encoding="utf-8"), re.M))
+                  for f in files if Path(f + ".md").exists())
+    if exercises < sources:
+        problems.append(f"the students' build renders {exercises} exercises; the sources have {sources}")
+    print(f"check_build: students' build: {exercises} exercises rendered, solutions checked")
+    return problems
+
+
+def main(build: str, students: bool = False) -> int:
     html = Path(build) / "html"
     toc = yaml.safe_load(Path("_toc.yml").read_text())
-    problems = []
+    problems = check_students(html, toc_files(toc)) if students else []
     for f in toc_files(toc):
         page = html / (Path(f).with_suffix("").as_posix() + ".html")
         if not page.exists():
@@ -75,4 +94,5 @@ def main(build: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "_build"))
+    args = [a for a in sys.argv[1:] if a != "--students"]
+    sys.exit(main(args[0] if args else "_build", students="--students" in sys.argv[1:]))

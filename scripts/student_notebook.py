@@ -17,8 +17,9 @@ A role or directive the exporter does not know raises an error naming it and the
 silently left as raw MyST.
 
 Usage: ``python scripts/student_notebook.py chapters/01_gradient_noise.md OUT.ipynb`` (values from the
-reference), or ``python scripts/student_notebook.py --from-build _build``: every chapter, with the values of that
-build, into ``_build/html/_static/notebooks/`` (where each chapter's download link points).
+reference), or ``python scripts/student_notebook.py --from-build _build [--no-solutions]``: every chapter, with the
+values of that build, into ``_build/html/_static/notebooks/`` (where each chapter's download link points),
+without the exercises' solutions if asked (the students' build).
 """
 
 from __future__ import annotations
@@ -196,13 +197,46 @@ class Exporter:
         return text
 
 
-def export(md_path: str | Path, out_path: str | Path, numbers: dict | None = None) -> nbformat.NotebookNode:
-    """Write the student notebook of the page ``md_path`` (relative to the repository root) to ``out_path``."""
+SOLUTION_FENCE = re.compile(r"^(`{3,}|:{3,})\{solution-(start|end)\}[^\n]*\n(?:[ \t]*:[\w-]+:[^\n]*\n)*\1[ \t]*$", re.M)
+
+
+def drop_solutions(cells: list) -> list:
+    """The cells without the exercises' solutions: everything from a ``solution-start`` directive to its
+    ``solution-end``, across cells (code cells included), is removed."""
+    out, inside = [], False
+    for cell in cells:
+        if cell.cell_type != "markdown":
+            if not inside:
+                out.append(cell)
+            continue
+        kept, pos = [], 0
+        for m in SOLUTION_FENCE.finditer(cell.source):
+            if not inside:
+                kept.append(cell.source[pos:m.start()])
+            inside = m.group(2) == "start"
+            pos = m.end()
+        if not inside:
+            kept.append(cell.source[pos:])
+        text = "".join(kept)
+        if text.strip():
+            cell.source = text
+            out.append(cell)
+    if inside:
+        raise ExportError("a solution-start directive has no solution-end")
+    return out
+
+
+def export(md_path: str | Path, out_path: str | Path, numbers: dict | None = None, *,
+           solutions: bool = True) -> nbformat.NotebookNode:
+    """Write the student notebook of the page ``md_path`` (relative to the repository root) to ``out_path``;
+    ``solutions=False`` leaves the exercises' solutions out."""
     md_path = Path(md_path)
     page = str(md_path.resolve().relative_to(ROOT).as_posix())
     if numbers is None:
         numbers = json.loads(NUMBERS.read_text(encoding="utf-8"))
     nb = jupytext.read(md_path)
+    if not solutions:
+        nb.cells = drop_solutions(nb.cells)
     ex = Exporter(numbers, page)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -229,20 +263,20 @@ def numbers_from_build(build: str | Path, page: str) -> dict:
                    if "text/plain" in out.get("data", {})}}
 
 
-def export_build(build: str | Path) -> list[Path]:
+def export_build(build: str | Path, *, solutions: bool = True) -> list[Path]:
     """Every chapter's student notebook, with the values of ``build``, into ``<build>/html/_static/notebooks``."""
     out = []
     for md in sorted((ROOT / "chapters").glob("*.md")):
         page = f"chapters/{md.name}"
         target = Path(build) / "html" / "_static" / "notebooks" / f"{md.stem}.ipynb"
-        export(md, target, numbers_from_build(build, page))
+        export(md, target, numbers_from_build(build, page), solutions=solutions)
         out.append(target)
     return out
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--from-build":
-        for path in export_build(sys.argv[2]):
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--from-build":
+        for path in export_build(sys.argv[2], solutions="--no-solutions" not in sys.argv[3:]):
             print(f"student notebook: {path}")
     elif len(sys.argv) == 3:
         export(sys.argv[1], sys.argv[2])

@@ -61,3 +61,21 @@ def test_a_student_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path):
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_solutions_can_be_left_out_and_only_they_are(tmp_path):
+    md = ROOT / "chapters" / "01_gradient_noise.md"
+    full = student.export(md, tmp_path / "a.ipynb", NUMBERS)
+    bare = student.export(md, tmp_path / "b.ipynb", NUMBERS, solutions=False)
+    text = lambda nb: "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")  # noqa: E731
+    n_ex = md.read_text(encoding="utf-8").count("```{exercise}")
+    assert text(full).count("**Solution.**") == n_ex and "**Solution.**" not in text(bare)
+    assert text(bare).count("**Exercise:") == n_ex
+    # the solutions' code cells go too, and nothing else: every code cell of the bare notebook is in the full one
+    full_code = [c.source for c in full.cells if c.cell_type == "code"]
+    bare_code = [c.source for c in bare.cells if c.cell_type == "code"]
+    assert len(bare_code) < len(full_code) and all(c in full_code for c in bare_code)
+    # the failing variant: an unterminated solution is an error, not a silently truncated notebook
+    broken = [student.nbformat.v4.new_markdown_cell("```{solution-start} x\n:class: dropdown\n```\ntext")]
+    with pytest.raises(student.ExportError, match="no solution-end"):
+        student.drop_solutions(broken)

@@ -17,7 +17,7 @@ export SGDNOISE_CELL_TIMES ?= $(CURDIR)/_build/cell_times
 export ATEN_CPU_CAPABILITY ?= avx2
 export MKL_CBWR ?= AVX2
 
-.PHONY: book book-students test pytest setup bench clean browser-deps browser determinism snapshot experiments
+.PHONY: book book-students pdf test pytest setup bench clean browser-deps browser determinism snapshot experiments
 
 MATHJAX := .cache/static/mathjax/tex-chtml.js
 
@@ -81,6 +81,11 @@ browser-deps:
 browser: browser-deps $(STAMP)
 	$(BIN)/python scripts/browser_check.py _build
 
+# The whole book as one PDF (_build/pdf/book.pdf), printed page by page by the same offline Chromium, joined in the
+# book's order and checked: every page present, figures embedded, no raw TeX.
+pdf: browser-deps $(STAMP)
+	$(BIN)/python scripts/make_pdf.py _build
+
 # Every glued number and ledger table of the build must equal the committed reference
 # (results/book_numbers.json); `make snapshot` rewrites it from a build when a result changes on purpose.
 determinism: $(STAMP)
@@ -93,7 +98,7 @@ snapshot: $(STAMP)
 experiments: $(STAMP)
 	$(BIN)/python -m sgdnoise.experiments.fullscale --device auto
 
-test: pytest book book-students browser determinism
+test: pytest book book-students browser pdf determinism
 
 # Benchmarks against peers (benchmark-only installs, never needed by the book or the tests).
 bench: $(STAMP)

@@ -1,7 +1,7 @@
 """Open every page of the built book in headless Chromium, offline, and check what a reader sees.
 
 Per page: it loads with no console error; every equation is typeset by MathJax (no raw TeX left, no
-MathJax error); every image has loaded; no cell shows an error or a traceback; every internal link and
+MathJax error, and no TeX source shown as text outside an equation); every image has loaded; no cell shows an error or a traceback; every internal link and
 cross-reference resolves (target page exists, target anchor exists). Then the search page must find a
 term taken from a chapter. A screenshot of each page goes to ``_build/screenshots/``.
 
@@ -82,15 +82,23 @@ const start = Date.now();
 })();
 """
 
-PAGE_FACTS = """
+PAGE_FACTS = r"""
 const math = Array.from(document.querySelectorAll("span.math, div.math"));
 const raw = math.filter(m => !m.querySelector("mjx-container")).map(m => m.textContent.slice(0, 60));
 const imgs = Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);
 const errors = Array.from(document.querySelectorAll(".output.traceback, .output.error, .cell_output .ansi-red-fg"))
   .map(e => e.textContent.slice(0, 120));
 const text = document.body.innerText;
+// TeX outside any equation: a display that the Markdown parser did not recognise leaves its source as text
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const texLeft = [];
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  if (n.parentElement.closest("pre, code, script, style, .math, mjx-container, .highlight, .cell_output")) continue;
+  const m = n.textContent.match(/\\(frac|tfrac|sum|mathbb|mathrm|textstyle|eta|alpha|sigma|theta)\b|\$\$/);
+  if (m) texLeft.push(n.textContent.slice(Math.max(0, m.index - 30), m.index + 40));
+}
 const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.href);
-return {math: math.length, raw: raw, merror: document.querySelectorAll("mjx-merror").length, badimgs: imgs,
+return {math: math.length, raw: raw, texLeft: texLeft, merror: document.querySelectorAll("mjx-merror").length, badimgs: imgs,
         errors: errors, traceback: text.includes("Traceback (most recent call last)"), links: links,
         height: document.body.scrollHeight};
 """
@@ -143,6 +151,8 @@ def main(build: str = "_build") -> int:
                 problems.append(f"MathJax: {mj}")
             if facts["raw"]:
                 problems.append(f"{len(facts['raw'])} of {facts['math']} equations not typeset, e.g. {facts['raw'][0]!r}")
+            if facts["texLeft"]:
+                problems.append(f"TeX outside any equation, e.g. {facts['texLeft'][0]!r}")
             if facts["merror"]:
                 problems.append(f"{facts['merror']} MathJax errors in equations")
             problems += [f"image did not load: {src}" for src in facts["badimgs"]]

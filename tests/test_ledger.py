@@ -98,3 +98,27 @@ def test_verdict_sentence_counts_and_grammar(monkeypatch):
                                          "\"holds (identity)\", which only rewrite definitions.")
     with pytest.raises(ValueError, match="phrases"):
         ledger.verdict_sentence(phrases={"maybe": ("a", "b")})
+
+
+def test_ledger_html_has_badges_no_index_and_escapes():
+    import pandas as pd
+
+    from sgdnoise import ledger
+
+    table = pd.DataFrame([{"location": "§1 <a>", "section": "1", "claim": "x < y", "verdict": "wrong",
+                           "conditions / correction": "c", "evidence": "e", "method": "sympy", "chapter": "01_x"}])
+    html = ledger.ledger_html(table, links={"01_x": "../chapters/01_x.html"}).data
+    assert 'data-verdict="wrong"' in html and ledger.VERDICT_COLOURS["wrong"] in html
+    assert "&lt;a&gt;" in html and "x &lt; y" in html  # escaped
+    assert "<th></th>" not in html and html.count("<th>") == 7  # six columns and the link, no index column
+    assert 'href="../chapters/01_x.html"' in html
+    with pytest.raises(ValueError, match="verdict 'maybe' has no colour"):
+        ledger.ledger_html(table.assign(verdict="maybe"))
+
+
+def test_at_a_glance_lists_exactly_the_claims_that_do_not_simply_hold():
+    from sgdnoise import ledger
+
+    html = ledger.at_a_glance().data
+    expected = [c for c in ledger.claims() if c.shown_verdict not in ("holds", ledger.IDENTITY)]
+    assert html.count("<li>") == len(expected) > 0

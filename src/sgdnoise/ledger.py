@@ -145,6 +145,80 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
     return pd.DataFrame(rows)
 
 
+#: Badge colours of the verdicts (text in white on them): green, amber, red, purple, grey.
+VERDICT_COLOURS = {"holds": "#1a7f37", "holds only if": "#9a6700", "wrong": "#cf222e", "notation slip": "#8250df",
+                   "not supported here": "#57606a", IDENTITY: "#6e7781"}
+_COLUMNS = (("location", "12%"), ("claim", "24%"), ("verdict", "9%"), ("conditions / correction", "29%"),
+            ("evidence", "19%"), ("method", "7%"))
+_STYLE = (
+    "<style>table.ledger-table{table-layout:fixed;width:100%;border-collapse:collapse;font-size:0.85em}"
+    "table.ledger-table th,table.ledger-table td{vertical-align:top;text-align:left;padding:4px 6px;"
+    "border-bottom:1px solid #d0d7de;overflow-wrap:anywhere}"
+    "span.ledger-badge{display:inline-block;color:#fff;border-radius:4px;padding:1px 6px;font-weight:600}</style>")
+
+
+def ledger_html(table, *, links: dict | None = None):
+    """The rows of :func:`ledger_table` as an HTML table for a page: no index column, fixed column widths, the
+    verdict as a coloured badge (:data:`VERDICT_COLOURS`), every cell escaped. Each row carries its verdict in
+    ``data-verdict`` (for :func:`verdict_filter_html`). ``links`` maps a chapter name (the table's ``chapter``
+    column) to a URL: a last column then links each row to the chapter that checks it."""
+    import html
+
+    from IPython.display import HTML
+
+    cols = list(_COLUMNS) + ([("checked in", "8%")] if links else [])
+    head = "".join(f'<col style="width:{w}">' for _, w in cols)
+    out = [_STYLE, f'<table class="ledger-table"><colgroup>{head}</colgroup><thead><tr>']
+    out += [f"<th>{html.escape(name)}</th>" for name, _ in cols] + ["</tr></thead><tbody>"]
+    for _, row in table.iterrows():
+        verdict = str(row["verdict"])
+        if verdict not in VERDICT_COLOURS:
+            raise ValueError(f"verdict {verdict!r} has no colour; valid verdicts are {tuple(VERDICT_COLOURS)}")
+        cells = []
+        for name, _ in cols:
+            if name == "verdict":
+                cells.append(f'<span class="ledger-badge" style="background:{VERDICT_COLOURS[verdict]}">'
+                             f"{html.escape(verdict)}</span>")
+            elif name == "checked in":
+                chap = str(row["chapter"])
+                cells.append(f'<a href="{html.escape(links[chap])}">{html.escape(chap.replace("_", " "))}</a>')
+            else:
+                cells.append(html.escape(str(row[name])))
+        out.append(f'<tr data-verdict="{html.escape(verdict)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    return HTML("".join(out))
+
+
+def verdict_filter_html():
+    """A menu that shows only the ledger rows (of every :func:`ledger_html` table on the page) with one verdict."""
+    from IPython.display import HTML
+
+    options = "".join(f'<option value="{v}">{v}</option>' for v in (*VERDICTS, IDENTITY))
+    script = ("<script>function ledgerFilter(v){document.querySelectorAll('table.ledger-table tbody tr')"
+              ".forEach(function(r){r.style.display=(!v||r.dataset.verdict===v)?'':'none';});}</script>")
+    return HTML(f'<label>Show only the rows whose verdict is <select onchange="ledgerFilter(this.value)">'
+                f'<option value="">(any verdict)</option>{options}</select></label>{script}')
+
+
+def at_a_glance():
+    """One line per claim that does not simply hold: where it sits, its verdict as a badge, and the first
+    sentence of what the book found (the checks are not run); an HTML list for a page."""
+    import html
+    import re
+
+    from IPython.display import HTML
+
+    items = []
+    for c in claims():
+        verdict = c.shown_verdict
+        if verdict in ("holds", IDENTITY):
+            continue
+        first = re.split(r"(?<=[a-z0-9)\]])\. (?=[A-Z])", c.statement.strip(), maxsplit=1)[0].rstrip(".")
+        items.append(f'<li><b>{html.escape(c.location)}</b> <span class="ledger-badge" style="background:'
+                     f'{VERDICT_COLOURS[verdict]}">{html.escape(verdict)}</span> {html.escape(first)}.</li>')
+    return HTML(_STYLE + '<ul class="ledger-glance">' + "".join(items) + "</ul>")
+
+
 def verdict_counts(chapter: str | None = None) -> dict[str, int]:
     """How many registered claims (of one chapter, or all) carry each verdict; the checks are not run.
 

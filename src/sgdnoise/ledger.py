@@ -153,7 +153,7 @@ _COLUMNS = (("location", "12%"), ("claim", "24%"), ("verdict", "9%"), ("conditio
 _STYLE = (
     "<style>table.ledger-table{table-layout:fixed;width:100%;border-collapse:collapse;font-size:0.85em}"
     "table.ledger-table th,table.ledger-table td{vertical-align:top;text-align:left;padding:4px 6px;"
-    "border-bottom:1px solid #d0d7de;overflow-wrap:anywhere}"
+    "border-bottom:1px solid #d0d7de;overflow-wrap:anywhere}table.ledger-table th{overflow-wrap:normal}"
     "span.ledger-badge{display:inline-block;color:#fff;border-radius:4px;padding:1px 6px;font-weight:600}</style>")
 
 

@@ -4,7 +4,7 @@ censored at the horizon.
 
 * :func:`kaplan_meier`: the product-limit estimate of the survival function ``S(t) = P(τ > t)``.
 * :func:`rmst`: the restricted mean ``E min(τ, T) = ∫_0^T S(t) dt`` with its standard error (the
-  Greenwood-type formula of Klein & Moeschberger, *Survival Analysis*, 2nd ed., 2003, §4.5); without
+  Greenwood-type formula of Klein & Moeschberger, *Survival Analysis*, 2nd ed., 2003, section 4.5); without
   censoring it is the sample mean of ``min(τ, T)`` and its plug-in standard error.
 * :func:`km_distance`: ``sup_{t ≤ T} |S_1(t) - S_2(t)|``, the Kolmogorov–Smirnov distance between two
   Kaplan–Meier curves, and :func:`km_permutation_test`: its null distribution by relabelling the pooled

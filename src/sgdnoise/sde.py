@@ -38,7 +38,8 @@ from ._args import ArgumentTypeError, as_real, is_one_of, show
 from .gradients import per_sample_grads
 from .problems import Problem, check_problem
 from .sampling import check_batch_size, check_generator
-from .sgd import _check_step_list, check_bounded, check_learning_rate, check_threshold, flat_grad_fn, parameter_batch
+from .sgd import (_check_step_list, censor_diverged, check_bounded, check_learning_rate, check_threshold,
+                  flat_grad_fn, parameter_batch)
 
 __all__ = ["SDEPaths", "symmetric_stable", "positive_stable", "euler_maruyama", "sgd_sde"]
 
@@ -325,11 +326,7 @@ def sgd_sde(
             w = torch.full((P, n), dt / n, dtype=dtype, device=theta.device)
             theta = theta - step_grad(theta, X, y, w) + s * (v @ Gc_ref)
         if censor:  # stop the paths that left the range; NaN stays in its own path (the step is vmapped)
-            bad = ~(theta.abs() <= explode).all(dim=1)  # also catches NaN
-            if bool(bad.any()):
-                new = bad.cpu().numpy() & (diverged < 0)
-                diverged[new] = k + 1
-                theta = torch.where(bad[:, None], torch.full_like(theta, math.nan), theta)
+            theta = censor_diverged(theta, explode, diverged, k + 1)
             continue
         check_bounded(theta, explode, f"SDE paths diverged at step {k} (t = {(k + 1) * dt:.4g}): parameters reached "
                       f"{{size:.3g}} with eta={eta}, B={B}, dt={dt}; lower dt or eta")

@@ -250,6 +250,18 @@ def check_bounded(theta: Tensor, explode: float, what: str) -> None:
         raise DivergenceError(what.format(size=size))
 
 
+def censor_diverged(theta: Tensor, explode: float, diverged: np.ndarray, step: int) -> Tensor:
+    """The ``on_divergence="censor"`` counterpart of :func:`check_bounded`: rows of ``theta`` (paths or chains)
+    that are non-finite or exceed ``explode`` become NaN, and ``diverged[row]`` records ``step`` the first time
+    (it stays ``-1`` for the others). Returns ``theta``; ``diverged`` is updated in place."""
+    bad = ~(theta.abs() <= explode).all(dim=1)  # also catches NaN
+    if bool(bad.any()):
+        new = bad.cpu().numpy() & (diverged < 0)
+        diverged[new] = step
+        theta = torch.where(bad[:, None], torch.full_like(theta, math.nan), theta)
+    return theta
+
+
 def svag_coefficients(l: int) -> tuple[float, float]:
     """SVAG's weights ``((1+√(2l-1))/2, (1-√(2l-1))/2)``: they sum to 1 and their squares to ``l``,
     so ``c₁ g_{B_1} + c₂ g_{B_2}`` (independent batches) is unbiased with ``l`` times the noise covariance."""
@@ -399,13 +411,8 @@ def run_chains(
             velocity.mul_(momentum).add_(g)
             g = velocity
         theta = theta - lr * g
-        if censor:
-            bad = ~(theta.abs() <= explode).all(dim=1)  # also catches NaN
-            if bool(bad.any()):
-                new = bad.cpu().numpy() & (diverged < 0)
-                diverged[new] = k // l + 1
-                theta = torch.where(bad[:, None], torch.full_like(theta, math.nan), theta)
-                velocity = torch.where(bad[:, None], torch.full_like(velocity, math.nan), velocity)
+        if censor:  # a stopped chain's velocity is NaN too, through its NaN gradient
+            theta = censor_diverged(theta, explode, diverged, k // l + 1)
             continue
         check_bounded(theta, explode, f"SGD chains diverged at step {k} (of {total_steps}): parameters reached "
                       f"{{size:.3g}} with eta={eta}, B={B}, scheme={scheme!r}, svag_l={l}; lower eta or raise B")

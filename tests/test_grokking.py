@@ -159,7 +159,7 @@ def test_gd_stable_with_alpha_2_is_gd_gaussian_in_law():
         (dict(lr=0.0), r"learning rate eta=0.0 must be a finite number > 0"),
         (dict(lr=-1.0), r"learning rate eta=-1.0"),
         (dict(lr=float("nan")), r"learning rate eta=nan"),
-        (dict(optimizer="adam"), r"optimizer='adam'; valid optimizers are \('gd', 'sgd', 'gd_gaussian', 'gd_stable'\)"),
+        (dict(optimizer="adam"), r"optimizer='adam'; valid optimizers are \('gd', 'sgd', 'gd_gaussian', 'gd_stable', 'gd_stable_matched'\)"),
         (dict(loss="l1"), r"loss='l1'; valid losses"),
         (dict(activation="sigmoid"), r"activation='sigmoid'; valid activations"),
         (dict(alpha=2.5), r"alpha=2.5 must lie in \(0, 2\]"),

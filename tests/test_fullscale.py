@@ -147,6 +147,14 @@ def test_chapter_drivers_name_bad_input_before_computing():
 
     with pytest.raises(ValueError, match=r"variants \['Adam'\] are not among"):
         chapter6.optimiser_runs(variants=["Adam"], seeds=[0])
+    with pytest.raises(ValueError, match=r"variants \['Adam'\] are not among"):
+        chapter6.standard_runs(variants=["Adam"], seeds=[0], weight_decays=[3e-6])
+    with pytest.raises(ValueError, match=r"variants \['Adam'\] are not among"):
+        chapter6.small_runs(variants=["Adam"], seeds=[0], activations=["relu"])
+    with pytest.raises(ValueError, match=r"activation 'tanh'; valid: \['quadratic', 'relu'\]"):
+        chapter6.small_runs(variants=["GD"], seeds=[0], activations=["tanh"])
+    with pytest.raises(ValueError, match=r"n=1 must be an int >= 2"):
+        chapter6.paired_power(1, 0.1, 0.1, 0.05)
     with pytest.raises(ValueError, match=r"models \['Lévy'\] are not among"):
         chapter4.network_sde_paths(paths=2, B=8, eta=0.1, steps=1, seed_sgd=0, seed_gauss=0, seed_stable=0,
                                    models=["Lévy"])

@@ -206,3 +206,18 @@ def test_reproduction_mismatches_finds_a_changed_step():
         "('SGD', None, 0, 3e-06): generalise 112 live, 100 committed"]
     assert "no committed run" in A.reproduction_mismatches([run], [dict(run, seed=1)])[0]
     assert len(A.reproduction_mismatches([run], [dict(run, sharpness=0.6)])) == 1
+
+
+def test_paired_power_matches_simulation():
+    from scipy import stats
+
+    from sgdnoise.experiments.chapter6 import paired_power
+
+    n, sd, delta, alpha, M = 6, 0.045, 0.06, 0.05 / 9, 4000
+    d = np.random.default_rng(0).normal(delta, sd, size=(M, n))
+    p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
+    rate = float(np.mean(p <= alpha))
+    power = paired_power(n, sd, delta, alpha)
+    assert abs(rate - power) < 4 * math.sqrt(power * (1 - power) / M), (rate, power)
+    # failing variant: the unpaired formula's power (sd·√2) is far lower
+    assert paired_power(n, sd * math.sqrt(2), delta, alpha) < power - 0.1

@@ -34,7 +34,7 @@ _SCALARS = ("optimiser", "activation", "seed", "weight_decay", "diverged_at", "f
 
 def runs_frame(runs: Sequence[dict]) -> pd.DataFrame:
     """One row per run with the scalar fields of the records, ``activation`` (``"quadratic"`` when absent),
-    ``log_gen``, ``event`` (generalised) and ``time`` (steps to generalise, or the step at which the run was
+    ``log_gen``, ``log_circuit`` (``log10`` of the circuit step; NaN if none), ``event`` (generalised) and ``time`` (steps to generalise, or the step at which the run was
     censored)."""
     if not len(runs):
         raise ValueError("no runs")
@@ -46,6 +46,7 @@ def runs_frame(runs: Sequence[dict]) -> pd.DataFrame:
         row["event"] = gen is not None
         row["time"] = float(gen if gen is not None else max(int(r.get("last_step") or 0), 1))
         row["log_gen"] = math.log10(gen) if gen is not None else float("nan")
+        row["log_circuit"] = math.log10(row["circuit"]) if row["circuit"] else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -63,9 +64,9 @@ def _select(df: pd.DataFrame, optimiser: str, weight_decay: float | None, activa
 
 
 def paired_test(df: pd.DataFrame, a: str, b: str, *, weight_decay: float | None = None,
-                weight_decay_b: float | None = None, activation: str | None = None) -> dict:
-    """Paired t-test of ``log_gen(a) - log_gen(b)`` over the seeds both ran (``b`` at ``weight_decay_b``
-    when given, else at ``weight_decay``). Returns ``n``, ``mean`` (decades; negative: ``a`` generalises
+                weight_decay_b: float | None = None, activation: str | None = None, value: str = "log_gen") -> dict:
+    """Paired t-test of ``value(a) - value(b)`` (``log_gen`` by default; ``log_circuit`` for the circuit step)
+    over the seeds both ran (``b`` at ``weight_decay_b`` when given, else at ``weight_decay``). Returns ``n``, ``mean`` (decades; negative: ``a`` generalises
     sooner), ``lo``/``hi`` (95% t interval), ``t``, ``p`` (two-sided) and ``ratio`` (``10**mean``)."""
     A = _select(df, a, weight_decay, activation).set_index("seed")
     B = _select(df, b, weight_decay if weight_decay_b is None else weight_decay_b, activation).set_index("seed")
@@ -76,7 +77,11 @@ def paired_test(df: pd.DataFrame, a: str, b: str, *, weight_decay: float | None 
     if cens:
         raise ValueError(f"seeds {cens} have a run of {a!r} or {b!r} that did not generalise (censored); "
                          "compare censored runs with km_test")
-    d = (A.loc[seeds, "log_gen"] - B.loc[seeds, "log_gen"]).to_numpy(float)
+    if value not in ("log_gen", "log_circuit"):
+        raise ValueError(f"value={value!r} must be 'log_gen' or 'log_circuit'")
+    d = (A.loc[seeds, value] - B.loc[seeds, value]).to_numpy(float)
+    if not np.isfinite(d).all():
+        raise ValueError(f"{value} is missing for some of the seeds {list(seeds)}")
     n, mean, sd = d.size, float(d.mean()), float(d.std(ddof=1))
     if sd == 0:
         t, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)

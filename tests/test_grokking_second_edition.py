@@ -221,3 +221,14 @@ def test_paired_power_matches_simulation():
     assert abs(rate - power) < 4 * math.sqrt(power * (1 - power) / M), (rate, power)
     # failing variant: the unpaired formula's power (sd·√2) is far lower
     assert paired_power(n, sd * math.sqrt(2), delta, alpha) < power - 0.1
+
+
+def test_interpolated_crossing_and_not_testable_km():
+    assert A.interpolated_crossing([1, 10, 100], [0.0, 0.5, 1.0], 0.75) == pytest.approx(1.5)
+    assert A.interpolated_crossing([1, 10, 100], [0.0, 0.96, 1.0], 0.95) == pytest.approx(0.95 / 0.96)
+    assert math.isnan(A.interpolated_crossing([1, 10], [0.1, 0.2], 0.95))
+    # every run of A diverges before any run of B generalises: the curves carry no information
+    df = _frame([None] * 4, [1000, 1100, 1200, 1300])
+    t = A.comparison_table(df, [dict(label="A vs B", kind="km", a="A", b="B", sign=-1),
+                                dict(label="B vs B", kind="paired", a="B", b="B", sign=0)], horizon=40_000, reps=99)
+    assert t.verdict[0] == "not testable" and math.isnan(t["p (Holm)"][0]) and t["p (Holm)"][1] == t.p[1]

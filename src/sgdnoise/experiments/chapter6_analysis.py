@@ -25,16 +25,32 @@ from scipy import stats
 
 from ..survival import km_permutation_test
 
-__all__ = ["runs_frame", "paired_test", "km_test", "holm_adjust", "verdict", "comparison_table",
+__all__ = ["interpolated_crossing", "runs_frame", "paired_test", "km_test", "holm_adjust", "verdict", "comparison_table",
            "within_group_spearman", "sign_test", "reproduction_mismatches"]
 
 _SCALARS = ("optimiser", "activation", "seed", "weight_decay", "diverged_at", "fit", "generalise", "last_step",
             "sharpness", "norm_at_sharpness_step", "norm_at_generalise", "circuit")
 
 
-def runs_frame(runs: Sequence[dict]) -> pd.DataFrame:
+def interpolated_crossing(steps, values, threshold: float) -> float:
+    """``log10`` of the step at which ``values`` first reach ``threshold``, interpolated linearly in
+    ``log10`` step between the last evaluation below it and the first at or above it (the evaluation grid
+    is logarithmic, so the first-crossing step alone is quantised to the grid). NaN if never reached."""
+    st, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    hit = np.flatnonzero(v >= threshold)
+    if hit.size == 0:
+        return float("nan")
+    k = int(hit[0])
+    if k == 0 or st[k - 1] <= 0:
+        return math.log10(max(st[k], 1.0))
+    x0, x1 = math.log10(st[k - 1]), math.log10(st[k])
+    return x0 + (threshold - v[k - 1]) / (v[k] - v[k - 1]) * (x1 - x0)
+
+
+def runs_frame(runs: Sequence[dict], threshold: float = 0.95) -> pd.DataFrame:
     """One row per run with the scalar fields of the records, ``activation`` (``"quadratic"`` when absent),
-    ``log_gen``, ``log_circuit`` (``log10`` of the circuit step; NaN if none), ``event`` (generalised) and ``time`` (steps to generalise, or the step at which the run was
+    ``log_gen``, ``log_gen_interp`` (:func:`interpolated_crossing` of the test accuracy at ``threshold``),
+    ``log_circuit`` (``log10`` of the circuit step; NaN if none), ``log_lead`` (``log_gen - log_circuit``), ``event`` (generalised) and ``time`` (steps to generalise, or the step at which the run was
     censored)."""
     if not len(runs):
         raise ValueError("no runs")
@@ -47,6 +63,9 @@ def runs_frame(runs: Sequence[dict]) -> pd.DataFrame:
         row["time"] = float(gen if gen is not None else max(int(r.get("last_step") or 0), 1))
         row["log_gen"] = math.log10(gen) if gen is not None else float("nan")
         row["log_circuit"] = math.log10(row["circuit"]) if row["circuit"] else float("nan")
+        row["log_lead"] = row["log_gen"] - row["log_circuit"]
+        row["log_gen_interp"] = (interpolated_crossing(r["steps"], r["test_acc"], threshold)
+                                 if gen is not None and len(r.get("steps", [])) else float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -77,8 +96,8 @@ def paired_test(df: pd.DataFrame, a: str, b: str, *, weight_decay: float | None 
     if cens:
         raise ValueError(f"seeds {cens} have a run of {a!r} or {b!r} that did not generalise (censored); "
                          "compare censored runs with km_test")
-    if value not in ("log_gen", "log_circuit"):
-        raise ValueError(f"value={value!r} must be 'log_gen' or 'log_circuit'")
+    if value not in ("log_gen", "log_circuit", "log_gen_interp", "log_lead"):
+        raise ValueError(f"value={value!r} must be 'log_gen', 'log_gen_interp', 'log_circuit' or 'log_lead'")
     d = (A.loc[seeds, value] - B.loc[seeds, value]).to_numpy(float)
     if not np.isfinite(d).all():
         raise ValueError(f"{value} is missing for some of the seeds {list(seeds)}")
@@ -146,8 +165,11 @@ def comparison_table(df: pd.DataFrame, specs: Sequence[dict], *, horizon: float,
     of ``a``'s effect relative to ``b``: -1 sooner, +1 later, 0 none) and optionally ``weight_decay``,
     ``weight_decay_b``, ``activation``. The effect is the mean paired difference of ``log10`` steps to
     generalise (with its 95% interval) for ``"paired"``, and for ``"km"`` the difference of the restricted
-    mean times to generalise in ``log10`` steps up to ``horizon`` (the Kaplan–Meier areas, divergence
-    censored), tested by the Kaplan–Meier distance against its permutation null."""
+    mean times to generalise in ``log10`` steps (the Kaplan–Meier areas, divergence censored; interval from
+    their standard errors), tested by the Kaplan–Meier distance against its permutation null. The curves
+    are compared only up to ``τ``, the earlier of ``horizon`` and the last time a run of either group is
+    followed: beyond it a curve only repeats its last value. When no run of either group generalises
+    before ``τ``, the test is ``"not testable"`` and is left out of the correction."""
     from ..survival import rmst
 
     rows = []
@@ -158,20 +180,32 @@ def comparison_table(df: pd.DataFrame, specs: Sequence[dict], *, horizon: float,
             rows.append({"test": sp["label"], "n": r["n"], "effect": r["mean"], "lo": r["lo"], "hi": r["hi"], "p": r["p"],
                          "sign": sp["sign"], "detail": ""})
         elif sp["kind"] == "km":
-            r = km_test(df, sp["a"], sp["b"], weight_decay=wd, activation=act, horizon=horizon, reps=reps, seed=i)
             A, B = _select(df, sp["a"], wd, act), _select(df, sp["b"], wd, act)
+            # Kaplan–Meier curves say nothing beyond the last time a run of either group is followed: cut there
+            tau = min(float(horizon), float(A.time.max()), float(B.time.max()))
+            events = int((A.event & (A.time <= tau)).sum() + (B.event & (B.time <= tau)).sum())
+            detail = (f"{int(A.diverged_at.notna().sum())} of {len(A)} diverged, {int(A.event.sum())} generalised; "
+                      f"{int(B.diverged_at.notna().sum())} of {len(B)} diverged in the reference")
+            if events == 0:
+                rows.append({"test": sp["label"], "n": len(A), "effect": float("nan"), "lo": float("nan"),
+                             "hi": float("nan"), "p": float("nan"), "sign": sp["sign"],
+                             "detail": detail + f"; no run generalised before step {tau:.0f}, where the curves end"})
+                continue
+            r = km_test(df, sp["a"], sp["b"], weight_decay=wd, activation=act, horizon=tau, reps=reps, seed=i)
             logt = lambda g: np.log10(g.time.to_numpy(float))  # noqa: E731
-            ma, _ = rmst(logt(A), A.event.to_numpy(bool), math.log10(horizon))
-            mb, _ = rmst(logt(B), B.event.to_numpy(bool), math.log10(horizon))
-            rows.append({"test": sp["label"], "n": r["n_a"], "effect": ma - mb, "lo": float("nan"), "hi": float("nan"),
-                         "p": r["p"], "sign": sp["sign"],
-                         "detail": f"{r['diverged_a']} of {r['n_a']} diverged, {r['generalised_a']} generalised; "
-                                   f"{r['diverged_b']} of {r['n_b']} diverged in the reference"})
+            ma, sa = rmst(logt(A), A.event.to_numpy(bool), math.log10(tau))
+            mb, sb = rmst(logt(B), B.event.to_numpy(bool), math.log10(tau))
+            half = 1.96 * math.hypot(sa, sb)
+            rows.append({"test": sp["label"], "n": r["n_a"], "effect": ma - mb, "lo": ma - mb - half, "hi": ma - mb + half,
+                         "p": r["p"], "sign": sp["sign"], "detail": detail + f"; curves compared up to step {tau:.0f}"})
         else:
             raise ValueError(f"spec {sp.get('label')!r}: kind={sp['kind']!r} must be 'paired' or 'km'")
     out = pd.DataFrame(rows)
-    out["p (Holm)"] = holm_adjust(out.p.to_numpy())
-    out["verdict"] = [verdict(q, e, s, level) for q, e, s in zip(out["p (Holm)"], out.effect, out.sign)]
+    testable = out.p.notna()
+    out["p (Holm)"] = np.nan
+    out.loc[testable, "p (Holm)"] = holm_adjust(out.p[testable].to_numpy())
+    out["verdict"] = [verdict(q, e, s, level) if ok else "not testable"
+                      for q, e, s, ok in zip(out["p (Holm)"], out.effect, out.sign, testable)]
     return out.drop(columns="sign")
 
 

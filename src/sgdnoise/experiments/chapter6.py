@@ -28,6 +28,12 @@ VARIANTS = {"GD": dict(optimizer="gd"), "SGD, B = 32": dict(optimizer="sgd", B=3
             "GD + α-stable 1.5 (B = 32)": dict(optimizer="gd_stable", B=32, alpha=1.5)}
 
 
+def _diverged_step(err: DivergenceError) -> int:
+    """The step that :func:`grokking.run_grokking`'s divergence message names (-1 if it names none)."""
+    step = re.search(r"step (\d+)", str(err))
+    return int(step.group(1)) if step else -1
+
+
 def _sharpness_at_1000(step, model, data):
     if step != 1000:
         return None
@@ -54,8 +60,7 @@ def optimiser_runs(*, variants, seeds, device: str = "cpu") -> dict:
                              "generalise": r["time_to_generalise"],
                              "sharpness": rec.get(1000, {}).get("sharpness")})
             except DivergenceError as err:
-                step = re.search(r"step (\d+)", str(err))
-                runs.append({"optimiser": name, "seed": int(seed), "diverged_at": int(step.group(1)) if step else -1,
+                runs.append({"optimiser": name, "seed": int(seed), "diverged_at": _diverged_step(err),
                              "fit": None, "generalise": None, "sharpness": None})
     return {"runs": runs}
 
@@ -112,9 +117,9 @@ def grokking_record(cfg: gk.ModAddConfig, **labels) -> dict:
     try:
         r = gk.run_grokking(cfg, progress=False, callback=_measures)
     except DivergenceError as err:
-        step = re.search(r"step (\d+)", str(err))
-        return {**base, "diverged_at": int(step.group(1)) if step else -1, "fit": None, "generalise": None,
-                "last_step": int(step.group(1)) if step else -1, "sharpness": None, "norm_at_sharpness_step": None,
+        step = _diverged_step(err)
+        return {**base, "diverged_at": step, "fit": None, "generalise": None,
+                "last_step": step, "sharpness": None, "norm_at_sharpness_step": None,
                 "norm_at_generalise": None, "circuit": None, "steps": [], "test_acc": [], "train_acc": [],
                 "weight_norm": [], "fourier_concentration": [], "restricted_test_acc": []}
     rec = {x["step"]: x for x in r["records"]}

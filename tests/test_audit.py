@@ -372,6 +372,20 @@ def test_bad_models_and_data_get_clear_errors():
     bn = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
     with pytest.raises(ValueError, match=r"'1' \(BatchNorm1d\).*model.eval\(\)"):
         sgdnoise.audit(bn, cross_entropy, (X, y), lr=0.1, batch_size=8)
+    with pytest.raises(ValueError, match=r"replace_batch_norm\(model\)"):
+        sgdnoise.audit(bn, cross_entropy, (X, y), lr=0.1, batch_size=8)
+    # the per-sample-safe variant: a copy with GroupNorm, the original untouched, each sample normalised alone
+    from sgdnoise.gradients import replace_batch_norm
+
+    gn = replace_batch_norm(bn)
+    assert isinstance(gn[1], nn.GroupNorm) and gn[1].num_groups == 1 and isinstance(bn[1], nn.BatchNorm1d)
+    assert torch.equal(gn[1].weight, bn[1].weight) and gn[1].weight is not bn[1].weight
+    assert torch.allclose(gn(X)[:1], gn(X[:1]))  # batch norm in training mode fails this
+    assert not torch.allclose(bn(X)[:1], bn(X[:2])[:1])
+    sgdnoise.audit(gn, cross_entropy, (X, y), lr=0.1, batch_size=8, alignment=False, **FAST)
+    conv = nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.Flatten())
+    assert replace_batch_norm(conv, max_groups=4)[1].num_groups == 3  # the largest divisor of 6 up to 4
+    assert isinstance(replace_batch_norm(nn.BatchNorm1d(4)), nn.GroupNorm)
     bn.eval()
     sgdnoise.audit(bn, cross_entropy, (X, y), lr=0.1, batch_size=8, alignment=False, **FAST)  # eval mode: fine
     with pytest.raises(TypeError, match="pair of tensors"):
@@ -447,6 +461,13 @@ def test_gpt2_from_transformers_is_audited_exactly():
         rho = abs(power(hvp, 100))  # the largest |λ|, so that H + ρI has the largest algebraic λ on top
         top = power(lambda v: hvp(v) + rho * v) - rho
     assert rep["sharpness"].value == pytest.approx(top, rel=1e-3, abs=1e-3 * rho)
+    # the sketch route (forward-mode products through GPT-2's attention on its math kernel): the same top
+    # eigenvalues, tr Σ within its stated error
+    sk = sgdnoise.audit(model, token_loss, (X, y), lr=1e-2, batch_size=4, route="sketch", sketch_rank=10,
+                        sketch_columns=64, alignment=False, **FAST)
+    assert np.allclose([e.value for e in sk["sigma_top_eigenvalues"]], lam[:10].numpy(), rtol=1e-6)
+    exact = float((Gc**2).sum(1).mean())
+    assert abs(sk["trace_sigma"].value - exact) < Z * sk["sketch"]["trace_relative_se"] * exact + 1e-12 * exact
 
 
 def test_the_gram_route_gives_the_gradient_routes_numbers():
@@ -477,7 +498,7 @@ def test_the_gram_route_gives_the_gradient_routes_numbers():
         sgdnoise.audit(nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4), nn.Linear(4, 3)).double(), cross_entropy,
                        (X, y), route="gram", **kw)
     with pytest.raises(ValueError, match="valid routes"):
-        sgdnoise.audit(model, cross_entropy, (X, y), route="sketch", **kw)
+        sgdnoise.audit(model, cross_entropy, (X, y), route="sketches", **kw)
 
 
 def test_a_non_finite_gradient_names_its_parameter():
@@ -493,6 +514,6 @@ def test_a_non_finite_gradient_names_its_parameter():
             return torch.sqrt(self.lin(x).abs())
 
     model, X, y = Root().double(), *small_mlp()[1:]
-    for route in ("gradients", "gram"):
+    for route in ("gradients", "gram", "sketch"):
         with pytest.raises(FloatingPointError, match="parameter 'lin.weight'"):
             sgdnoise.audit(model, cross_entropy, (X, y), lr=0.1, batch_size=8, route=route)

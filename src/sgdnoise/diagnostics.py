@@ -35,7 +35,7 @@ from torch import Tensor
 
 from . import _args
 from ._args import is_one_of, show
-from .curvature import batched_hvp
+from .curvature import _check_theta, batched_hvp
 from .gradients import center_gram
 from .noise import _check_G, batch_gradients, noise_covariance_factor
 from .problems import Problem
@@ -45,6 +45,7 @@ __all__ = [
     "NoiseScaleEstimate", "noise_scale", "noise_scale_from_gram", "noise_scale_two_batch", "Autocorrelation",
     "autocorrelation", "random_reshuffling_lag_correlation", "noise_top_eigs", "subspace_overlap",
     "random_subspace_overlap", "TraceHSigma", "trace_h_sigma", "CommutatorInSubspace", "commutator_in_top_subspace",
+    "trace_h_sigma_from_quadratic_forms", "commutator_from_products",
 ]
 
 
@@ -346,8 +347,24 @@ def trace_h_sigma(problem: Problem, theta: Tensor, G: Tensor, m: int | None = No
             raise ValueError(f"m={m}; need 2 <= m <= n={n} (or m=None for all samples)")
         rows = Gc[torch.randperm(n, generator=gen)[:m].to(G.device)]
     q = (batched_hvp(problem, theta, rows, chunk_size=chunk_size).double() * rows.double()).sum(1)
+    return trace_h_sigma_from_quadratic_forms(problem, theta, q, n, trace_sigma, gen, probes=probes,
+                                              chunk_size=chunk_size)
+
+
+def trace_h_sigma_from_quadratic_forms(problem: Problem, theta: Tensor, q: Tensor, n: int, trace_sigma: float,
+                                       generator: torch.Generator, *, probes: int | None = 100,
+                                       chunk_size: int = 8) -> TraceHSigma:
+    """:func:`trace_h_sigma` given ``q_i = g_ciᵀ H g_ci`` for ``len(q)`` of the ``n`` centred per-sample gradients
+    (drawn without replacement; all ``n`` for the exact value) and ``tr Σ_emp``: for routes that never hold ``G``
+    (the rows are formed a few at a time). ``tr H`` by Hutchinson as there."""
+    d = _check_theta(problem, theta)
+    gen = check_generator(generator)
+    q = torch.as_tensor(q, dtype=torch.float64)
+    m = q.numel()
+    if not 2 <= m <= n:
+        raise ValueError(f"q has {m} entries; need 2 <= len(q) <= n={n}")
     ths = float(q.mean())
-    ths_se = 0.0 if m is None or m == n else float(q.std()) * math.sqrt((1 - m / n) / m)
+    ths_se = 0.0 if m == n else float(q.std()) * math.sqrt((1 - m / n) / m)
     if probes is None:
         eye = torch.eye(d, dtype=theta.dtype, device=theta.device)
         tr_h, tr_h_se = float(torch.diagonal(batched_hvp(problem, theta, eye, chunk_size=chunk_size)).double().sum()), 0.0
@@ -358,7 +375,7 @@ def trace_h_sigma(problem: Problem, theta: Tensor, G: Tensor, m: int | None = No
     iso = tr_h * trace_sigma / d
     ratio = ths / iso if iso else math.nan
     ratio_se = abs(ratio) * math.hypot(ths_se / abs(ths) if ths else 0.0, tr_h_se / abs(tr_h)) if iso else math.nan
-    return TraceHSigma(ths, ths_se, tr_h, tr_h_se, trace_sigma, iso, ratio, ratio_se, rows.shape[0], probes)
+    return TraceHSigma(ths, ths_se, tr_h, tr_h_se, trace_sigma, iso, ratio, ratio_se, m, probes)
 
 
 @dataclass(frozen=True)
@@ -395,16 +412,47 @@ def commutator_in_top_subspace(problem: Problem, theta: Tensor, G: Tensor, k: in
     gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     Gc = _centred(G).double()
     lam, V = noise_top_eigs(Gc, k)  # a permutation of the coordinates permutes the eigenvectors' rows, nothing else
+    perms = [torch.randperm(d, generator=gen) for _ in range(permutations)]
+    return _commutator(problem, theta, lam, V, lambda X: Gc.T @ (Gc @ X) / n,
+                       lambda P: (lambda X: Gc[:, P].T @ (Gc[:, P] @ X) / n), perms, chunk_size)
 
-    def measure(Gc_, V_):
+
+def _commutator(problem: Problem, theta: Tensor, lam: Tensor, V: Tensor, sigma, sigma_permuted, perms,
+                chunk_size: int) -> CommutatorInSubspace:
+    """The measurement of :func:`commutator_in_top_subspace` given the top eigenpairs ``(lam, V)`` of ``Σ_emp`` and
+    its product ``sigma(X) = Σ_emp X`` (``X`` of shape ``(d, k)``); ``sigma_permuted(P)`` is the product with
+    ``Σ_emp`` after permuting the coordinates by ``P`` (the null)."""
+
+    def measure(apply, V_):
         HV = batched_hvp(problem, theta, V_.to(theta.dtype).T.contiguous(), chunk_size=chunk_size).double().T  # (d, k)
-        SHV = Gc_.T @ (Gc_ @ HV) / n
+        SHV = apply(HV)
         HSV = HV * lam
         rel = float((HSV - SHV).norm() / (HSV.norm() + SHV.norm()))
         leak = float((HV - V_ @ (V_.T @ HV)).norm() / HV.norm())
         return rel, leak
 
-    rel, leak = measure(Gc, V)
+    rel, leak = measure(sigma, V)
+    null = tuple(measure(sigma_permuted(P), V[P])[0] for P in perms)
+    return CommutatorInSubspace(int(V.shape[1]), rel, leak, null)
+
+
+def commutator_from_products(problem: Problem, theta: Tensor, lam: Tensor, V: Tensor, sigma, *, permutations: int = 5,
+                             generator: torch.Generator | None = None, chunk_size: int = 16) -> CommutatorInSubspace:
+    """:func:`commutator_in_top_subspace` for routes that never hold ``G``: the top eigenpairs ``(lam (k,), V (d, k))``
+    of ``Σ_emp`` and its product ``sigma(X) = Σ_emp X`` for ``X`` of shape ``(d, r)`` are given. The null permutes
+    the coordinates: ``Σ_P X = (Σ_emp X')[P]`` with ``X'[P] = X``."""
+    d = _check_theta(problem, theta)
+    if V.ndim != 2 or V.shape[0] != d or lam.shape != (V.shape[1],):
+        raise ValueError(f"V must be (d={d}, k) and lam (k,); got {tuple(V.shape)} and {tuple(lam.shape)}")
+    permutations = _args.integer("permutations", permutations, minimum=0)
+    gen = check_generator(generator) if generator is not None else torch.Generator().manual_seed(0)
     perms = [torch.randperm(d, generator=gen) for _ in range(permutations)]
-    null = tuple(measure(Gc[:, P], V[P])[0] for P in perms)
-    return CommutatorInSubspace(int(k), rel, leak, null)
+
+    def permuted(P):
+        def apply(X):
+            Xs = torch.empty_like(X)
+            Xs[P] = X
+            return sigma(Xs)[P]
+        return apply
+
+    return _commutator(problem, theta, lam.double(), V.double(), sigma, permuted, perms, chunk_size)

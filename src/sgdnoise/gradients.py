@@ -55,6 +55,7 @@ __all__ = [
     "per_sample_losses",
     "check_loss_contract",
     "check_per_sample_model",
+    "replace_batch_norm",
 ]
 
 
@@ -192,14 +193,62 @@ def check_per_sample_model(model: nn.Module) -> None:
         raise ValueError(
             "per-sample gradients are not defined for batch norm without running statistics "
             "(track_running_stats=False), which normalises with the batch's statistics even in eval mode: "
-            + ", ".join(batch_stats) + ". Use a per-sample normalisation (LayerNorm, GroupNorm) instead."
+            + ", ".join(batch_stats) + ". Use a per-sample normalisation instead: "
+            "sgdnoise.gradients.replace_batch_norm(model) returns a copy with GroupNorm layers."
         )
     if bad:
         raise ValueError(
             "per-sample gradients are not defined for layers in training mode that couple the samples of a "
             "batch, draw random numbers or update running statistics: " + ", ".join(bad) + ". Call "
-            "model.eval() first (dropout off, batch norm on its running statistics), or replace these layers."
+            "model.eval() first (dropout off, batch norm on its running statistics: the network as it is "
+            "evaluated), or, for batch norm, audit a per-sample-safe variant, "
+            "sgdnoise.gradients.replace_batch_norm(model), a copy with GroupNorm layers (a different network: "
+            "it normalises each sample by itself)."
         )
+
+
+def _group_count(channels: int, most: int) -> int:
+    """The largest divisor of ``channels`` that is at most ``most``."""
+    return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
+
+
+def replace_batch_norm(model: nn.Module, max_groups: int = 32) -> nn.Module:
+    """A deep copy of ``model`` with every batch norm layer replaced by group norm: a per-sample-safe variant.
+
+    Batch norm in training mode couples the samples of a batch, so per-sample gradients (and the noise model
+    built on them) are not defined for it. Group norm normalises each sample by its own statistics over groups
+    of channels: one group for ``BatchNorm1d`` (feature vectors: layer norm over the features, with batch
+    norm's per-channel affine; one group per channel would leave a single value per group), and for
+    ``BatchNorm2d``/``3d`` the largest divisor of the channel count up to ``max_groups`` (as is usual for
+    networks trained with per-sample gradients); the affine weight and bias are copied, the running statistics
+    dropped. The copy is a different network: its noise is that of a group-normalised model at the same
+    weights, not that of the batch-normalised one. The original is left untouched.
+    """
+    import copy
+
+    _check_module(model)
+    max_groups = _args.integer("max_groups", max_groups, minimum=1)
+    out = copy.deepcopy(model)
+    if isinstance(out, nn.modules.batchnorm._BatchNorm):  # the model is one batch norm layer
+        holder = nn.Sequential(out)
+        return replace_batch_norm(holder, max_groups)[0]
+    targets = [(name, mod) for name, mod in out.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+    for name, bn in targets:
+        # feature vectors (BatchNorm1d, usually (n, C) inputs): one group, i.e. layer norm over the features with
+        # batch norm's per-channel affine (C groups would leave one value per group); images: up to max_groups
+        groups = 1 if isinstance(bn, nn.BatchNorm1d) else _group_count(bn.num_features, max_groups)
+        gn = nn.GroupNorm(groups, bn.num_features, eps=bn.eps, affine=bn.affine)
+        if bn.affine:
+            with torch.no_grad():
+                gn.weight.copy_(bn.weight)
+                gn.bias.copy_(bn.bias)
+        ref = bn.weight if bn.affine else (bn.running_mean if bn.running_mean is not None else None)
+        if ref is not None:
+            gn = gn.to(ref.device, ref.dtype)
+        gn.train(bn.training)
+        parent_name, _, child = name.rpartition(".")
+        setattr(out.get_submodule(parent_name) if parent_name else out, child, gn)
+    return out
 
 
 def _check_model_inputs(model: nn.Module, X: Tensor) -> None:

@@ -76,7 +76,7 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
           momentum: float = 0.0, max_samples: int = 512, top_k: int = 10, directions: int = 5,
           noise_draws: int = 4000, null_reps: int = 400, level: float = 0.05, spectrum_folds: int = 10,
           sharpness_folds: int = 5, alignment: bool = True, route: str = "auto",
-          memory_bytes: int = DEFAULT_MEMORY_BYTES,
+          memory_bytes: int = DEFAULT_MEMORY_BYTES, sketch_rank: int = 20, sketch_columns: int = 256,
           generator: torch.Generator | None = None, progress: bool = False) -> AuditReport:
     """Audit the SDE picture of SGD for ``model`` at learning rate ``lr`` and batch size ``batch_size``.
 
@@ -106,14 +106,22 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     alignment
         Also measure ``tr(HΣ)`` against its isotropic value and the commutator ``[H, Σ]`` on the top noise
         subspace (Hessian-vector products; about ``64 + 20 + 6·5`` of them).
-    route : {"auto", "gradients", "gram"}
+    route : {"auto", "gradients", "gram", "sketch"}
         ``"gradients"`` forms the ``m × d`` per-sample gradients (any model); ``"gram"`` never does (models whose
         trainable parameters all sit in ``nn.Linear`` layers: memory ``m²`` per layer plus the layers' inputs and
-        output gradients, never ``m × d``; the same numbers;
-        no alignment measurements, eigenvectors only if ``d × k`` fits in ``memory_bytes``); ``"auto"`` takes
-        the first when ``G`` fits in ``memory_bytes``, else the second where it applies.
+        output gradients, never ``m × d``; the same numbers; eigenvectors only if ``d × k`` fits in
+        ``memory_bytes``); ``"sketch"`` never does either, for any model whose forward pass has forward-mode
+        derivatives (layer norm, embeddings, convolutions, attention): the top ``sketch_rank`` eigenpairs of the
+        centred Gram matrix by Lanczos on its operator (exact), the rest by a random projection of
+        ``sketch_columns`` Gaussian directions (:mod:`sgdnoise.sketch`), whose standard error is added to those
+        of ``tr Σ`` and ``B_simple`` and reported under ``numbers["sketch"]``; no per-layer noise scales.
+        ``"auto"`` takes the first when ``G`` fits in ``memory_bytes``, else the second where it applies, else
+        the third. Off the first route the alignment rows form the per-sample gradients 8 samples at a time.
     memory_bytes
         Refuse (with the largest ``max_samples`` that fits) rather than allocate more for ``G``.
+    sketch_rank, sketch_columns
+        The sketch route's Lanczos rank ``q`` and projection columns ``k`` (its trace error falls like
+        ``√(λ_q t / k)``, ``t`` the trace beyond the top ``q``).
 
     Returns
     -------
@@ -176,11 +184,19 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if m < 20:
         raise ValueError(f"the data set has N={N} samples; the audit needs at least 20")
     d = sum(p.numel() for _, p in _trainable(model))
-    if not is_one_of(route, ("auto", "gradients", "gram")):
-        raise ValueError(f"route={show(route)}; valid routes are 'auto', 'gradients' and 'gram'")
+    if not is_one_of(route, ("auto", "gradients", "gram", "sketch")):
+        raise ValueError(f"route={show(route)}; valid routes are 'auto', 'gradients', 'gram' and 'sketch'")
+    sketch_rank = _args.integer("sketch_rank", sketch_rank, minimum=1)
+    sketch_columns = _args.integer("sketch_columns", sketch_columns, minimum=2)
     need = 3 * m * d * 8  # G in float64, its centred copy, and one temporary of the same size
     if route == "auto":
-        route = "gradients" if need <= memory_bytes or not _routes.gram_route_possible(model) else "gram"
+        route = "gradients" if need <= memory_bytes else ("gram" if _routes.gram_route_possible(model) else "sketch")
+    if route == "sketch":
+        # m² for K̂_c, K̂, Kc and three temporaries; θ-sized tangents (8 vmap-ed, 16 drawn) and row chunks (8)
+        sketch_need = 6 * m * m * 8 + 34 * d * 8
+        if sketch_need > memory_bytes:
+            raise MemoryError(f"the sketch route for {m} samples and d={d:,} needs about {sketch_need / 2**20:.1f} MiB "
+                              f"besides the model's activations (memory_bytes={memory_bytes:,}); raise memory_bytes")
     if route == "gram":
         linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
         biggest = max((p.numel() for _, p in _trainable(model)), default=0)
@@ -209,14 +225,20 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     # ---------------------------------------------------------------- per-sample gradients
     problem = Problem("audited samples", X, y, model, loss_fn)  # checks: finite data, one loss per sample
     with _second_order():  # the math attention kernel also has vmap batching rules (the fused one has none)
-        backend = _routes.GradientRoute(model, loss_fn, X, y) if route == "gradients" else \
-            _routes.GramRoute(model, loss_fn, X, y)
+        if route == "gradients":
+            backend = _routes.GradientRoute(model, loss_fn, X, y)
+        elif route == "gram":
+            backend = _routes.GramRoute(model, loss_fn, X, y)
+        else:
+            backend = _routes.SketchRoute(model, loss_fn, X, y, min(sketch_rank, m - 2), sketch_columns, gen)
     step("per-sample gradients" if route == "gradients" else "Gram matrix")
     numbers: dict = {}
     layer_K = backend.layer_grams()
-    K = sum(layer_K.values())
+    K = sum(layer_K.values()) if layer_K else backend.gram()
     # ‖g_i‖² = K_ii, g_i·ḡ = (K 1/m)_i, ‖ḡ‖² = 1ᵀK1/m²
     numbers.update(_stats.noise_scale_stats(torch.diagonal(K).clone(), K.mean(1), float(K.mean()), N))
+    if route == "sketch":
+        numbers.update(_stats.with_sketch_error(numbers, backend.deflated, m, N))
     numbers["noise_scale_per_layer"] = {
         name: _stats.noise_scale_stats(torch.diagonal(Kl).clone(), Kl.mean(1), float(Kl.mean()), N)["noise_scale"]
         for name, Kl in layer_K.items()}
@@ -239,15 +261,21 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
         return Kr - r - r.T + r.mean()
 
     fit = max(3, min(m // 4, 100, d))
-    spec = _stats.spectrum_stats(kc_of, m, N, min(top_k, m - 2, d), fit, spectrum_folds, gen)
+    sketched = route == "sketch"
+    full, U_top = backend.spectrum() if sketched else (None, None)
+    spec = _stats.spectrum_stats(kc_of, m, N, min(top_k, m - 2, d), fit, spectrum_folds, gen, spectrum=full,
+                                 exact_top=backend.deflated.eigenvalues.numel() if sketched else None)
     k = len(spec["eigenvalues"])
     fit = min(fit, max(spec["numerical_rank"], 3))
     numbers["sigma_top_eigenvalues"] = spec["eigenvalues"]
     numbers["effective_rank"] = spec["effective_rank"]
     numbers["power_law_exponent"] = spec["power_law_exponent"]
     numbers["numerical_rank"] = spec["numerical_rank"]
-    lam_all, U = torch.linalg.eigh(Kc)
-    lam_all, U = lam_all.flip(0).clamp_min(0.0), U.flip(1)
+    if sketched:  # the exact top eigenpairs first, then the sketched rest (eigenvalues only)
+        lam_all, U = full.clamp_min(0.0), U_top
+    else:
+        lam_all, U = torch.linalg.eigh(Kc)
+        lam_all, U = lam_all.flip(0).clamp_min(0.0), U.flip(1)
     kk = min(k, int((lam_all > lam_all[0] * 1e-10).sum()))
     C = (U[:, :kk] - U[:, :kk].mean(0)) / torch.sqrt(lam_all[:kk])
     # unit eigenvectors of Σ, (d, kk): v_j = G_cᵀ u_j / √λ̃_j = Gᵀ c_j (Σ_i c_ij = 0); on the Gram route only if they fit
@@ -258,11 +286,15 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     r_dirs = min(directions, kk)
     # projections of the centred per-sample gradients: on Σ's eigenvectors G_c v_j = √λ̃_j u_j; on random unit
     # directions drawn block by block, G_c r = (G r) - mean
-    proj, sq = 0.0, 0.0
-    for name, _, block in _routes.random_blocks(model, directions, gen):
-        proj = proj + backend.project(name, block)
-        sq = sq + block.reshape(directions, -1).pow(2).sum(1)
-    proj = proj / sq.sqrt()
+    if route == "sketch":
+        with _second_order():
+            proj = backend.random_projections(directions, gen)
+    else:
+        proj, sq = 0.0, 0.0
+        for name, _, block in _routes.random_blocks(model, directions, gen):
+            proj = proj + backend.project(name, block)
+            sq = sq + block.reshape(directions, -1).pow(2).sum(1)
+        proj = proj / sq.sqrt()
     P = torch.cat([U[:, :r_dirs] * torch.sqrt(lam_all[:r_dirs]), proj - proj.mean(0)], 1)
     labels = [f"top-{j + 1} eigenvector of Σ" for j in range(r_dirs)] + [f"random direction {j + 1}" for j in range(directions)]
     numbers["gaussianity"] = _stats.gaussianity(P, labels, lam_all / m, Kc, B, noise_draws, null_reps, level, gen)
@@ -308,6 +340,9 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
             numbers["commutator"] = {"k": com.k, "relative": com.relative, "leakage": com.leakage,
                                      "null_relative": list(com.null_relative)}
         del G_theta
+    elif alignment:
+        numbers.update(_alignment_by_products(problem, theta, backend, model, loss_fn, X, y, V, lam_all, kk,
+                                              float(torch.diagonal(Kc).sum()) / m, gen))
     step("alignment")
 
     # ---------------------------------------------------------------- the sampler
@@ -336,11 +371,52 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if B >= m:
         notes.append(f"batch_size={B} >= the {m} audited samples: the Gaussianity test draws batches with "
                      "replacement from them and says little about the batch noise of the full data set.")
-    if alignment and route == "gram":
-        notes.append("alignment (tr(HΣ), the commutator) is not measured on the Gram route: it needs the per-sample "
-                     "gradients")
+    if alignment and route != "gradients" and V is None:
+        notes.append("the commutator is not measured: Σ's eigenvectors (d × k) do not fit in memory_bytes")
+    if route == "sketch":
+        sk = numbers["sketch"]
+        notes.append(f"sketch route: Σ's top {sk['lanczos_rank']} eigenvalues are exact (Lanczos); the rest of the "
+                     f"Gram matrix is a {sk['columns']}-column random projection, whose standard error "
+                     f"({sk['trace_relative_se']:.2%} of tr Σ) is included in the intervals of tr Σ and B_simple; "
+                     "the norm test and the effective rank read the sketched Gram matrix; per-layer noise scales "
+                     "are not measured.")
     return AuditReport(verdicts, numbers, settings, None if V is None else V[:, :k].float(), (lam_all / m).numpy(),
                        notes)
+
+
+def _alignment_by_products(problem, theta, backend, model, loss_fn, X, y, V, lam_all, kk, trace_sigma, gen) -> dict:
+    """``tr(HΣ)`` and the commutator without ``G``: the rows for ``tr(HΣ)`` (64 samples, without replacement) are
+    formed 8 at a time, and ``Σ X = G_cᵀ(G_c X)/m`` is applied through the route's products."""
+    from ..curvature import batched_hvp
+    from ..diagnostics import commutator_from_products, trace_h_sigma_from_quadratic_forms
+    from ..gradients import per_sample_grads
+
+    m = X.shape[0]
+    out = {}
+    with _second_order():
+        gbar = backend.combine(torch.full((m, 1), 1.0 / m, dtype=torch.float64))[:, 0]
+        sub = torch.randperm(m, generator=gen)[:min(64, m)]
+        q = []
+        for chunk in sub.split(8):
+            idx = chunk.to(X.device)
+            rows = per_sample_grads(model, loss_fn, X[idx], y[idx]).double().cpu() - gbar
+            hr = batched_hvp(problem, theta, rows.to(theta.device, theta.dtype), chunk_size=8).double().cpu()
+            q.append((hr * rows).sum(1))
+        ths = trace_h_sigma_from_quadratic_forms(problem, theta, torch.cat(q), m, trace_sigma, gen, probes=20)
+        out["trace_h_sigma_ratio"] = Estimate.normal(ths.ratio, ths.ratio_se, "tr(HΣ) / (tr H tr Σ / d); delta-method "
+                                                     "SE; rows formed 8 at a time")
+        if V is not None:
+            kc = min(5, kk)
+
+            def sigma(Xd):
+                Gx = backend.matmat(Xd.double().cpu())
+                return backend.combine(Gx - Gx.mean(0)) / m
+
+            com = commutator_from_products(problem, theta, lam_all[:kc] / m, V[:, :kc].double(), sigma,
+                                           permutations=5, generator=gen)
+            out["commutator"] = {"k": com.k, "relative": com.relative, "leakage": com.leakage,
+                                 "null_relative": list(com.null_relative)}
+    return out
 
 
 def _verdicts(numbers, settings, eff, per_epoch) -> list[Verdict]:

@@ -13,6 +13,13 @@ a projection on a block ``R`` is ``rowsum((Δ R) ∘ A)``, and ``Gᵀ c`` is the
 backward pass). Its memory is ``m²`` numbers per layer plus each layer's ``A`` and ``Δ`` (``m (in + out)``) and,
 while random directions are drawn, ``r`` copies of the largest parameter: it does not grow like ``m × d``. The
 eigenvectors (``d × k``) are formed only if they fit. Both give the same numbers (tested).
+
+``SketchRoute`` takes any model (layer norm, embeddings, convolutions, attention): it holds neither ``G`` nor exact
+per-layer Gram matrices, only products with ``G`` (:mod:`sgdnoise.sketch`: a backward pass for ``Gᵀ c``, a
+forward-mode pass for ``G x``). The top eigenpairs of the centred Gram matrix come from Lanczos (exact), the rest
+of it from a random projection (unbiased, with a stated standard error), so ``tr Σ`` and every quantity read
+off the Gram matrix carry the sketch's error; the projections on random directions and on Σ's eigenvectors are
+exact. Memory: ``m²`` numbers and a few copies of ``θ``, never ``m × d``.
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ class GradientRoute:
         """``Gᵀ C`` for ``C`` of shape ``(m, k)``: ``(d, k)``."""
         return self.G.T @ C
 
+    def matmat(self, V: Tensor) -> Tensor:
+        """``G V`` for ``V`` of shape ``(d, r)``: ``(m, r)``."""
+        return self.G @ V
+
 
 class GramRoute:
     name = "Gram matrix (no per-sample gradients formed)"
@@ -115,6 +126,15 @@ class GramRoute:
             return torch.stack([((delta @ R) * a).sum(1) for R in block], 1)
         return delta @ block.T  # (m, out) @ (out, r)
 
+    def matmat(self, V: Tensor) -> Tensor:
+        """``G V`` for ``V`` of shape ``(d, r)``, parameter by parameter: ``(m, r)``."""
+        out, start = 0.0, 0
+        for name, p in self._names.items():
+            block = V[start:start + p.numel()].T.reshape(V.shape[1], *p.shape)
+            out = out + self.project(name, block)
+            start += p.numel()
+        return out
+
     def combine(self, C: Tensor) -> Tensor:
         params = [p for p in self._names.values()]
         cols = []
@@ -130,3 +150,46 @@ def gram_route_possible(model: nn.Module) -> bool:
     from ..gradients import _fast_path_layers
 
     return bool(_fast_path_layers(model))
+
+
+class SketchRoute:
+    """Any model, ``G`` never formed: Lanczos for the top of the centred Gram matrix, a random projection for the
+    rest (:func:`sgdnoise.sketch.deflated_gram`)."""
+
+    name = "sketch (Lanczos on the centred Gram operator, random projection of the rest)"
+
+    def __init__(self, model, loss_fn, X, y, q: int, k: int, gen: torch.Generator):
+        from ..sketch import JacobianOperator, deflated_gram
+
+        self.op = JacobianOperator(model, loss_fn, X, y)
+        self.deflated = deflated_gram(self.op, q, k, generator=gen)
+
+    def layer_grams(self) -> dict[str, Tensor]:
+        return {}  # per-layer Gram matrices are not sketched
+
+    def gram(self) -> Tensor:
+        return self.deflated.uncentred()
+
+    def spectrum(self) -> tuple[Tensor, Tensor]:
+        """``(eigenvalues of K̂_c, Q)``: the exact top ``q`` (Lanczos) first, then the sketched rest's ``m - 1 - q``,
+        each part in decreasing order (a sketched eigenvalue can exceed ``λ_q``: it is not promoted), and the
+        exact top eigenvectors (sample space, ``(m, q)``)."""
+        D = self.deflated
+        lam, Q = D.eigenvalues, D.vectors
+        rest = torch.linalg.eigvalsh(D.K_c - Q @ torch.diag(lam) @ Q.T).flip(0)[: max(D.K_c.shape[0] - 1 - lam.numel(), 0)]
+        return torch.cat([lam, rest]), Q
+
+    def matmat(self, V: Tensor) -> Tensor:
+        return self.op.matmat(V)
+
+    def combine(self, C: Tensor) -> Tensor:
+        return torch.stack([self.op.rmatvec(C[:, j]) for j in range(C.shape[1])], 1)
+
+    def random_projections(self, r: int, gen: torch.Generator) -> Tensor:
+        """``(m, r)``: the samples' gradients on ``r`` random unit directions, one direction (``d`` numbers) at a time."""
+        cols = []
+        for _ in range(r):
+            blocks = [torch.randn((1, *s), generator=gen, dtype=torch.float64) for s in self.op.shapes]
+            norm = torch.sqrt(sum(b.pow(2).sum() for b in blocks))
+            cols.append(self.op.matmat_blocks(blocks)[:, 0] / norm)
+        return torch.stack(cols, 1)

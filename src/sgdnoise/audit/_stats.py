@@ -126,7 +126,8 @@ def noise_scale_stats(s: Tensor, t: Tensor, g2: float, N: int) -> dict[str, Esti
     return out
 
 
-def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: torch.Generator) -> dict:
+def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: torch.Generator, *,
+                   spectrum: Tensor | None = None, exact_top: int | None = None) -> dict:
     """Top-``k`` eigenvalues of the subsample's ``Σ``, its effective rank and the power-law exponent ``s`` of
     ``λ_i ∝ i^{-s}`` over ranks ``1..fit``, with delete-a-fold jackknife SEs (``folds`` random folds, times
     ``√(1 - m/N)``; exact when ``m = N``) and Student-t 95% intervals with ``folds - 1`` degrees of freedom.
@@ -136,10 +137,14 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
     square); its eigenvalues over the number of rows are those of ``Σ``. (A bootstrap over rows is not used:
     its duplicated rows change the spectrum itself, and on the digits network it put the power-law
     exponent's whole percentile interval on one side of the estimate.)
+
+    The sketch route passes the full sample's eigenvalues of ``G_c G_cᵀ`` as ``spectrum`` (its exact top
+    ``exact_top`` first, then the sketched rest): ``k`` is capped at ``exact_top``, and with all samples the
+    effective rank and the exponent, which read the sketched part, get no interval instead of "exact".
     """
 
-    def measure(idx):
-        lam = torch.linalg.eigvalsh(Kc_fn(idx)).flip(0).clamp_min(0.0) / idx.numel()
+    def measure(idx, lam=None):
+        lam = (torch.linalg.eigvalsh(Kc_fn(idx)).flip(0) if lam is None else lam).clamp_min(0.0) / idx.numel()
         ranks = torch.arange(1, fit + 1, dtype=torch.float64)
         top = lam[:fit]
         ok = top > lam[0] * 1e-10  # numerical zeros (beyond the rank) are not part of the spectrum
@@ -149,7 +154,7 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
             slope = -float(torch.linalg.lstsq(A, torch.log(top[ok])[:, None]).solution[0, 0])
         return lam, effective_rank(lam), slope
 
-    lam, er, slope = measure(torch.arange(m))
+    lam, er, slope = measure(torch.arange(m), spectrum)
     rank = int((lam > lam[0] * 1e-10).sum()) if lam[0] > 0 else 0
     fpc = 1.0 - m / N
     df = None
@@ -158,6 +163,8 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
         k = min(k, rank, m - math.ceil(m / folds) - 1)
     else:
         k = min(k, rank)
+    if exact_top is not None:
+        k = min(k, exact_top)
     k = max(k, 1)
 
     def est(v, se, what):
@@ -179,6 +186,9 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
         df = F - 1
         method = f"delete-a-fold jackknife ({F} folds, t interval with {df} df) with finite-population correction"
     eig = [est(float(lam[i]), ses[i], method) for i in range(k)]
+    if exact_top is not None and fpc == 0.0:
+        ses[k] = ses[k + 1] = math.nan  # read off the sketched part of the spectrum: not exact, no interval
+        method = "all samples; the spectrum beyond the exact top is sketched (no interval)"
     return {"eigenvalues": eig, "all_eigenvalues": lam, "effective_rank": est(er, ses[k], method),
             "power_law_exponent": est(slope, ses[k + 1], method + f"; least squares over ranks 1..{fit}"),
             "numerical_rank": rank}
@@ -326,3 +336,32 @@ def per_sample_tails(P: Tensor, labels: list[str], null_reps: int, level: float,
     for row, rej in zip(rows, holm([row["p_value"] for row in rows], level)):
         row["below_two"] = bool(rej)
     return {"rows": rows, "null_median": float(np.median(null)), "null_reps": null_reps, "level": level}
+
+
+def with_sketch_error(numbers: dict, deflated, m: int, N: int) -> dict:
+    """``trace_sigma``, ``grad_norm_sq`` and ``noise_scale`` with the sketch route's error added in quadrature to
+    their sampling error, and ``numbers["sketch"]``. The sketch changes ``tr K̂_c`` by ``e`` (standard error
+    ``deflated.tail_trace_se``); ``tr Σ`` moves by ``a e`` and ``‖g_N‖²`` by ``-b e`` with ``a = (N-1)/(N(m-1))``,
+    ``b = (1 - m/N)/(m(m-1))``, so ``B_simple`` moves by ``B_simple (a/tr Σ + b/‖g_N‖²) e`` (delta method)."""
+    e = deflated.tail_trace_se
+    a, b = (N - 1) / (N * (m - 1)), (1.0 - m / N) / (m * (m - 1))
+    out = {}
+    for key, slope in (("trace_sigma", a), ("grad_norm_sq", b)):
+        est = numbers[key]
+        out[key] = Estimate.normal(est.value, math.hypot(est.se, slope * e), est.method + "; plus the sketch's SE")
+    tr, gn, ns = numbers["trace_sigma"], numbers["grad_norm_sq"], numbers["noise_scale"]
+    if gn.value > 0 and math.isfinite(ns.value):
+        add = abs(ns.value) * (a / tr.value + b / gn.value) * e
+        se = math.hypot(ns.se if ns.se is not None and math.isfinite(ns.se) else 0.0, add)
+        if ns.high is not None and math.isinf(ns.high):  # no upper bound: keep it, widen the lower one
+            out["noise_scale"] = Estimate(ns.value, se, max((ns.low or 0.0) - Z95 * add, 0.0), math.inf,
+                                          ns.method + "; plus the sketch's SE")
+        else:
+            out["noise_scale"] = Estimate.normal(ns.value, se, ns.method.replace("exact (all samples)", "all samples")
+                                                 + "; plus the sketch's SE")
+    out["sketch"] = {"lanczos_rank": int(deflated.eigenvalues.numel()), "columns": deflated.columns,
+                     "tail_fraction": deflated.tail_trace / deflated.trace if deflated.trace > 0 else math.nan,
+                     "trace_relative_se": deflated.trace_relative_se,
+                     "trace_relative_se_bound": (deflated.tail_trace_se_bound / deflated.trace
+                                                 if deflated.trace > 0 else math.nan)}
+    return out

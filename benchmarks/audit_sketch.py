@@ -78,7 +78,7 @@ def main() -> None:
     start = time.perf_counter()
     rep = sgdnoise.audit(model, token_loss, (X, y), lr=0.1, batch_size=32, route="sketch", sketch_rank=20,
                          sketch_columns=64, noise_draws=1000, null_reps=250, spectrum_folds=5, sharpness_folds=0,
-                         alignment=False, memory_bytes=8 * 2**30)
+                         alignment=False, memory_bytes=4 * 2**30)
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     need_G = 3 * args.samples * d * 8 / 2**30
@@ -89,6 +89,8 @@ def main() -> None:
     print(f"tr Σ = {rep['trace_sigma'].text()}; the sketch's relative SE {sk['trace_relative_se']:.2%} "
           f"(bound {sk['trace_relative_se_bound']:.2%}); the top {sk['lanczos_rank']} eigenvalues exact (Lanczos), "
           f"tail fraction {sk['tail_fraction']:.2f}")
+    for note in rep.notes:
+        print("note:", note)
     write_results(Path(__file__).resolve().parent / "results" / "audit_sketch.json",
                   {"date": datetime.date.today().isoformat(), "d": d, "m": args.samples, "wall_s": wall,
                    "peak_rss_gib": peak, "G_float64_three_copies_gib": need_G, "sketch": sk, "threads": THREADS,

@@ -55,6 +55,13 @@ def notebook_pages() -> list[Path]:
     return pages
 
 
+def forced(page: Path) -> bool:
+    """Whether ``page`` asks MyST-NB to run on every build (``mystnb: execution_mode: force`` in its front
+    matter): then the execution cache holds no current record of it."""
+    head = page.read_text(encoding="utf-8").split("\n---", 1)[0]
+    return bool(re.search(r"^mystnb:\s*\n(?:\s+#.*\n)*\s+execution_mode:\s*force\b", head, re.M))
+
+
 def facts(nb) -> dict[str, str]:
     """Glued values by name, plus the plain-text outputs of the cells that render ledger tables (in order).
 
@@ -122,6 +129,21 @@ def built_facts(build: str) -> tuple[dict[str, dict[str, str]], list[str]]:
     records = cache.list_cache_records()
     out, missing = {}, []
     for page in notebook_pages():
+        if forced(page):  # executed on every build, outside the cache: its executed copy is in jupyter_execute
+            executed = Path(build) / "jupyter_execute" / page.with_suffix(".ipynb")
+            if not executed.exists():
+                missing.append(f"{page}: no executed copy at {executed} (build the book first)")
+                continue
+            import nbformat
+
+            found = facts(nbformat.read(str(executed), as_version=4))
+            glued = executed.with_suffix(".glue.json")  # MyST-NB moves the glued outputs there
+            if glued.exists():
+                for name, o in json.loads(glued.read_text(encoding="utf-8")).items():
+                    if not name.endswith("-runtime") and "text/plain" in o.get("data", {}):
+                        found[f"glue {name}"] = o["data"]["text/plain"]
+            out[str(page)] = found
+            continue
         uri = str(page.resolve())
         mine = [r for r in records if r.uri == uri]
         if not mine:

@@ -46,7 +46,7 @@ __all__ = ["JacobianOperator", "centred_gram_top_eigs", "random_projection", "de
 class JacobianOperator:
     """Products with the ``m × d`` per-sample gradient matrix ``G`` of ``model`` on ``(X, y)``, never ``G`` itself.
 
-    The same checks as :func:`sgdnoise.per_sample_grads` (per-sample gradients defined by the model's mode,
+    The same checks as :func:`sgdnoise.gradients.per_sample_grads` (per-sample gradients defined by the model's mode,
     inputs on the parameters' device and dtype, samples independent, one loss per sample). Products are
     taken in the parameters' dtype and returned in float64; a non-finite product names the parameter.
     ``chunk_size`` forward-mode directions are ``vmap``-ed at once.

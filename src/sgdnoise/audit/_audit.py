@@ -303,12 +303,14 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
 
     # ---------------------------------------------------------------- curvature
     theta = flat_params(model).detach()
+    # Lanczos keeps its basis, one float64 copy of θ per iteration: at most 100, fewer if they would not fit
+    lanczos_iters = int(min(100, max(10, memory_bytes // (8 * d))))
 
     def lam_max(rows):
         pr = problem if rows is None else Problem("audit fold", X[rows], y[rows], model, loss_fn)
         with warnings.catch_warnings(), _second_order():
             warnings.simplefilter("ignore", RuntimeWarning)
-            lam, _ = hessian_top_eigs(pr, theta, k=1, which="LA", iters=100, tol=1e-4,
+            lam, _ = hessian_top_eigs(pr, theta, k=1, which="LA", iters=lanczos_iters, tol=1e-4,
                                       generator=torch.Generator().manual_seed(0))
         return float(lam[0])
 
@@ -371,6 +373,9 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     if B >= m:
         notes.append(f"batch_size={B} >= the {m} audited samples: the Gaussianity test draws batches with "
                      "replacement from them and says little about the batch noise of the full data set.")
+    if lanczos_iters < 100:
+        notes.append(f"the sharpness's Lanczos ran at most {lanczos_iters} iterations (its basis of one copy of θ per "
+                     "iteration had to fit in memory_bytes); raise memory_bytes for up to 100")
     if alignment and route != "gradients" and V is None:
         notes.append("the commutator is not measured: Σ's eigenvectors (d × k) do not fit in memory_bytes")
     if route == "sketch":

@@ -1,0 +1,41 @@
+"""Ledger rows for chapter 7: the rigorous statement behind the SDE (notes §2.1, the remark after (23))."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..ledger import Evidence, register
+
+CH = "chapters/07_limit_itself"
+
+
+@register(
+    key="ch7:donsker",
+    location="§2.1 (after (23))",
+    section="2.1",
+    chapter=CH,
+    claim="A more rigorous derivation of the SDE would use the Lindeberg condition and Donsker's theorem.",
+    verdict="holds only if",
+    statement="Lindeberg and Donsker give the convergence of the summed noise to a Brownian motion at a frozen θ; "
+    "SGD's noise and drift depend on the iterate, and the rigorous statement (Li, Tai & E) is a weak approximation "
+    "of order 1 in η on a fixed horizon, proved by matching one step's moments and summing the local errors "
+    "through the smooth solution of the backward Kolmogorov equation. It needs smooth coefficients of controlled "
+    "growth, moments of every order and independent sampling. Its leading error does not come from the noise: on "
+    "a quadratic it is -T η h² θ₀² e^{-2hT}, independent of σ², the drift's discretisation, which no limit theorem "
+    "for the noise alone addresses",
+    mutant={"sde_rate": lambda eta, h: h * (1 + eta * h / 2)},
+)
+def _donsker(sde_rate=lambda eta, h: h):
+    """The exact weak error of E θ² on L = hθ²/2 with constant noise σ², SGD against the SDE whose drift rate is
+    ``sde_rate``: its leading term must be of order η, nonzero, and independent of σ² (the check fails for the
+    modified drift, whose error starts at η²)."""
+    eta, h, s2, T, x0 = sp.symbols("eta h sigma2 T x0", positive=True)
+    a = 1 - eta * h
+    k = T / eta
+    sgd = a ** (2 * k) * x0**2 + eta**2 * s2 * (1 - a ** (2 * k)) / (1 - a**2)
+    rate = sde_rate(eta, h)
+    sde = sp.exp(-2 * rate * T) * x0**2 + eta * s2 * (1 - sp.exp(-2 * rate * T)) / (2 * rate)
+    lead = sp.simplify(sp.series(sgd - sde, eta, 0, 2).removeO())
+    ok = lead != 0 and sp.diff(lead, s2) == 0 and sp.simplify(lead / eta).has(eta) is False
+    return Evidence(bool(ok), f"leading weak error of E θ² at time T: {lead} (σ² absent: it is the drift's "
+                              "discretisation, not the noise)")

@@ -21,8 +21,11 @@ vector of per-sample losses. Two products with it cost about one pass each and n
   sketches only the rest, ``K̂_c = Q Λ Qᵀ + (P S_c)(P S_c)ᵀ`` with ``P = I - QQᵀ``; then
   ``tr K̂_c = Σ_{j≤q} λ_j + ‖P S_c‖²_F``. The sketched part is a mean of ``k`` independent terms
   ``x_j = ‖P C G u_j‖²`` whose variance is ``2 ‖P K_c P‖²_F = 2 Σ_{j>q} λ_j²`` exactly (Gaussian ``u``), so its
-  standard error is measured from the ``x_j`` and bounded by ``√(2 λ_{q+1} t / k)`` with ``t`` the tail trace
+  standard error is measured from the ``x_j`` and is at most ``√(2 λ_{q+1} t / k)`` with ``t`` the tail trace
   (this is the deflation idea of Hutch++, Meyer, Musco, Musco and Woodruff 2021, with Lanczos for the top part).
+  Linear functionals of ``K̂_c`` (its entries, its trace) are unbiased; its eigenvalues beyond the top ``q`` are
+  not (``(P S_c)(P S_c)ᵀ`` has rank at most ``k``, and its eigenvalues spread), so quantities read off them
+  (an effective rank, a power-law fit of the tail) are biased.
 """
 
 from __future__ import annotations
@@ -182,7 +185,8 @@ class DeflatedGram:
 
     ``K_c`` (``m × m``) is unbiased entry by entry; ``eigenvalues`` and ``vectors`` are the exact top ``q``;
     ``tail_trace`` estimates ``Σ_{j>q} λ_j`` with standard error ``tail_trace_se`` (from the ``k`` independent
-    terms) and the bound ``tail_trace_se_bound = √(2 λ_q t / k)`` (``λ_q ≥ λ_{q+1}``, ``t`` the estimate);
+    terms) and the bound ``tail_trace_se_bound = √(2 λ_q t / k)`` (``λ_q ≥ λ_{q+1}``, and ``t`` the estimated tail
+    trace in place of the true one: a guide, not a sure bound);
     ``trace = Σ λ + tail_trace`` is ``tr K_c``. ``row`` is ``K 1 / m`` and ``mean`` is ``1ᵀK1/m²`` of the
     uncentred Gram matrix ``K = G Gᵀ``, both exact (one backward and one forward-mode pass).
     """

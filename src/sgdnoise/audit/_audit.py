@@ -112,16 +112,17 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
         output gradients, never ``m × d``; the same numbers; eigenvectors only if ``d × k`` fits in
         ``memory_bytes``); ``"sketch"`` never does either, for any model whose forward pass has forward-mode
         derivatives (layer norm, embeddings, convolutions, attention): the top ``sketch_rank`` eigenpairs of the
-        centred Gram matrix by Lanczos on its operator (exact), the rest by a random projection of
-        ``sketch_columns`` Gaussian directions (:mod:`sgdnoise.sketch`), whose standard error is added to those
-        of ``tr Σ`` and ``B_simple`` and reported under ``numbers["sketch"]``; no per-layer noise scales.
+        centred Gram matrix by Lanczos on its operator (exact), the rest of the spectrum by a random projection
+        of ``sketch_columns`` Gaussian directions (:mod:`sgdnoise.sketch`; the effective rank and the power-law
+        exponent read it and get no interval), while ``tr Σ``, ``‖g‖²`` and the noise scales (also per layer)
+        stay exact, from per-sample gradients formed 8 at a time; ``numbers["sketch"]`` reports the sketch.
         ``"auto"`` takes the first when ``G`` fits in ``memory_bytes``, else the second where it applies, else
         the third. Off the first route the alignment rows form the per-sample gradients 8 samples at a time.
     memory_bytes
         Refuse (with the largest ``max_samples`` that fits) rather than allocate more for ``G``.
     sketch_rank, sketch_columns
-        The sketch route's Lanczos rank ``q`` and projection columns ``k`` (its trace error falls like
-        ``√(λ_q t / k)``, ``t`` the trace beyond the top ``q``).
+        The sketch route's Lanczos rank ``q`` and projection columns ``k`` (the sketch's error on the tail falls
+        like ``√(λ_{q+1} t / k)``, ``t`` the trace beyond the top ``q``).
 
     Returns
     -------
@@ -234,14 +235,19 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
     step("per-sample gradients" if route == "gradients" else "Gram matrix")
     numbers: dict = {}
     layer_K = backend.layer_grams()
-    K = sum(layer_K.values()) if layer_K else backend.gram()
-    # ‖g_i‖² = K_ii, g_i·ḡ = (K 1/m)_i, ‖ḡ‖² = 1ᵀK1/m²
-    numbers.update(_stats.noise_scale_stats(torch.diagonal(K).clone(), K.mean(1), float(K.mean()), N))
-    if route == "sketch":
-        numbers.update(_stats.with_sketch_error(numbers, backend.deflated, m, N))
-    numbers["noise_scale_per_layer"] = {
-        name: _stats.noise_scale_stats(torch.diagonal(Kl).clone(), Kl.mean(1), float(Kl.mean()), N)["noise_scale"]
-        for name, Kl in layer_K.items()}
+    if route == "sketch":  # exact norms (formed a few samples at a time); the Gram matrix is sketched
+        K = backend.gram()
+        numbers.update(_stats.noise_scale_stats(*backend.total, N))
+        numbers["noise_scale_per_layer"] = {name: _stats.noise_scale_stats(*v, N)["noise_scale"]
+                                            for name, v in backend.norms.items()}
+        numbers["sketch"] = _stats.sketch_summary(backend.deflated, backend.total)
+    else:
+        K = sum(layer_K.values())
+        # ‖g_i‖² = K_ii, g_i·ḡ = (K 1/m)_i, ‖ḡ‖² = 1ᵀK1/m²
+        numbers.update(_stats.noise_scale_stats(torch.diagonal(K).clone(), K.mean(1), float(K.mean()), N))
+        numbers["noise_scale_per_layer"] = {
+            name: _stats.noise_scale_stats(torch.diagonal(Kl).clone(), Kl.mean(1), float(Kl.mean()), N)["noise_scale"]
+            for name, Kl in layer_K.items()}
     bs = numbers["noise_scale"]
     inv = lambda v: B / v if v > 0 else math.inf  # noqa: E731
     numbers["batch_over_noise_scale"] = Estimate(inv(bs.value), None if bs.se is None else (B * bs.se / bs.value**2 if bs.value > 0 else math.inf),
@@ -380,11 +386,13 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
         notes.append("the commutator is not measured: Σ's eigenvectors (d × k) do not fit in memory_bytes")
     if route == "sketch":
         sk = numbers["sketch"]
-        notes.append(f"sketch route: Σ's top {sk['lanczos_rank']} eigenvalues are exact (Lanczos); the rest of the "
-                     f"Gram matrix is a {sk['columns']}-column random projection, whose standard error "
-                     f"({sk['trace_relative_se']:.2%} of tr Σ) is included in the intervals of tr Σ and B_simple; "
-                     "the norm test and the effective rank read the sketched Gram matrix; per-layer noise scales "
-                     "are not measured.")
+        notes.append(f"sketch route: tr Σ, ‖g‖² and the noise scales are exact, and so are Σ's top "
+                     f"{sk['lanczos_rank']} eigenvalues (Lanczos); the rest of the spectrum is a {sk['columns']}-column "
+                     "random projection (holding "
+                     f"{sk['tail_fraction']:.0%} of tr Σ; the sketch's own estimate of tr Σ is off by "
+                     f"{sk['trace_relative_error']:+.2%}, its stated SE {sk['trace_relative_se']:.2%}): the effective "
+                     "rank, the power-law exponent and the norm test read it, and the first two get no interval "
+                     "(the sketched eigenvalues are biased: at most sketch_columns tail directions are kept).")
     return AuditReport(verdicts, numbers, settings, None if V is None else V[:, :k].float(), (lam_all / m).numpy(),
                        notes)
 

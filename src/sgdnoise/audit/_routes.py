@@ -14,12 +14,14 @@ backward pass). Its memory is ``m²`` numbers per layer plus each layer's ``A`` 
 while random directions are drawn, ``r`` copies of the largest parameter: it does not grow like ``m × d``. The
 eigenvectors (``d × k``) are formed only if they fit. Both give the same numbers (tested).
 
-``SketchRoute`` takes any model (layer norm, embeddings, convolutions, attention): it holds neither ``G`` nor exact
-per-layer Gram matrices, only products with ``G`` (:mod:`sgdnoise.sketch`: a backward pass for ``Gᵀ c``, a
-forward-mode pass for ``G x``). The top eigenpairs of the centred Gram matrix come from Lanczos (exact), the rest
-of it from a random projection (unbiased, with a stated standard error), so ``tr Σ`` and every quantity read
-off the Gram matrix carry the sketch's error; the projections on random directions and on Σ's eigenvectors are
-exact. Memory: ``m²`` numbers and a few copies of ``θ``, never ``m × d``.
+``SketchRoute`` takes any model (layer norm, embeddings, convolutions, attention): it never holds ``G``, only
+products with it (:mod:`sgdnoise.sketch`: a backward pass for ``Gᵀ c``, a forward-mode pass for ``G x``). The
+per-sample squared norms ``‖g_i‖²`` and ``g_i·ḡ`` (in total and per layer), hence ``tr Σ``, ``‖g‖²`` and the noise
+scales, are exact: the per-sample gradients are formed 8 at a time and reduced at once. The top eigenpairs of
+the centred Gram matrix come from Lanczos (exact); the rest of the spectrum from a random projection, which is
+unbiased entry by entry but whose eigenvalues are not (it keeps at most ``k`` tail directions): the effective
+rank and the power-law exponent read it and are reported without an interval. The projections on random
+directions and on Σ's eigenvectors are exact. Memory: ``m²`` numbers and a few dozen copies of ``θ``.
 """
 
 from __future__ import annotations
@@ -158,14 +160,30 @@ class SketchRoute:
 
     name = "sketch (Lanczos on the centred Gram operator, random projection of the rest)"
 
-    def __init__(self, model, loss_fn, X, y, q: int, k: int, gen: torch.Generator):
+    def __init__(self, model, loss_fn, X, y, q: int, k: int, gen: torch.Generator, chunk: int = 8):
         from ..sketch import JacobianOperator, deflated_gram
 
         self.op = JacobianOperator(model, loss_fn, X, y)
         self.deflated = deflated_gram(self.op, q, k, generator=gen)
+        m = X.shape[0]
+        gbar = self.op.rmatvec(torch.full((m,), 1.0 / m, dtype=torch.float64))
+        owners = [_owner(name) for name in self.op.names]
+        self.layers = list(dict.fromkeys(owners))
+        s = {name: torch.zeros(m, dtype=torch.float64) for name in self.layers}
+        t = {name: torch.zeros(m, dtype=torch.float64) for name in self.layers}
+        g2 = {name: 0.0 for name in self.layers}
+        for block, owner in zip(gbar.split(self.op.sizes), owners):
+            g2[owner] += float(block @ block)
+        for idx in torch.arange(m).split(chunk):  # the per-sample gradients, a few at a time: their norms exactly
+            rows = per_sample_grads(model, loss_fn, X[idx.to(X.device)], y[idx.to(y.device)]).double().cpu()
+            for block, gb, owner in zip(rows.split(self.op.sizes, 1), gbar.split(self.op.sizes), owners):
+                s[owner][idx] += (block**2).sum(1)
+                t[owner][idx] += block @ gb
+        self.norms = {name: (s[name], t[name], g2[name]) for name in self.layers}
+        self.total = (sum(s.values()), sum(t.values()), float(gbar @ gbar))
 
     def layer_grams(self) -> dict[str, Tensor]:
-        return {}  # per-layer Gram matrices are not sketched
+        return {}  # per-layer Gram matrices are not formed; their diagonals and row means are, in ``norms``
 
     def gram(self) -> Tensor:
         return self.deflated.uncentred()

@@ -139,8 +139,8 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
     exponent's whole percentile interval on one side of the estimate.)
 
     The sketch route passes the full sample's eigenvalues of ``G_c G_cᵀ`` as ``spectrum`` (its exact top
-    ``exact_top`` first, then the sketched rest): ``k`` is capped at ``exact_top``, and with all samples the
-    effective rank and the exponent, which read the sketched part, get no interval instead of "exact".
+    ``exact_top`` first, then the sketched rest): ``k`` is capped at ``exact_top``, and the effective rank and the
+    exponent, which read the sketched part (whose eigenvalues are biased), get no interval.
     """
 
     def measure(idx, lam=None):
@@ -185,10 +185,12 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
         ses = (((F - 1) / F * ((loo - loo.mean(0)) ** 2).sum(0) * fpc).sqrt()).tolist()
         df = F - 1
         method = f"delete-a-fold jackknife ({F} folds, t interval with {df} df) with finite-population correction"
+    if exact_top is not None and fpc > 0:
+        method += "; the folds' Gram matrices are blocks of the sketched one"
     eig = [est(float(lam[i]), ses[i], method) for i in range(k)]
-    if exact_top is not None and fpc == 0.0:
-        ses[k] = ses[k + 1] = math.nan  # read off the sketched part of the spectrum: not exact, no interval
-        method = "all samples; the spectrum beyond the exact top is sketched (no interval)"
+    if exact_top is not None:  # read off the sketched spectrum, whose eigenvalues are biased: no interval
+        ses[k] = ses[k + 1] = math.nan
+        method = "the spectrum beyond the exact top eigenvalues is sketched (its eigenvalues are biased): no interval"
     return {"eigenvalues": eig, "all_eigenvalues": lam, "effective_rank": est(er, ses[k], method),
             "power_law_exponent": est(slope, ses[k + 1], method + f"; least squares over ranks 1..{fit}"),
             "numerical_rank": rank}
@@ -338,30 +340,15 @@ def per_sample_tails(P: Tensor, labels: list[str], null_reps: int, level: float,
     return {"rows": rows, "null_median": float(np.median(null)), "null_reps": null_reps, "level": level}
 
 
-def with_sketch_error(numbers: dict, deflated, m: int, N: int) -> dict:
-    """``trace_sigma``, ``grad_norm_sq`` and ``noise_scale`` with the sketch route's error added in quadrature to
-    their sampling error, and ``numbers["sketch"]``. The sketch changes ``tr K̂_c`` by ``e`` (standard error
-    ``deflated.tail_trace_se``); ``tr Σ`` moves by ``a e`` and ``‖g_N‖²`` by ``-b e`` with ``a = (N-1)/(N(m-1))``,
-    ``b = (1 - m/N)/(m(m-1))``, so ``B_simple`` moves by ``B_simple (a/tr Σ + b/‖g_N‖²) e`` (delta method)."""
-    e = deflated.tail_trace_se
-    a, b = (N - 1) / (N * (m - 1)), (1.0 - m / N) / (m * (m - 1))
-    out = {}
-    for key, slope in (("trace_sigma", a), ("grad_norm_sq", b)):
-        est = numbers[key]
-        out[key] = Estimate.normal(est.value, math.hypot(est.se, slope * e), est.method + "; plus the sketch's SE")
-    tr, gn, ns = numbers["trace_sigma"], numbers["grad_norm_sq"], numbers["noise_scale"]
-    if gn.value > 0 and math.isfinite(ns.value):
-        add = abs(ns.value) * (a / tr.value + b / gn.value) * e
-        se = math.hypot(ns.se if ns.se is not None and math.isfinite(ns.se) else 0.0, add)
-        if ns.high is not None and math.isinf(ns.high):  # no upper bound: keep it, widen the lower one
-            out["noise_scale"] = Estimate(ns.value, se, max((ns.low or 0.0) - Z95 * add, 0.0), math.inf,
-                                          ns.method + "; plus the sketch's SE")
-        else:
-            out["noise_scale"] = Estimate.normal(ns.value, se, ns.method.replace("exact (all samples)", "all samples")
-                                                 + "; plus the sketch's SE")
-    out["sketch"] = {"lanczos_rank": int(deflated.eigenvalues.numel()), "columns": deflated.columns,
-                     "tail_fraction": deflated.tail_trace / deflated.trace if deflated.trace > 0 else math.nan,
-                     "trace_relative_se": deflated.trace_relative_se,
-                     "trace_relative_se_bound": (deflated.tail_trace_se_bound / deflated.trace
-                                                 if deflated.trace > 0 else math.nan)}
-    return out
+def sketch_summary(deflated, total) -> dict:
+    """What the sketch route's random projection did: its Lanczos rank and columns, the share of ``tr K_c`` beyond
+    the exact top eigenvalues, and the sketch's own estimate of ``tr K_c`` against the exact one (known on this
+    route from the per-sample norms), with the standard error it states."""
+    s, t, g2 = total
+    m = s.numel()
+    exact = float(s.sum() - 2 * t.sum() + m * g2)  # Σ_i ‖g_i - ḡ‖² = tr K_c
+    return {"lanczos_rank": int(deflated.eigenvalues.numel()), "columns": deflated.columns,
+            "tail_fraction": (exact - float(deflated.eigenvalues.sum())) / exact if exact > 0 else math.nan,
+            "trace_relative_error": deflated.trace / exact - 1 if exact > 0 else math.nan,
+            "trace_relative_se": deflated.tail_trace_se / exact if exact > 0 else math.nan,
+            "trace_relative_se_bound": deflated.tail_trace_se_bound / exact if exact > 0 else math.nan}

@@ -16,13 +16,14 @@ CH = "chapters/07_limit_itself"
     chapter=CH,
     claim="A more rigorous derivation of the SDE would use the Lindeberg condition and Donsker's theorem.",
     verdict="holds only if",
-    statement="Lindeberg and Donsker give the convergence of the summed noise to a Brownian motion at a frozen θ; "
-    "SGD's noise and drift depend on the iterate, and the rigorous statement (Li, Tai & E) is a weak approximation "
-    "of order 1 in η on a fixed horizon, proved by matching one step's moments and summing the local errors "
-    "through the smooth solution of the backward Kolmogorov equation. It needs smooth coefficients of controlled "
-    "growth, moments of every order and independent sampling. Its leading error does not come from the noise: on "
-    "a quadratic it is -T η h² θ₀² e^{-2hT}, independent of σ², the drift's discretisation, which no limit theorem "
-    "for the noise alone addresses",
+    statement="read as a martingale functional CLT (with a Lindeberg condition), that route is rigorous but proves "
+    "another statement: the η → 0 limit of the fluctuations around gradient flow, rescaled by √η. That the SDE "
+    "with diffusion √(ηΣ) tracks SGD at a given small η to an error O(η) is a weak-approximation theorem (Li, Tai "
+    "& E), proved by matching one step's moments and summing the local errors through the smooth solution of the "
+    "backward Kolmogorov equation; it needs smooth coefficients of controlled growth, moments of every order, a "
+    "fixed horizon and independent sampling. On a quadratic with constant noise its leading error, "
+    "-T η h² θ₀² e^{-2hT}, does not involve the noise at all: it is the drift's discretisation, which a limit "
+    "theorem for the noise does not address",
     mutant={"sde_rate": lambda eta, h: h * (1 + eta * h / 2)},
 )
 def _donsker(sde_rate=lambda eta, h: h):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import unicodedata
 import sys
 from pathlib import Path
 
@@ -37,8 +38,9 @@ return {title: h1 ? h1.textContent.replace(/[#¶]/g, "").trim() : document.title
 
 
 def words(text: str) -> str:
-    """Letters and digits only, lower case: PDF text extraction splits and joins words in its own way."""
-    return re.sub(r"[^0-9a-z]+", "", text.lower())
+    """Letters and digits only, lower case: PDF text extraction splits and joins words in its own way, and
+    returns typographic ligatures ("ﬁ" in "ﬁnite") as single characters, which NFKC turns back into letters."""
+    return re.sub(r"[^0-9a-z]+", "", unicodedata.normalize("NFKC", text).lower())
 
 
 def main(build: str = "_build") -> int:

@@ -127,6 +127,8 @@ def test_the_sketch_route_audits_a_layernorm_embedding_model_as_the_exact_route_
         assert b[key].low is None and b[key].se is None
     assert b["sharpness"].value == pytest.approx(a["sharpness"].value, rel=1e-6)
     assert b["commutator"]["relative"] == pytest.approx(a["commutator"]["relative"], rel=1e-6)
+    ra, rb = a["trace_h_sigma_ratio"], b["trace_h_sigma_ratio"]  # two subsamples of rows, other probes
+    assert abs(ra.value - rb.value) < Z * (ra.se**2 + rb.se**2) ** 0.5
     assert [v.status for v in a.verdicts] == [v.status for v in b.verdicts]
     assert any("sketch route" in n for n in b.notes)
     auto = sgdnoise.audit(model, token_loss, (X, y), memory_bytes=2_000_000, alignment=False, **kw)

@@ -349,8 +349,13 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
                                      "null_relative": list(com.null_relative)}
         del G_theta
     elif alignment:
+        if route == "sketch":  # the exact tr K_c from the per-sample norms, not the sketched Gram matrix's
+            s_, t_, g2_ = backend.total
+            tr_kc = float(s_.sum() - 2 * t_.sum() + m * g2_)
+        else:
+            tr_kc = float(torch.diagonal(Kc).sum())
         numbers.update(_alignment_by_products(problem, theta, backend, model, loss_fn, X, y, V, lam_all, kk,
-                                              float(torch.diagonal(Kc).sum()) / m, gen))
+                                              tr_kc / m, gen))
     step("alignment")
 
     # ---------------------------------------------------------------- the sampler

@@ -20,6 +20,29 @@ Z = 4.0  # Monte-Carlo tolerance, in standard errors (fixed seeds)
 FAST = dict(noise_draws=400, null_reps=250, spectrum_folds=4, sharpness_folds=3)
 
 
+class Tiny(nn.Module):
+    """A sequence model with Embedding, LayerNorm and tied output weights (GPT-2's tying): not on the Gram route's
+    all-Linear path."""
+
+    def __init__(self, vocab=50, dim=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.mix = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, tokens):
+        h = self.norm(self.emb(tokens))
+        h = h + torch.tanh(self.mix(h)).cumsum(1) / torch.arange(1, tokens.shape[1] + 1)[:, None]
+        return self.out(h)
+
+
+def token_loss(out, tgt):
+    """One loss per sequence: the mean over its tokens."""
+    return nn.functional.cross_entropy(out.transpose(1, 2), tgt, reduction="none").mean(1)
+
+
 def small_mlp(seed=0, d_in=5, width=7, k=3, N=60, dtype=F64):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -96,25 +119,8 @@ def test_tied_weights_and_a_sequence_model_match_the_loop():
     """Weight tying (GPT-2's embedding = output layer) and LayerNorm/Embedding: the audit's tr Σ is the
     per-sample loop's."""
 
-    class Tiny(nn.Module):
-        def __init__(self, vocab=11, dim=6):
-            super().__init__()
-            self.emb = nn.Embedding(vocab, dim)
-            self.norm = nn.LayerNorm(dim)
-            self.mix = nn.Linear(dim, dim)
-            self.out = nn.Linear(dim, vocab, bias=False)
-            self.out.weight = self.emb.weight  # tied
-
-        def forward(self, tokens):
-            h = self.norm(self.emb(tokens))
-            h = h + torch.tanh(self.mix(h)).cumsum(1) / torch.arange(1, tokens.shape[1] + 1)[:, None]
-            return self.out(h)  # (n, T, vocab)
-
-    def token_loss(out, tgt):  # one loss per sequence: the mean over its tokens
-        return nn.functional.cross_entropy(out.transpose(1, 2), tgt, reduction="none").mean(1)
-
     torch.manual_seed(0)
-    model = Tiny().double()
+    model = Tiny(vocab=11, dim=6).double()
     g = torch.Generator().manual_seed(3)
     X = torch.randint(11, (40, 5), generator=g)
     y = torch.randint(11, (40, 5), generator=g)

@@ -5,38 +5,16 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import sgdnoise
 from sgdnoise.gradients import per_sample_grads
 from sgdnoise.problems import cross_entropy
 from sgdnoise.sketch import JacobianOperator, centred_gram_top_eigs, deflated_gram, random_projection
 
-from test_audit import FAST, small_mlp
+from test_audit import FAST, Tiny, small_mlp, token_loss
 
 F64 = torch.float64
 Z = 4.0  # Monte-Carlo tolerance, in standard errors (fixed seeds)
-
-
-class Tiny(nn.Module):
-    """Embedding, LayerNorm, tied output weights: not on the Gram route's all-Linear path."""
-
-    def __init__(self, vocab=50, dim=16):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.mix = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, vocab, bias=False)
-        self.out.weight = self.emb.weight
-
-    def forward(self, tokens):
-        h = self.norm(self.emb(tokens))
-        h = h + torch.tanh(self.mix(h)).cumsum(1) / torch.arange(1, tokens.shape[1] + 1)[:, None]
-        return self.out(h)
-
-
-def token_loss(out, tgt):
-    return nn.functional.cross_entropy(out.transpose(1, 2), tgt, reduction="none").mean(1)
 
 
 def tiny(n=120, seed=3):

@@ -71,3 +71,17 @@ def test_curl_of_the_notes_current_keeps_a_sigma_term():
     assert sp.simplify(dropped(S)) != sp.zeros(3, 1)  # (59)-(60) as written are wrong for generic Σ
     iso = sp.Symbol("s", positive=True) * sp.eye(3)
     assert sp.simplify(dropped(iso)) == sp.zeros(3, 1)  # ... and right for Σ ∝ I
+
+
+def test_quadratic_second_moments_solve_their_recursions():
+    """SGD's E θ_k² satisfies m_{k+1} = (1-ηh)² m_k + η²σ² from m_0 = x0²; the OU second moment satisfies
+    m' = -2 rate m + diffusion. A formula with the noise term's η² replaced by η fails the first."""
+    eta, h, s2, x0, t, rate, D = sp.symbols("eta h sigma2 x0 t rate D", positive=True)
+    k = sp.Symbol("k", integer=True, nonnegative=True)
+    m = sy.sgd_quadratic_second_moment(eta, h, s2, x0, k)
+    residual = lambda f: sp.simplify(f.subs(k, k + 1) - ((1 - eta * h) ** 2 * f + eta**2 * s2))
+    assert residual(m) == 0 and sp.simplify(m.subs(k, 0) - x0**2) == 0
+    wrong = m.subs(eta**2 * s2, eta * s2)  # the noise injected at the wrong order
+    assert residual(wrong) != 0
+    ou = sy.ou_second_moment(rate, D, x0, t)
+    assert sp.simplify(sp.diff(ou, t) - (-2 * rate * ou + D)) == 0 and sp.simplify(ou.subs(t, 0) - x0**2) == 0

@@ -91,6 +91,10 @@ class JacobianOperator:
             out.append(g.reshape(-1).double().cpu())
         return torch.cat(out)
 
+    def rmatmat(self, C: Tensor) -> Tensor:
+        """``Gᵀ C`` (``(d, k)``, float64) for ``C`` of shape ``(m, k)``: one backward pass per column."""
+        return torch.stack([self.rmatvec(C[:, j]) for j in range(C.shape[1])], 1)
+
     # ------------------------------------------------------------------ G x: forward mode
     def _losses(self, params: dict) -> Tensor:
         from torch.func import functional_call
@@ -188,7 +192,8 @@ class DeflatedGram:
     terms) and the bound ``tail_trace_se_bound = √(2 λ_q t / k)`` (``λ_q ≥ λ_{q+1}``, and ``t`` the estimated tail
     trace in place of the true one: a guide, not a sure bound);
     ``trace = Σ λ + tail_trace`` is ``tr K_c``. ``row`` is ``K 1 / m`` and ``mean`` is ``1ᵀK1/m²`` of the
-    uncentred Gram matrix ``K = G Gᵀ``, both exact (one backward and one forward-mode pass).
+    uncentred Gram matrix ``K = G Gᵀ``, both exact (one backward and one forward-mode pass); ``gbar`` is the mean
+    gradient ``Gᵀ1/m`` (``(d,)``) they are formed from.
     """
 
     K_c: Tensor
@@ -201,6 +206,7 @@ class DeflatedGram:
     columns: int
     row: Tensor
     mean: float
+    gbar: Tensor
 
     @property
     def trace_relative_se(self) -> float:
@@ -233,4 +239,4 @@ def deflated_gram(op: JacobianOperator, q: int, k: int, *, tol: float | None = N
     Kc = Q @ torch.diag(lam) @ Q.T + R @ R.T
     gbar = op.rmatvec(torch.full((m,), 1.0 / m, dtype=torch.float64))
     row = op.matvec(gbar)  # K1/m = G ḡ
-    return DeflatedGram(Kc, lam, Q, tail, tail_se, bound, float(lam.sum()) + tail, k, row, float(row.mean()))
+    return DeflatedGram(Kc, lam, Q, tail, tail_se, bound, float(lam.sum()) + tail, k, row, float(row.mean()), gbar)

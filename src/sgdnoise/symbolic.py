@@ -27,6 +27,8 @@ from .sampling import check_batch_size
 
 __all__ = [
     "gradient_symbols",
+    "sgd_quadratic_second_moment",
+    "ou_second_moment",
     "batch_distribution",
     "epoch_distribution",
     "independent_batches",
@@ -252,6 +254,19 @@ def probability_current(p, drift, diffusion, coords):
     n = len(coords)
     return sp.Matrix([drift[i] * p - sp.Rational(1, 2) * sum(sp.diff(diffusion[i, j] * p, coords[j]) for j in range(n))
                       for i in range(n)])
+
+
+def sgd_quadratic_second_moment(eta, h, s2, x0, k):
+    """``E θ_k²`` for SGD on ``L = hθ²/2`` with additive noise of variance ``s2``: ``θ_{k+1} = (1 - ηh) θ_k - η ξ_k``
+    from ``θ_0 = x0``. The mean decays by ``(1 - ηh)^k``; the noise accumulates a geometric sum. Exact for any
+    symbolic or numeric arguments (``k`` may be symbolic, e.g. ``T/η``)."""
+    a = 1 - eta * h
+    return a ** (2 * k) * x0**2 + eta**2 * s2 * (1 - a ** (2 * k)) / (1 - a**2)
+
+
+def ou_second_moment(rate, diffusion, x0, t):
+    """``E X_t²`` for the Ornstein–Uhlenbeck process ``dX = -rate X dt + √diffusion dW`` from ``X_0 = x0``."""
+    return sp.exp(-2 * rate * t) * x0**2 + diffusion * (1 - sp.exp(-2 * rate * t)) / (2 * rate)
 
 
 def stationary_density_1d(drift, diffusion, x, convention: str = "ito"):

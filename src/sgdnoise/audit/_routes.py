@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..gradients import (_capture_linear, _check_model_inputs, _check_samples_independent, _trainable,
-                         check_per_sample_model, per_sample_grads, per_sample_losses)
+                         check_per_sample_model, per_sample_grads)
 
 
 def _owner(name: str) -> str:
@@ -138,14 +138,10 @@ class GramRoute:
         return out
 
     def combine(self, C: Tensor) -> Tensor:
-        params = [p for p in self._names.values()]
-        cols = []
-        for j in range(C.shape[1]):
-            with torch.enable_grad():
-                losses = per_sample_losses(self.loss_fn, self.model(self.X), self.y, self.X.shape[0])
-                gs = torch.autograd.grad((losses * C[:, j].to(losses.dtype)).sum(), params)
-            cols.append(torch.cat([g.reshape(-1) for g in gs]).double())
-        return torch.stack(cols, 1)
+        """``Gᵀ C``, one backward pass per column (:meth:`sgdnoise.sketch.JacobianOperator.rmatmat`)."""
+        from ..sketch import JacobianOperator
+
+        return JacobianOperator(self.model, self.loss_fn, self.X, self.y).rmatmat(C)
 
 
 def gram_route_possible(model: nn.Module) -> bool:
@@ -166,7 +162,7 @@ class SketchRoute:
         self.op = JacobianOperator(model, loss_fn, X, y)
         self.deflated = deflated_gram(self.op, q, k, generator=gen)
         m = X.shape[0]
-        gbar = self.op.rmatvec(torch.full((m,), 1.0 / m, dtype=torch.float64))
+        gbar = self.deflated.gbar
         owners = [_owner(name) for name in self.op.names]
         self.layers = list(dict.fromkeys(owners))
         s = {name: torch.zeros(m, dtype=torch.float64) for name in self.layers}
@@ -201,7 +197,7 @@ class SketchRoute:
         return self.op.matmat(V)
 
     def combine(self, C: Tensor) -> Tensor:
-        return torch.stack([self.op.rmatvec(C[:, j]) for j in range(C.shape[1])], 1)
+        return self.op.rmatmat(C)
 
     def random_projections(self, r: int, gen: torch.Generator) -> Tensor:
         """``(m, r)``: the samples' gradients on ``r`` random unit directions, one direction (``d`` numbers) at a time."""

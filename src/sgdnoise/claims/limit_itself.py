@@ -5,6 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..ledger import Evidence, register
+from ..symbolic import ou_second_moment, sgd_quadratic_second_moment
 
 CH = "chapters/07_limit_itself"
 
@@ -31,11 +32,8 @@ def _donsker(sde_rate=lambda eta, h: h):
     ``sde_rate``: its leading term must be of order η, nonzero, and independent of σ² (the check fails for the
     modified drift, whose error starts at η²)."""
     eta, h, s2, T, x0 = sp.symbols("eta h sigma2 T x0", positive=True)
-    a = 1 - eta * h
-    k = T / eta
-    sgd = a ** (2 * k) * x0**2 + eta**2 * s2 * (1 - a ** (2 * k)) / (1 - a**2)
-    rate = sde_rate(eta, h)
-    sde = sp.exp(-2 * rate * T) * x0**2 + eta * s2 * (1 - sp.exp(-2 * rate * T)) / (2 * rate)
+    sgd = sgd_quadratic_second_moment(eta, h, s2, x0, T / eta)
+    sde = ou_second_moment(sde_rate(eta, h), eta * s2, x0, T)
     lead = sp.simplify(sp.series(sgd - sde, eta, 0, 2).removeO())
     ok = lead != 0 and sp.diff(lead, s2) == 0 and sp.simplify(lead / eta).has(eta) is False
     return Evidence(bool(ok), f"leading weak error of E θ² at time T: {lead} (σ² absent: it is the drift's "

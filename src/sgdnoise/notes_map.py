@@ -44,7 +44,7 @@ SECTIONS = (
     ("2.4", "which assumptions matter most", ("chapters/04_assumptions",)),
     ("3", "the notes' list of things to do", ("intro", "chapters/07_limit_itself")),
     ("4", "questions to investigate: heavy tails, degenerate minima, superposition, grokking",
-     ("chapters/05_experiments", "chapters/06_grokking")),
+     ("chapters/05_experiments", "chapters/06_grokking", "chapters/08_heavy_stationary")),
     ("4.1", "experiments on deep linear networks", ("chapters/05_experiments",)),
     ("5", "appendix", ("chapters/01_gradient_noise",)),
     ("5.0.1", "a detailed derivation of the covariance of the batch noise", ("chapters/01_gradient_noise",)),

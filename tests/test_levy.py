@@ -1,0 +1,140 @@
+"""Stationary laws under α-stable noise (``sgdnoise.levy``) and the drift-implicit Euler step
+(``euler_maruyama(scheme="drift_implicit")``) that simulates them. Monte-Carlo tolerances in standard errors,
+fixed seeds."""
+
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from sgdnoise import levy
+from sgdnoise.sde import euler_maruyama
+
+Z = 4.0
+SQRT2 = math.sqrt(2)
+cubic_jac = lambda x: (-3 * x**2)[:, :, None]  # noqa: E731
+
+
+def run(force, *, alpha, dt, T, paths, seed, scheme="drift_implicit", jacobian=None):
+    return euler_maruyama(lambda x: -force(x), lambda x, v: SQRT2 * v, torch.zeros(paths, 1, dtype=torch.float64),
+                          dt=dt, steps=round(T / dt), noise_dim=1, generator=torch.Generator().manual_seed(seed),
+                          driver="alpha_stable", alpha=alpha, scheme=scheme, drift_jacobian=jacobian).thetas[-1, :, 0]
+
+
+def test_cauchy_quartic_law_is_a_density_with_the_stated_moments_and_transform():
+    x = sp.Symbol("x", real=True)
+    k = sp.Symbol("k", positive=True)
+    g = sp.Integer(8)  # s = 2
+    p = levy.cauchy_quartic_density(x, g)
+    assert sp.simplify(sp.integrate(p, (x, -sp.oo, sp.oo)) - 1) == 0
+    assert sp.simplify(sp.integrate(x**2 * p, (x, -sp.oo, sp.oo)) - 4) == 0  # s²
+    cf = levy.cauchy_quartic_charfn(k, g)
+    assert sp.simplify(sp.diff(cf, k, 3) - g * cf) == 0  # the stationary Fourier equation p̂''' = γ p̂ on k > 0
+    # numerically: the inverse transform of p̂ is p (a wrong normalisation, s instead of s³, fails by 4×)
+    ks = np.linspace(0, 60, 600_001)
+    for xv in (0.0, 1.0, 3.0):
+        inv = np.trapezoid(np.cos(ks * xv) * levy.cauchy_quartic_charfn(ks, 8.0), ks) / math.pi
+        assert inv == pytest.approx(levy.cauchy_quartic_density(xv, 8.0), rel=1e-6)
+
+
+def test_tail_law_reproduces_both_exact_tails():
+    xs = np.array([50.0, 100.0])
+    # Cauchy–quartic, γ = 8: x⁴ p → s³/π = 8/π
+    assert np.allclose(levy.tail_density(xs, 1.0, 8.0, lambda x: x**3) * xs**4, 8 / math.pi)
+    ratio = levy.cauchy_quartic_density(xs, 8.0) / levy.tail_density(xs, 1.0, 8.0, lambda x: x**3)
+    assert np.all(np.abs(ratio - 1) < 5 * (2 / xs) ** 2)  # the next term is of relative order s²/x²
+    # linear force: the stable law's tail γ_∞ C_α x^{-1-α}
+    a, g, h = 1.5, 1.0, 2.0
+    assert np.allclose(levy.tail_density(xs, a, g, lambda x: h * x),
+                       levy.linear_stationary_intensity(h, g, a) * levy.levy_constant(a) * xs ** (-1 - a))
+    assert levy.levy_constant(1.0) == pytest.approx(1 / math.pi)
+    # P(|X| > x) is twice the integral of the density's tail
+    q = levy.tail_probability(10.0, a, g, 3)
+    assert q == pytest.approx(2 * g * levy.levy_constant(a) / (a * (a + 2) * 10.0 ** (a + 2)))
+
+
+def test_explicit_step_diverges_and_the_implicit_step_does_not():
+    """The failing variant: the explicit step of the issue's example (α = 1, dt = 1e-3, drift -x³) blows up."""
+    with pytest.raises(FloatingPointError, match="drift_implicit"):
+        run(lambda x: x**3, alpha=1.0, dt=1e-3, T=2, paths=2_000, seed=0, scheme="explicit")
+    X = run(lambda x: x**3, alpha=1.0, dt=1e-3, T=2, paths=2_000, seed=0, jacobian=cubic_jac)
+    assert torch.isfinite(X).all()
+
+
+def test_implicit_step_has_the_schemes_exact_stable_law_for_a_linear_force():
+    """Exact for the scheme (no dt bias): the empirical characteristic function against exp(-γ_dt |k|^α). The
+    explicit scheme's law, at this dt, is more than Z standard errors away (the check can fail)."""
+    a, dt = 1.5, 0.2
+    X = run(lambda x: x, alpha=a, dt=dt, T=12, paths=20_000, seed=1)
+    m, se = levy.empirical_charfn(X, [0.5, 1.0, 2.0])
+    k = np.array([0.5, 1.0, 2.0])
+    good = np.exp(-levy.linear_stationary_intensity(1.0, 1.0, a, dt=dt) * k**a)
+    bad = np.exp(-levy.linear_stationary_intensity(1.0, 1.0, a, dt=dt, scheme="explicit") * k**a)
+    assert np.all(np.abs(m - good) < Z * se)
+    assert np.any(np.abs(m - bad) > Z * se)
+
+
+def test_implicit_step_converges_to_the_cauchy_quartic_law():
+    """At dt = 0.005 the empirical characteristic function is within Z SE of the exact one; at dt = 0.04 the bias is
+    resolved at k = 1 (the check has power)."""
+    k = np.array([1.0, 2.0])
+    fine = run(lambda x: x**3, alpha=1.0, dt=0.005, T=8, paths=20_000, seed=13, jacobian=cubic_jac)
+    m, se = levy.empirical_charfn(fine, k)
+    assert np.all(np.abs(m - levy.cauchy_quartic_charfn(k, 1.0)) < Z * se)
+    coarse = run(lambda x: x**3, alpha=1.0, dt=0.04, T=8, paths=20_000, seed=10, jacobian=cubic_jac)
+    m, se = levy.empirical_charfn(coarse, k)
+    assert abs(m[0] - levy.cauchy_quartic_charfn(1.0, 1.0)) > 3 * se[0]
+
+
+def test_autograd_jacobian_equals_the_supplied_one_and_2d_systems_solve():
+    x0 = torch.zeros(500, 2, dtype=torch.float64)
+    force = lambda x: torch.stack([x[:, 0] ** 3 + 0.8 * x[:, 1], 2 * x[:, 1] ** 3 + 0.8 * x[:, 0]], 1)  # noqa: E731
+
+    def jac(x):
+        J = torch.empty(x.shape[0], 2, 2, dtype=x.dtype)
+        J[:, 0, 0], J[:, 0, 1], J[:, 1, 0], J[:, 1, 1] = -3 * x[:, 0] ** 2, -0.8, -0.8, -6 * x[:, 1] ** 2
+        return J
+
+    kw = dict(dt=0.01, steps=200, noise_dim=2, driver="sub_gaussian_stable", alpha=1.5, scheme="drift_implicit")
+    a = euler_maruyama(lambda x: -force(x), lambda x, v: v, x0, generator=torch.Generator().manual_seed(2), **kw)
+    b = euler_maruyama(lambda x: -force(x), lambda x, v: v, x0, generator=torch.Generator().manual_seed(2),
+                       drift_jacobian=jac, **kw)
+    assert torch.allclose(a.thetas, b.thetas, rtol=1e-9, atol=1e-10)
+    # each step solves its implicit equation: x' + dt·force(x') = x + noise (checked on the last step)
+    g = torch.Generator().manual_seed(5)
+    c = torch.randn(500, 2, generator=g, dtype=torch.float64) * 30
+    from sgdnoise.sde import _implicit_step
+    y = _implicit_step(lambda x: -force(x), jac, c, c.clone(), 0.01, 1e-12, 100, 0)
+    assert torch.allclose(y + 0.01 * force(y), c, rtol=1e-10, atol=1e-9)
+
+
+def test_bad_input_is_named():
+    x0 = torch.zeros(3, 1, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    kw = dict(dt=0.1, steps=2, noise_dim=1, generator=g)
+    with pytest.raises(ValueError, match="scheme='midpoint'.*explicit, drift_implicit"):
+        euler_maruyama(lambda x: -x, lambda x, v: v, x0, scheme="midpoint", **kw)
+    with pytest.raises(TypeError, match="drift_jacobian must be None or callable"):
+        euler_maruyama(lambda x: -x, lambda x, v: v, x0, scheme="drift_implicit", drift_jacobian=3, **kw)
+    with pytest.raises(ValueError, match=r"drift_jacobian\(x\) returned shape \(3, 1\)"):
+        euler_maruyama(lambda x: -x, lambda x, v: v, x0, scheme="drift_implicit", drift_jacobian=lambda x: x, **kw)
+    with pytest.raises(ValueError, match="newton_tol=0"):
+        euler_maruyama(lambda x: -x, lambda x, v: v, x0, scheme="drift_implicit", newton_tol=0, **kw)
+    with pytest.raises(FloatingPointError, match="did not converge in 1 iterations"):
+        euler_maruyama(lambda x: -x**3, lambda x, v: 5 * v, x0 + 3, scheme="drift_implicit", newton_max_iter=1, **kw)
+    with pytest.raises(ValueError, match="alpha=2.5 must lie in"):
+        levy.noise_intensity(1.0, 2.5)
+    with pytest.raises(ValueError, match="no Lévy tail"):
+        levy.levy_constant(2.0)
+    with pytest.raises(ValueError, match="h\\*dt=2.5"):
+        levy.linear_stationary_intensity(1.0, 1.0, 1.5, dt=2.5, scheme="explicit")
+    with pytest.raises(ValueError, match="scheme='rk4'"):
+        levy.linear_stationary_intensity(1.0, 1.0, 1.5, dt=0.1, scheme="rk4")
+    with pytest.raises(TypeError, match="force must be callable"):
+        levy.tail_density(3.0, 1.5, 1.0, 3)
+    with pytest.raises(ValueError, match="finite samples"):
+        levy.empirical_charfn([1.0, float("nan")], 1.0)
+    with pytest.raises(ValueError, match="gamma=-1"):
+        levy.cauchy_quartic_density(1.0, -1)

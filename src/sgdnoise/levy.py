@@ -101,12 +101,12 @@ def cauchy_quartic_density(x, gamma: float):
 def cauchy_quartic_charfn(k, gamma: float):
     """``E cos(kX)`` under :func:`cauchy_quartic_density`: ``e^{-s|k|/2}(cos(√3s|k|/2) + sin(√3s|k|/2)/√3)``."""
     if isinstance(k, sp.Basic) or isinstance(gamma, sp.Basic):
-        c = sp.cbrt(gamma)
+        s = sp.cbrt(gamma)
         u = sp.Abs(k) if not (isinstance(k, sp.Symbol) and k.is_nonnegative) else k
-        return sp.exp(-c * u / 2) * (sp.cos(sp.sqrt(3) * c * u / 2) + sp.sin(sp.sqrt(3) * c * u / 2) / sp.sqrt(3))
-    c = _positive("gamma", gamma) ** (1 / 3)
+        return sp.exp(-s * u / 2) * (sp.cos(sp.sqrt(3) * s * u / 2) + sp.sin(sp.sqrt(3) * s * u / 2) / sp.sqrt(3))
+    s = _positive("gamma", gamma) ** (1 / 3)
     u = np.abs(np.asarray(k, dtype=float))
-    return np.exp(-c * u / 2) * (np.cos(math.sqrt(3) * c * u / 2) + np.sin(math.sqrt(3) * c * u / 2) / math.sqrt(3))
+    return np.exp(-s * u / 2) * (np.cos(math.sqrt(3) * s * u / 2) + np.sin(math.sqrt(3) * s * u / 2) / math.sqrt(3))
 
 
 def tail_density(x, alpha: float, gamma: float, force):
@@ -132,7 +132,7 @@ def tail_probability(x: float, alpha: float, gamma: float, exponent: float, coef
 
 
 def empirical_charfn(X, k) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean, se)`` of ``cos(kX)`` over the samples ``X`` (1γ) for each ``k``: a bounded statistic, so its
+    """``(mean, se)`` of ``cos(kX)`` over the samples ``X`` (1D) for each ``k``: a bounded statistic, so its
     standard error is the plain one even when ``X`` has no variance."""
     X = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=float).ravel()
     if X.size < 2 or not np.isfinite(X).all():

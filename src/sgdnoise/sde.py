@@ -41,7 +41,7 @@ from .sampling import check_batch_size, check_generator
 from .sgd import (_check_step_list, censor_diverged, check_bounded, check_learning_rate, check_threshold,
                   flat_grad_fn, parameter_batch)
 
-__all__ = ["SDEPaths", "symmetric_stable", "positive_stable", "euler_maruyama", "sgd_sde"]
+__all__ = ["SDEPaths", "ExitTimes", "symmetric_stable", "positive_stable", "euler_maruyama", "first_exit", "sgd_sde"]
 
 DRIVERS = ("gaussian", "alpha_stable", "sub_gaussian_stable")
 SCHEMES = ("explicit", "drift_implicit")
@@ -174,6 +174,8 @@ def _drift_jacobian(drift, y: Tensor) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         y = y.detach().requires_grad_(True)
         a = drift(y)
+        if not a.requires_grad:  # a drift that does not depend on the state: its Jacobian is zero
+            return a.detach(), torch.zeros(y.shape[0], y.shape[1], y.shape[1], dtype=y.dtype, device=y.device)
         rows = [torch.autograd.grad(a[:, j].sum(), y, retain_graph=j < y.shape[1] - 1, allow_unused=True)[0]
                 for j in range(y.shape[1])]
     rows = [torch.zeros_like(y) if r is None else r for r in rows]
@@ -189,6 +191,7 @@ def _implicit_step(drift, jacobian, c: Tensor, guess: Tensor, dt: float, tol: fl
     y = torch.where(torch.isfinite(guess), guess, c)
     P, d = y.shape
     eye = torch.eye(d, dtype=y.dtype, device=y.device)
+    tol = max(tol, 8 * torch.finfo(y.dtype).eps)  # float32 cannot resolve 1e-12
 
     def newton(yi, ci):
         if jacobian is None:
@@ -209,6 +212,13 @@ def _implicit_step(drift, jacobian, c: Tensor, guess: Tensor, dt: float, tol: fl
         else:
             delta = torch.linalg.solve(M, F.unsqueeze(-1)).squeeze(-1)
         yi = yi - delta
+        lost = ~torch.isfinite(yi).all(1) & torch.isfinite(ci).all(1)
+        if bool(lost.any()):
+            first = int(lost.nonzero()[0])
+            raise FloatingPointError(
+                f"euler_maruyama(scheme='drift_implicit'): Newton's method left the finite numbers at step {step} "
+                f"(state {yi[first].tolist()} from the explicit target {ci[first].tolist()}): the drift or its Jacobian "
+                f"overflowed; lower dt={dt}, or check the drift")
         return yi, (delta.abs() > tol * (1 + yi.abs())).any(1) & torch.isfinite(yi).all(1)
 
     idx = None  # None: every path iterates
@@ -260,7 +270,7 @@ def euler_maruyama(
     stable for drifts that grow faster than linearly, such as ``-x³``, where the explicit step blows up after one
     large jump of an α-stable driver: for a drift with one-sided Lipschitz constant ``μ`` (``⟨a(x) - a(y), x - y⟩
     ≤ μ|x - y|²``), the equation has one solution whenever ``μ dt < 1``. Newton stops when every path's update is
-    below ``newton_tol · (1 + |x'|)``; a path still moving after ``newton_max_iter`` iterations raises
+    below ``newton_tol · (1 + |x'|)`` (at least 8 machine epsilons of the dtype); a path still moving after ``newton_max_iter`` iterations raises
     ``FloatingPointError`` (``dt`` too large for the drift). Both schemes have weak order 1 for smooth
     coefficients of linear growth; for a superlinear drift only the drift-implicit one stays stable.
 
@@ -268,8 +278,8 @@ def euler_maruyama(
     driver increments ``v`` of shape ``(P, noise_dim)``. Pass ``increments`` of shape
     ``(steps, P, noise_dim)`` to drive several step sizes with one path (strong-order tests);
     otherwise they are drawn from ``generator``. Paths that become non-finite raise
-    ``FloatingPointError`` (checked at the recorded steps and at the end), so no state with an
-    ``inf`` or ``nan`` is ever returned.
+    ``FloatingPointError`` (checked once, at the end, on every recorded state and the final one), so no
+    state with an ``inf`` or ``nan`` is ever returned.
     """
     for name, f in (("drift", drift), ("diffusion", diffusion)):
         if not callable(f):
@@ -329,6 +339,77 @@ def euler_maruyama(
         raise FloatingPointError(f"euler_maruyama: the paths became non-finite {where} with dt={dt}; "
                                  f"lower dt, or check the drift and the diffusion{hint}")
     return SDEPaths(times, thetas)
+
+
+@dataclass
+class ExitTimes:
+    """First exit times from an interval: ``times[i]`` is path ``i``'s exit time, or the horizon if it had not left
+    (``exited[i]`` False: right-censored, to be treated as such, e.g. by :func:`sgdnoise.survival.rmst`)."""
+
+    times: np.ndarray
+    exited: np.ndarray
+    horizon: float
+
+
+def first_exit(
+    drift: Callable[[Tensor], Tensor],
+    x0: float,
+    lower: float,
+    upper: float,
+    *,
+    sigma: float,
+    dt: float,
+    max_steps: int,
+    paths: int,
+    generator: torch.Generator,
+    driver: str = "gaussian",
+    alpha: float = 2.0,
+    scheme: str = "explicit",
+    drift_jacobian: Callable[[Tensor], Tensor] | None = None,
+    dtype=torch.float64,
+) -> ExitTimes:
+    """First exit of ``dX = drift(X) dt + σ dL`` (one dimension) from ``(lower, upper)``, started at ``x0``, for
+    ``paths`` independent paths, with the Euler step ``scheme`` (see :func:`euler_maruyama`). A path exits at the
+    first step whose end lies outside the interval (a jump can leave it in one step); paths still inside after
+    ``max_steps`` steps are censored at ``max_steps · dt``. Only the paths still inside are stepped."""
+    if not callable(drift):
+        raise TypeError(f"drift must be callable (x -> a tensor of x's shape); got {type(drift).__name__}")
+    lower, upper, x0 = _args.real("lower", lower), _args.real("upper", upper), _args.real("x0", x0)
+    if not (math.isfinite(lower) and math.isfinite(upper) and lower < x0 < upper):
+        raise ValueError(f"need finite lower < x0 < upper; got lower={show(lower)}, x0={show(x0)}, upper={show(upper)}")
+    sigma = _args.real("sigma", sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma={show(sigma)} must be a finite number > 0")
+    _check_steps(dt, max_steps, None)
+    paths = _args.integer("paths", paths, minimum=1)
+    alpha = _check_driver(driver, alpha)
+    if not is_one_of(scheme, SCHEMES):
+        raise ValueError(f"scheme={show(scheme)}; valid: {', '.join(SCHEMES)}")
+    check_generator(generator)
+    x = torch.full((paths, 1), float(x0), dtype=dtype)
+    alive = torch.arange(paths)
+    times = np.full(paths, max_steps * dt)
+    exited = np.zeros(paths, dtype=bool)
+    for k in range(max_steps):
+        if alive.numel() == 0:
+            break
+        dL = _increments(alive.numel(), 1, dt, driver, alpha, generator, dtype, "cpu")
+        if scheme == "explicit":
+            x = x + drift(x) * dt + sigma * dL
+        else:
+            c = x + sigma * dL
+            x = _implicit_step(drift, drift_jacobian, c, c + drift(x) * dt, dt, 1e-12, 100, k)
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(f"first_exit: a path became non-finite at step {k + 1} with dt={dt}; lower dt, "
+                                     "or use scheme='drift_implicit' for a drift growing faster than linearly")
+        out = ((x[:, 0] <= lower) | (x[:, 0] >= upper))
+        if bool(out.any()):
+            idx = alive[out].numpy()
+            times[idx] = (k + 1) * dt
+            exited[idx] = True
+            keep = ~out
+            alive, x = alive[keep], x[keep]
+    return ExitTimes(times, exited, max_steps * dt)
 
 
 def sgd_sde(

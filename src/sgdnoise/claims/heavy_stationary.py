@@ -20,7 +20,7 @@ CH = "chapters/08_heavy_stationary"
           "tempered posterior and is closer to a non-equilibrium law.",
     verdict="holds only if",
     statement="for the SDE driven by α-stable noise (α < 2) in a well that is not quadratic, the stationary law is "
-              "not e^{-L/T} for any T: with Cauchy noise in the quartic well it is known exactly, bimodal with "
+              "not e^{-V/T} (V the loss) for any T: with Cauchy noise in the quartic well it is known exactly, bimodal with "
               "maxima at ±s/√2 (s = γ^{1/3}) away from the minimum, and has a power tail s³/(πx⁴). With a quadratic loss it is "
               "an α-stable law, again not a tempered posterior. In two dimensions the Lévy-driven state carries a "
               "measured circulation where the Gaussian one is reversible. It concerns the α-stable model: whether "

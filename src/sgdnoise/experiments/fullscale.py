@@ -47,7 +47,7 @@ ENV_VAR = "SGDNOISE_RESULTS_DIR"
 FORMAT = "sgdnoise-fullscale 1"
 # The driver modules whose experiments are registered (imported on demand by experiments()).
 _DRIVERS = ("sgdnoise.experiments.weak_error", "sgdnoise.experiments.chapter4", "sgdnoise.experiments.chapter5",
-            "sgdnoise.experiments.chapter6")
+            "sgdnoise.experiments.chapter6", "sgdnoise.experiments.parity")
 
 
 class StaleResult(RuntimeError):

@@ -10,7 +10,7 @@ Optimisers (one step of size ``lr`` on the gradient of ``Σ_i w_i ℓ_i``):
 
 * ``"sgd"``: ``B`` fresh samples, ``w_i = 1/B``.
 * ``"gd"``: ``N`` fresh samples (``N ≫ B``), ``w_i = 1/N``: an estimate of the population gradient whose own
-  noise is ``B/N`` of SGD's covariance.
+  noise covariance is ``B/N`` of SGD's.
 * ``"gd_gaussian"``: the same ``N`` samples with ``w_i = 1/N + s (z_i - z̄)``, ``z ~ N(0, I_N)``, ``s = 1/√(NB)``:
   the added noise ``s Σ_i (z_i - z̄) g_i = s G_cᵀ z`` (``G_c`` the centred per-sample gradients) has covariance
   ``G_cᵀ G_c/(NB) = Σ̂/B``, SGD's, with ``Σ̂`` the batch's covariance of the per-sample gradients.

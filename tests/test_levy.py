@@ -194,6 +194,8 @@ def test_first_exit_bad_input_and_divergence():
         first_exit(None, 0.0, -1.0, 1.0, **kw)
     with pytest.raises(ValueError, match="scheme='rk4'"):
         first_exit(lambda x: -x, 0.0, -1.0, 1.0, scheme="rk4", **kw)
+    with pytest.raises(ValueError, match=r"drift\(x\) returned shape \(5, 5\)"):
+        first_exit(lambda x: -x * x.T, 0.0, -1.0, 1.0, **kw)
     with pytest.raises(FloatingPointError, match="drift_implicit"):
         first_exit(lambda x: -x**3, 0.0, -1e300, 1e300, sigma=SQRT2, dt=1e-3, max_steps=2_000, paths=2_000,
                    generator=torch.Generator().manual_seed(0), driver="alpha_stable", alpha=1.0)

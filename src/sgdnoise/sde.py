@@ -186,8 +186,8 @@ def _implicit_step(drift, jacobian, c: Tensor, guess: Tensor, dt: float, tol: fl
                    step: int) -> Tensor:
     """Solve ``y - dt·drift(y) = c`` per path by Newton's method from ``guess``. All paths iterate while many are
     still moving (one more Newton iteration leaves a converged path converged), then only the moving ones (a
-    large jump needs many iterations). Non-finite paths are left as they are (the caller's end check reports
-    them)."""
+    large jump needs many iterations). A path whose target ``c`` is already non-finite is left as it is (the
+    caller's end check reports it); one that Newton's method drives to a non-finite value raises here."""
     y = torch.where(torch.isfinite(guess), guess, c)
     P, d = y.shape
     eye = torch.eye(d, dtype=y.dtype, device=y.device)
@@ -270,8 +270,8 @@ def euler_maruyama(
     stable for drifts that grow faster than linearly, such as ``-x³``, where the explicit step blows up after one
     large jump of an α-stable driver: for a drift with one-sided Lipschitz constant ``μ`` (``⟨a(x) - a(y), x - y⟩
     ≤ μ|x - y|²``), the equation has one solution whenever ``μ dt < 1``. Newton stops when every path's update is
-    below ``newton_tol · (1 + |x'|)`` (at least 8 machine epsilons of the dtype); a path still moving after ``newton_max_iter`` iterations raises
-    ``FloatingPointError`` (``dt`` too large for the drift). Both schemes have weak order 1 for smooth
+    below ``newton_tol · (1 + |x'|)`` (``newton_tol`` floored at 8 machine epsilons of the dtype); a path still
+    moving after ``newton_max_iter`` iterations raises ``FloatingPointError`` (``dt`` too large for the drift). Both schemes have weak order 1 for smooth
     coefficients of linear growth; for a superlinear drift only the drift-implicit one stays stable.
 
     ``diffusion(x, v)`` applies the diffusion matrix at ``x`` (``d × noise_dim`` per path) to the
@@ -368,8 +368,8 @@ def first_exit(
     drift_jacobian: Callable[[Tensor], Tensor] | None = None,
     dtype=torch.float64,
 ) -> ExitTimes:
-    """First exit of ``dX = drift(X) dt + σ dL`` (one dimension) from ``(lower, upper)``, started at ``x0``, for
-    ``paths`` independent paths, with the Euler step ``scheme`` (see :func:`euler_maruyama`). A path exits at the
+    """First exit of ``dX = drift(X) dt + σ dZ`` (one dimension; ``Z`` the ``driver``) from ``(lower, upper)``,
+    started at ``x0``, for ``paths`` independent paths, with the Euler step ``scheme`` (see :func:`euler_maruyama`). A path exits at the
     first step whose end lies outside the interval (a jump can leave it in one step); paths still inside after
     ``max_steps`` steps are censored at ``max_steps · dt``. Only the paths still inside are stepped."""
     if not callable(drift):
@@ -394,6 +394,11 @@ def first_exit(
         if alive.numel() == 0:
             break
         dL = _increments(alive.numel(), 1, dt, driver, alpha, generator, dtype, "cpu")
+        if k == 0:
+            a0 = drift(x)
+            if getattr(a0, "shape", None) != x.shape:
+                raise ValueError(f"drift(x) returned {_shape(a0)}; it must return the state's shape {tuple(x.shape)} "
+                                 "(paths × 1), never broadcast to a larger one")
         if scheme == "explicit":
             x = x + drift(x) * dt + sigma * dL
         else:

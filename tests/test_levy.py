@@ -10,7 +10,7 @@ import sympy as sp
 import torch
 
 from sgdnoise import levy
-from sgdnoise.sde import euler_maruyama
+from sgdnoise.sde import euler_maruyama, gaussian_mean_exit_time
 
 Z = 4.0
 SQRT2 = math.sqrt(2)
@@ -140,13 +140,6 @@ def test_bad_input_is_named():
         levy.cauchy_quartic_density(1.0, -1)
 
 
-def _ou_exit_exact(a, g, w=1.0):
-    from scipy.integrate import quad
-
-    inner = lambda y: quad(lambda z: math.exp(-a * z * z / (2 * g)), 0, y)[0]  # noqa: E731
-    return quad(lambda y: math.exp(a * y * y / (2 * g)) * inner(y), 0, w)[0] / g
-
-
 def test_first_exit_matches_the_exact_mean_after_extrapolation_in_sqrt_dt():
     """Gaussian OU exit from (-1, 1): the mean from dt = 0.02 and 0.005, extrapolated as 2 m(dt/4) - m(dt), is within
     Z SE of the exact double integral; the raw dt = 0.02 mean is not (discrete monitoring's √dt bias: the check
@@ -154,7 +147,7 @@ def test_first_exit_matches_the_exact_mean_after_extrapolation_in_sqrt_dt():
     from sgdnoise.sde import first_exit
 
     a, g = 1.0, 0.5
-    exact = _ou_exit_exact(a, g)
+    exact = gaussian_mean_exit_time(lambda y: a * y * y / 2, g, 1.0)
     runs = {}
     for dt, seed in ((0.02, 1), (0.005, 2)):
         r = first_exit(lambda x: -a * x, 0.0, -1.0, 1.0, sigma=math.sqrt(2 * g), dt=dt, max_steps=round(15 / dt),

@@ -37,13 +37,6 @@ __all__ = ["noise_intensity", "levy_constant", "linear_stationary_intensity", "c
            "cauchy_quartic_charfn", "tail_density", "tail_probability", "empirical_charfn"]
 
 
-def _positive(name: str, value) -> float:
-    v = _args.real(name, value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name}={show(value)} must be a finite number > 0")
-    return v
-
-
 def _alpha(alpha, *, upper_open: bool = False) -> float:
     a = _args.real("alpha", alpha)
     if not (0 < a < 2 if upper_open else 0 < a <= 2):
@@ -54,7 +47,7 @@ def _alpha(alpha, *, upper_open: bool = False) -> float:
 
 def noise_intensity(sigma: float, alpha: float) -> float:
     """``γ = (σ/√2)^α``: the intensity of ``σ Z`` for the package's driver (characteristic exponent ``γ|k|^α``)."""
-    return (_positive("sigma", sigma) / math.sqrt(2)) ** _alpha(alpha)
+    return (_args.real("sigma", sigma, gt=0) / math.sqrt(2)) ** _alpha(alpha)
 
 
 def levy_constant(alpha):
@@ -72,10 +65,10 @@ def linear_stationary_intensity(h: float, gamma: float, alpha: float, *, dt: flo
     :func:`noise_intensity`): ``γ/(α h)`` for the SDE; with ``dt``, the exact stationary intensity of the Euler
     scheme ``scheme`` (``"drift_implicit"``: ``γ dt/((1+h dt)^α - 1)``; ``"explicit"``: ``γ dt/(1 - |1-h dt|^α)``,
     which needs ``0 < h dt < 2``)."""
-    h, gamma, a = _positive("h", h), _positive("gamma", gamma), _alpha(alpha)
+    h, gamma, a = _args.real("h", h, gt=0), _args.real("gamma", gamma, gt=0), _alpha(alpha)
     if dt is None:
         return gamma / (a * h)
-    dt = _positive("dt", dt)
+    dt = _args.real("dt", dt, gt=0)
     if scheme == "drift_implicit":
         return gamma * dt / ((1 + h * dt) ** a - 1)
     if scheme == "explicit":
@@ -93,7 +86,7 @@ def cauchy_quartic_density(x, gamma: float):
     if isinstance(x, sp.Basic) or isinstance(gamma, sp.Basic):
         s = sp.cbrt(gamma)
         return s**3 / (sp.pi * (s**4 - s**2 * x**2 + x**4))
-    s = _positive("gamma", gamma) ** (1 / 3)
+    s = _args.real("gamma", gamma, gt=0) ** (1 / 3)
     x = np.asarray(x, dtype=float)
     return s**3 / (math.pi * (s**4 - s**2 * x**2 + x**4))
 
@@ -104,7 +97,7 @@ def cauchy_quartic_charfn(k, gamma: float):
         s = sp.cbrt(gamma)
         u = sp.Abs(k) if not (isinstance(k, sp.Symbol) and k.is_nonnegative) else k
         return sp.exp(-s * u / 2) * (sp.cos(sp.sqrt(3) * s * u / 2) + sp.sin(sp.sqrt(3) * s * u / 2) / sp.sqrt(3))
-    s = _positive("gamma", gamma) ** (1 / 3)
+    s = _args.real("gamma", gamma, gt=0) ** (1 / 3)
     u = np.abs(np.asarray(k, dtype=float))
     return np.exp(-s * u / 2) * (np.cos(math.sqrt(3) * s * u / 2) + np.sin(math.sqrt(3) * s * u / 2) / math.sqrt(3))
 
@@ -112,7 +105,7 @@ def cauchy_quartic_charfn(k, gamma: float):
 def tail_density(x, alpha: float, gamma: float, force):
     """The flux-balance tail ``γ C_α / (α |x|^α |V'(x)|)`` of the stationary density in a confining potential;
     ``force(x)`` is ``V'(x)`` (vectorised over an array ``x``). Valid for large ``|x|``, ``0 < α < 2``."""
-    a, gamma = _alpha(alpha, upper_open=True), _positive("gamma", gamma)
+    a, gamma = _alpha(alpha, upper_open=True), _args.real("gamma", gamma, gt=0)
     if not callable(force):
         raise TypeError(f"force must be callable (x -> V'(x)); got {type(force).__name__}")
     x = np.asarray(x, dtype=float)
@@ -122,8 +115,8 @@ def tail_density(x, alpha: float, gamma: float, force):
 def tail_probability(x: float, alpha: float, gamma: float, exponent: float, coefficient: float = 1.0) -> float:
     """``P(|X| > x)`` from :func:`tail_density` for ``V'(x) = coefficient · x^exponent`` (``x > 0`` large):
     ``2 γ C_α / (α · coefficient · (α + exponent - 1) · x^{α + exponent - 1})``."""
-    a, gamma = _alpha(alpha, upper_open=True), _positive("gamma", gamma)
-    x, coefficient = _positive("x", x), _positive("coefficient", coefficient)
+    a, gamma = _alpha(alpha, upper_open=True), _args.real("gamma", gamma, gt=0)
+    x, coefficient = _args.real("x", x, gt=0), _args.real("coefficient", coefficient, gt=0)
     exponent = _args.real("exponent", exponent)
     if not a + exponent - 1 > 0:
         raise ValueError(f"alpha + exponent - 1 = {a + exponent - 1!r} must be > 0 for a normalisable tail")

@@ -41,7 +41,8 @@ from .sampling import check_batch_size, check_generator
 from .sgd import (_check_step_list, censor_diverged, check_bounded, check_learning_rate, check_threshold,
                   flat_grad_fn, parameter_batch)
 
-__all__ = ["SDEPaths", "ExitTimes", "symmetric_stable", "positive_stable", "euler_maruyama", "first_exit", "sgd_sde"]
+__all__ = ["SDEPaths", "ExitTimes", "symmetric_stable", "positive_stable", "euler_maruyama", "first_exit",
+           "gaussian_mean_exit_time", "sgd_sde"]
 
 DRIVERS = ("gaussian", "alpha_stable", "sub_gaussian_stable")
 SCHEMES = ("explicit", "drift_implicit")
@@ -155,6 +156,12 @@ def _check_driver(driver: str, alpha: float) -> float:
 
 def _shape(v) -> str:
     return f"shape {tuple(v.shape)}" if isinstance(v, Tensor) else f"a {type(v).__name__}"
+
+
+def _check_scheme(scheme: str) -> str:
+    if not is_one_of(scheme, SCHEMES):
+        raise ValueError(f"scheme={show(scheme)}; valid: {', '.join(SCHEMES)}")
+    return scheme
 
 
 def _check_steps(dt: float, steps: int, record_steps) -> list[int]:
@@ -287,11 +294,8 @@ def euler_maruyama(
                             f"shape); got {type(f).__name__}")
     record = _check_steps(dt, steps, record_steps)
     alpha = _check_driver(driver, alpha)
-    if not is_one_of(scheme, SCHEMES):
-        raise ValueError(f"scheme={show(scheme)}; valid: {', '.join(SCHEMES)}")
-    newton_tol = _args.real("newton_tol", newton_tol)
-    if not (math.isfinite(newton_tol) and newton_tol > 0):
-        raise ValueError(f"newton_tol={show(newton_tol)} must be a finite number > 0")
+    _check_scheme(scheme)
+    newton_tol = _args.real("newton_tol", newton_tol, gt=0)
     newton_max_iter = _args.integer("newton_max_iter", newton_max_iter, minimum=1)
     if drift_jacobian is not None and not callable(drift_jacobian):
         raise TypeError(f"drift_jacobian must be None or callable (x -> a (P, d, d) tensor); got "
@@ -377,14 +381,11 @@ def first_exit(
     lower, upper, x0 = _args.real("lower", lower), _args.real("upper", upper), _args.real("x0", x0)
     if not (math.isfinite(lower) and math.isfinite(upper) and lower < x0 < upper):
         raise ValueError(f"need finite lower < x0 < upper; got lower={show(lower)}, x0={show(x0)}, upper={show(upper)}")
-    sigma = _args.real("sigma", sigma)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma={show(sigma)} must be a finite number > 0")
+    sigma = _args.real("sigma", sigma, gt=0)
     _check_steps(dt, max_steps, None)
     paths = _args.integer("paths", paths, minimum=1)
     alpha = _check_driver(driver, alpha)
-    if not is_one_of(scheme, SCHEMES):
-        raise ValueError(f"scheme={show(scheme)}; valid: {', '.join(SCHEMES)}")
+    _check_scheme(scheme)
     check_generator(generator)
     x = torch.full((paths, 1), float(x0), dtype=dtype)
     alive = torch.arange(paths)
@@ -415,6 +416,20 @@ def first_exit(
             keep = ~out
             alive, x = alive[keep], x[keep]
     return ExitTimes(times, exited, max_steps * dt)
+
+
+def gaussian_mean_exit_time(potential: Callable[[float], float], gamma: float, w: float) -> float:
+    """The exact mean exit time from ``(-w, w)``, started at 0, of ``dX = -V'(X) dt + √(2γ) dW`` for a symmetric
+    ``V`` (``potential``, a function of a float): ``γ⁻¹ ∫_0^w e^{V(y)/γ} ∫_0^y e^{-V(z)/γ} dz dy``, the solution of
+    ``γT'' - V'T' = -1``, ``T(±w) = 0`` at 0 (by quadrature). The reference :func:`first_exit` is checked against
+    for Gaussian noise."""
+    from scipy.integrate import quad
+
+    if not callable(potential):
+        raise TypeError(f"potential must be callable (y -> V(y)); got {type(potential).__name__}")
+    gamma, w = _args.real("gamma", gamma, gt=0), _args.real("w", w, gt=0)
+    inner = lambda y: quad(lambda z: math.exp(-potential(z) / gamma), 0, y)[0]  # noqa: E731
+    return quad(lambda y: math.exp(potential(y) / gamma) * inner(y), 0, w)[0] / gamma
 
 
 def sgd_sde(

@@ -220,13 +220,15 @@ def descend(problem: DLNRegression, factors: list[np.ndarray], *, lr: float, ste
 @dataclass(frozen=True)
 class LLCEstimate:
     """The local learning coefficient estimate: ``value`` (the mean over chains), its standard error ``se`` (over
-    chains), the per-chain estimates ``chains``, ``trace`` (``nβ (L_n(w_t) − L_n(w*))`` averaged over chains, one
-    entry per recorded step) and the settings."""
+    chains: the sampler's noise only, not the data set's), the per-chain estimates ``chains``, ``trace``
+    (``nβ (L_n(w_t) − L_n(w*))`` averaged over chains, one entry per recorded step), ``chain_trace`` (the same per
+    chain, recorded steps × chains) and the settings."""
 
     value: float
     se: float
     chains: np.ndarray
     trace: np.ndarray
+    chain_trace: np.ndarray
     n_beta: float
     step: float
     gamma: float
@@ -274,7 +276,7 @@ def estimate_llc(problem: DLNRegression, w_star: list[np.ndarray], *, step: floa
                         total += excess
                         count += 1
                     if t % record_every == 0:
-                        trace.append(excess.mean())
+                        trace.append(excess.copy())
                 grads = _factor_grads(w, problem.grad(P))
                 for W, g, W0 in zip(w, grads, star):
                     W -= 0.5 * step * (n_beta * g + gamma * (W - W0))
@@ -285,8 +287,9 @@ def estimate_llc(problem: DLNRegression, w_star: list[np.ndarray], *, step: floa
         raise FloatingPointError(f"Langevin chains became non-finite at step {t}: step={step} is too large for "
                                  f"nβ={n_beta:.4g} (take step < 1/(nβ · largest curvature))") from None
     per_chain = total / count
+    chain_trace = np.asarray(trace)
     return LLCEstimate(float(per_chain.mean()), float(per_chain.std(ddof=1) / math.sqrt(chains)), per_chain,
-                       np.asarray(trace), n_beta, step, gamma)
+                       chain_trace.mean(axis=1), chain_trace, n_beta, step, gamma)
 
 
 def hessian_eigenvalues(factors: list[np.ndarray], Sxx: np.ndarray | None = None) -> np.ndarray:

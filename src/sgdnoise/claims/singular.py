@@ -16,15 +16,16 @@ CH = "chapters/10_singular"
     section="2.2",
     chapter=CH,
     claim="Up to the temperature, SGD's stationary law is the tempered posterior, so SGD behaves like Bayesian "
-          "inference; the catch is that deep networks are degenerate, so the noise covariance is singular.",
-    verdict="wrong",
-    statement="at a degenerate minimum the two concentrate by different measures. With label noise at a realizable "
-              "minimum, SGD's noise covariance is σ²H/B, shaped like the Hessian and zero along the set of minima, and "
-              "its stationary excess loss is (ησ²/4B) tr H to first order in η: set by the curvature at the point SGD "
-              "sits at. The tempered posterior's is λ/(nβ), with λ the learning coefficient, a volume exponent that "
-              "does not depend on the teacher's scale. On a deep linear network a teacher three times larger leaves λ "
-              "unchanged and multiplies SGD's spread as tr H (measured in chapter 10); Langevin noise, which is "
-              "isotropic, is what gives the posterior's λ",
+          "inference; the catch is that deep networks are degenerate, so the noise covariance is singular "
+          "(here: at a degenerate minimum of a deep linear network with label noise).",
+    verdict="holds only if",
+    statement="the noise is isotropic (Langevin dynamics, the sampler of the learning-coefficient estimator). At a "
+              "degenerate minimum SGD's noise is not, and the two laws concentrate by different measures. With label "
+              "noise at a realizable minimum, SGD's noise covariance is σ²H/B, shaped like the Hessian and zero in its "
+              "null space, and its stationary excess loss is about (ησ²/4B) tr H: set by the curvature at the point "
+              "SGD sits at. The tempered posterior's is λ/(nβ), with λ the learning coefficient, a volume exponent "
+              "that does not depend on the teacher's scale. On a deep linear network a teacher three times larger "
+              "leaves λ unchanged and multiplies SGD's spread about as tr H does (measured in chapter 10)",
     mutant={"noise": "isotropic"},
     method="exact (Hessian spectra, Aoyagi's formula)",
 )
@@ -33,7 +34,8 @@ def _degenerate_bayes(noise="label"):
     loss under label noise, Σ_i ησ²h_i/(2B(2 − ηh_i)) over the Hessian's eigenvalues, against the tempered posterior's
     λ/(nβ) from Aoyagi's formula. The claim fails when the two respond differently to the teacher's scale. With
     isotropic noise of variance T per coordinate (``noise="isotropic"``) the linearised excess is T rank(H)/2, and it
-    ignores the scale, as λ does."""
+    ignores the scale, as λ does (the full Gibbs law's excess is λT; its linearisation sees only the quadratic
+    directions, T rank(H)/2, and both are scale-free)."""
     widths, rank, eta, B, sigma = (7, 6, 7), 2, 0.01, 4, 1.0
     spread, lam = {}, {}
     for mult in (1.0, 3.0):

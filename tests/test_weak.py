@@ -75,3 +75,30 @@ def test_bad_input_is_named():
         weak.second_moment_quadratic(0.125, 1.0, [-1.0, 0.0, 1.0], 1.0, 1.0, "reshuffle")
     with pytest.raises(ValueError, match="scheme"):
         weak.second_moment_quadratic(0.125, 1.0, [-1.0, 1.0], 1.0, 1.0, "shuffle_once")
+
+
+def test_sgd_escape_time_on_the_grid_matches_monte_carlo():
+    eta, sigma = 0.2, math.sqrt(2)
+    exact = weak.mean_escape_time_sgd(eta, sigma, barrier=1.0) / eta  # in steps
+    rng = np.random.default_rng(11)
+    th = np.full(4000, -1.0)
+    steps = np.zeros(4000)
+    alive = np.ones(4000, bool)
+    for k in range(1, 3001):
+        th[alive] = th[alive] - eta * (th[alive] ** 3 - th[alive] + sigma * rng.standard_normal(alive.sum()))
+        crossed = alive & (th >= 1.0)
+        steps[crossed] = k
+        alive &= ~crossed
+        if not alive.any():
+            break
+    assert not alive.any()
+    se = steps.std(ddof=1) / math.sqrt(len(steps))
+    assert abs(steps.mean() - exact) < 4 * se, (steps.mean(), se, exact)
+
+
+def test_sde_escape_time_against_the_pure_diffusion_limit():
+    """With a very large diffusion the potential barely matters: τ → ((b − l)² − (a − l)²)/(2D)."""
+    D = 400.0
+    eta = 2 * D / 2.0  # σ² = 2: D = η
+    tau = weak.mean_escape_time_sde(eta, math.sqrt(2), start=-1.0, barrier=1.0, left=-3.0)
+    assert abs(tau / ((4**2 - 2**2) / (2 * eta)) - 1) < 0.01

@@ -8,9 +8,10 @@ Lee), on a small tanh network with the squared loss.
   iteration on Hessian-vector products, warm-started.
 * :func:`run_gd` — gradient descent with step ``η``, recording the loss at every step and the sharpness every
   ``record_every`` steps; :func:`run_sgd` the same with minibatches.
-* :func:`gradient_flow` — ``dw/dt = −∇L`` (time in units of steps: ``t = kη`` corresponds to step ``k``), small
-  Euler steps.
-* :func:`central_flow` — the single-eigenvalue central flow: ``dw/dt = −(∇L + ½σ²∇S)``, with ``σ² = 0`` while
+* :func:`gradient_flow` — ``dw/dt = −∇L`` in continuous time ``t``, where step ``k`` of gradient descent sits at
+  ``t = kη`` (in steps ``τ = t/η``: ``dw/dτ = −η∇L``); small Euler steps.
+* :func:`central_flow` — the single-eigenvalue central flow, in the same time ``t``: ``dw/dt = −(∇L + ½σ²∇S)``,
+  with ``σ² = 0`` while
   ``S < 2/η`` and, once ``S`` reaches ``2/η``, the ``σ² ≥ 0`` that holds ``S`` at ``2/η`` (``dS/dt = 0``). ``σ²`` is the
   predicted variance of GD's oscillation along the top eigenvector, and the predicted time-averaged loss is
   ``L(w) + ½σ² S(w)``. The gradient of the sharpness is ``∇S = ∇_w (uᵀ H(w) u)`` with the eigenvector ``u`` held

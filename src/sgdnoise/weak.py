@@ -14,6 +14,10 @@ the modified drift), both with diffusion ``ησ²``.
   samples (``Σ b_i = 0``), batch size 1, drawn with replacement or by random reshuffling (a fresh permutation
   each epoch). Reshuffling makes an epoch's noise sum to nothing to first order, so the SDE's diffusion,
   ``O(η)`` over a fixed horizon, is itself the error.
+* **A fixed horizon** (:func:`mean_escape_time_sgd`, :func:`mean_escape_time_sde`): on the double well
+  ``V = (θ² − 1)²/4`` the time to cross the barrier grows like ``e^{2ΔV/(ησ²)}``, far beyond any fixed ``T``;
+  the mean escape times of SGD and of its SDE are computed exactly (a linear solve on a fine grid, and the
+  one-dimensional first-passage formula).
 * **Linear growth** (:func:`cubic_second_moment_lower_bound`): for ``L = θ⁴/4`` and Gaussian noise, an exact
   lower bound on ``E θ_K²`` from the event that one step throws the iterate beyond ``2/√η``, after which the
   explicit step's ``|θ|(ηθ² − 1)`` grows it at least threefold per step (Hutzenthaler, Jentzen and Kloeden 2011).
@@ -29,7 +33,7 @@ from scipy import special
 from . import _args
 
 __all__ = ["student_t_charfn", "gaussian_charfn", "cos_moment_sgd", "cos_moment_ou", "second_moment_quadratic",
-           "second_moment_ou", "cubic_second_moment_lower_bound"]
+           "second_moment_ou", "cubic_second_moment_lower_bound", "mean_escape_time_sgd", "mean_escape_time_sde"]
 
 
 def gaussian_charfn(u):
@@ -131,3 +135,51 @@ def cubic_second_moment_lower_bound(eta: float, T: float, theta0: float = 1.0) -
         a_ = math.log(eta) + 2 * u  # log(η y²) ≥ log 4
         u = u + a_ + math.log1p(-(1 + eta * M * math.exp(-u)) * math.exp(-a_))
     return float((log_p + 2 * u) / math.log(10))
+
+
+def _double_well_force(x):
+    return x**3 - x
+
+
+def mean_escape_time_sgd(eta: float, sigma: float, *, start: float = -1.0, barrier: float = 0.0,
+                         cells_per_width: int = 16, left: float = -3.0) -> float:
+    """The mean time (in units of ``η`` per step) for SGD on the double well ``V = (θ² − 1)²/4`` with Gaussian
+    gradient noise of standard deviation ``sigma``, ``θ' = θ − η(V'(θ) + σξ)``, to first cross ``barrier`` from
+    ``start``: the exact expected number of steps of the chain discretised on cells of width
+    ``ησ/cells_per_width`` (``(I − P)τ = 1`` on the cells left of the barrier; mass sent below ``left`` returns
+    to the first cell), times ``η``."""
+    eta = _args.real("eta", eta, gt=0)
+    sigma = _args.real("sigma", sigma, gt=0)
+    cells_per_width = _args.integer("cells_per_width", cells_per_width, minimum=2)
+    s = eta * sigma
+    h = s / cells_per_width
+    x = np.arange(left, barrier, h) + h / 2
+    if len(x) > 8000:
+        raise ValueError(f"{len(x)} cells: eta={eta} and sigma={sigma} need too fine a grid for a dense solve")
+    mu = x - eta * _double_well_force(x)
+    edges = np.concatenate([x - h / 2, [barrier]])
+    cdf = special.ndtr((edges[None, :] - mu[:, None]) / s)
+    P = np.diff(cdf, axis=1)
+    P[:, 0] += cdf[:, 0]
+    tau = np.linalg.solve(np.eye(len(x)) - P, np.ones(len(x)))
+    return float(np.interp(start, x, tau) * eta)
+
+
+def mean_escape_time_sde(eta: float, sigma: float, *, start: float = -1.0, barrier: float = 0.0,
+                         left: float = -3.0) -> float:
+    """The same for the SDE ``dθ = −V'(θ) dt + √η σ dW`` (diffusion ``D = ησ²/2``, reflected at ``left``), by the
+    exact formula ``τ = (1/D) ∫_start^barrier e^{V(y)/D} ∫_left^y e^{−V(z)/D} dz dy``."""
+    from scipy import integrate
+
+    eta = _args.real("eta", eta, gt=0)
+    sigma = _args.real("sigma", sigma, gt=0)
+    D = eta * sigma**2 / 2
+    V = lambda u: (u * u - 1) ** 2 / 4  # noqa: E731
+    ref = V(barrier)
+
+    def inner(y):
+        return integrate.quad(lambda z: math.exp(-(V(z) - ref) / D), left, y, limit=200, epsabs=0, epsrel=1e-11)[0]
+
+    outer = integrate.quad(lambda y: math.exp((V(y) - ref) / D) * inner(y), start, barrier, limit=200, epsabs=0,
+                           epsrel=1e-10)[0]
+    return outer / D

@@ -208,3 +208,14 @@ def test_constant_drift_has_a_zero_jacobian():
     r = euler_maruyama(lambda x: torch.ones_like(x).detach(), lambda x, v: 0 * v, x0, dt=0.1, steps=5, noise_dim=1,
                        generator=torch.Generator().manual_seed(0), scheme="drift_implicit")
     assert torch.allclose(r.thetas[-1], torch.full((10, 1), 0.5, dtype=torch.float64))
+
+
+def test_sgd_exit_steps_censors_and_names_bad_input():
+    steps, censored = levy.sgd_exit_steps(1.0, 10.0, lr=0.1, noise="gaussian", scale=0.01, paths=50, max_steps=100)
+    assert censored == 50 and np.isnan(steps).all()  # a tiny noise never reaches |θ| = 10 in 100 steps
+    steps, censored = levy.sgd_exit_steps(1.0, 0.05, lr=0.1, noise="t1.5", scale=1.0, paths=200, max_steps=10_000)
+    assert censored == 0 and np.all(steps >= 1)
+    with pytest.raises(ValueError, match="noise"):
+        levy.sgd_exit_steps(1.0, 1.0, lr=0.1, noise="cauchy", scale=1.0, paths=2, max_steps=2)
+    with pytest.raises(ValueError, match="width"):
+        levy.sgd_exit_steps(1.0, -1.0, lr=0.1, noise="gaussian", scale=1.0, paths=2, max_steps=2)

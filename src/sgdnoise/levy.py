@@ -33,7 +33,7 @@ import torch
 from . import _args
 from ._args import show
 
-__all__ = ["noise_intensity", "levy_constant", "linear_stationary_intensity", "cauchy_quartic_density",
+__all__ = ["sgd_exit_steps", "noise_intensity", "levy_constant", "linear_stationary_intensity", "cauchy_quartic_density",
            "cauchy_quartic_charfn", "tail_density", "tail_probability", "empirical_charfn"]
 
 
@@ -133,3 +133,32 @@ def empirical_charfn(X, k) -> tuple[np.ndarray, np.ndarray]:
     k = np.atleast_1d(np.asarray(k, dtype=float))
     c = np.cos(np.outer(k, X))
     return c.mean(1), c.std(1, ddof=1) / math.sqrt(X.size)
+
+
+def sgd_exit_steps(depth: float, width: float, *, lr: float, noise: str, scale: float, paths: int,
+                   max_steps: int, seed: int = 0) -> tuple[np.ndarray, int]:
+    """SGD in a quadratic well, ``θ' = θ − lr (depth·θ + scale·ξ)`` from ``θ = 0``, until ``|θ| ≥ width``: the
+    step at which each path leaves (``nan`` for paths still inside after ``max_steps``: right-censored) and the
+    number censored. ``noise`` is ``"gaussian"`` (standard normal ``ξ``) or ``"t1.5"`` (Student-t with 1.5 degrees
+    of freedom: infinite variance, tail index 1.5)."""
+    depth = _args.real("depth", depth, gt=0)
+    width = _args.real("width", width, gt=0)
+    lr = _args.real("lr", lr, gt=0)
+    scale = _args.real("scale", scale, gt=0)
+    paths = _args.integer("paths", paths, minimum=1)
+    max_steps = _args.integer("max_steps", max_steps, minimum=1)
+    if noise not in ("gaussian", "t1.5"):
+        raise ValueError(f"noise={noise!r}; valid: 'gaussian', 't1.5'")
+    rng = np.random.default_rng(seed)
+    th = np.zeros(paths)
+    steps = np.full(paths, np.nan)
+    alive = np.arange(paths)
+    for k in range(1, max_steps + 1):
+        xi = rng.standard_normal(len(alive)) if noise == "gaussian" else rng.standard_t(1.5, size=len(alive))
+        th[alive] -= lr * (depth * th[alive] + scale * xi)
+        out = np.abs(th[alive]) >= width
+        steps[alive[out]] = k
+        alive = alive[~out]
+        if not len(alive):
+            break
+    return steps, len(alive)

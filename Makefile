@@ -103,7 +103,7 @@ test: pytest book book-students browser pdf determinism
 # Benchmarks against peers (benchmark-only installs, never needed by the book or the tests).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c benchmarks/constraints.txt -r benchmarks/requirements.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c benchmarks/constraints.txt --no-deps backpack-for-pytorch==1.7.1 curvlinops-for-pytorch==3.0.1 k-diffusion==0.1.1.post1
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c benchmarks/constraints.txt --no-deps backpack-for-pytorch==1.7.1 curvlinops-for-pytorch==3.0.1 k-diffusion==0.1.1.post1 devinterp==1.3.2
 	$(BIN)/python benchmarks/per_sample_grads.py
 	$(BIN)/python benchmarks/noise_spectrum.py
 	$(BIN)/python benchmarks/sde_ou.py
@@ -112,6 +112,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sigma_topk_peers.py
 	$(BIN)/python benchmarks/gns_peers.py
 	$(BIN)/python benchmarks/audit_sketch.py
+	$(BIN)/python benchmarks/llc_peer.py
 
 clean:
 	rm -rf _build _build_students

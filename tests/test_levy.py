@@ -219,3 +219,12 @@ def test_sgd_exit_steps_censors_and_names_bad_input():
         levy.sgd_exit_steps(1.0, 1.0, lr=0.1, noise="cauchy", scale=1.0, paths=2, max_steps=2)
     with pytest.raises(ValueError, match="width"):
         levy.sgd_exit_steps(1.0, -1.0, lr=0.1, noise="gaussian", scale=1.0, paths=2, max_steps=2)
+
+
+def test_median_matched_t_scale_matches_the_median():
+    from scipy import stats
+
+    s = levy.median_matched_t_scale(2.0, 1.5)
+    assert abs(s * stats.t.ppf(0.75, 1.5) - 2.0 * stats.norm.ppf(0.75)) < 1e-12
+    with pytest.raises(ValueError, match="gaussian_scale"):
+        levy.median_matched_t_scale(-1.0)

@@ -126,55 +126,59 @@ class Trajectory:
     predicted_loss: np.ndarray | None = None
 
 
+def _recorded_run(problem: Regression, update, *, steps: int, record_every: int, loss_every_step: bool,
+                  diverged: str | None) -> Trajectory:
+    """The loop that :func:`run_gd`, :func:`run_sgd` and :func:`gradient_flow` share: from ``problem.theta0``,
+    the sharpness every ``record_every`` steps, the full-batch loss at every step (``loss_every_step``) or at the
+    recorded ones, an error naming ``diverged`` if that loss is not finite (no check if None), and
+    ``theta ← update(theta)`` between steps."""
+    f = problem.loss
+    theta, u = problem.theta0.clone(), None
+    times, losses, st, sh = [], [], [], []
+    for k in range(steps + 1):
+        recorded = k % record_every == 0
+        if recorded:
+            lam, u = top_eigenpair(f, theta, u)
+            st.append(k)
+            sh.append(lam)
+        if loss_every_step or recorded:
+            times.append(k)
+            losses.append(float(f(theta)))
+            if diverged is not None and not math.isfinite(losses[-1]):
+                raise FloatingPointError(f"{diverged} diverged at step {k}")
+        if k < steps:
+            theta = update(theta)
+    return Trajectory(np.array(times, float), np.array(losses), np.array(st, float), np.array(sh), theta)
+
+
 def run_gd(problem: Regression, *, lr: float, steps: int, record_every: int = 10) -> Trajectory:
     """Full-batch gradient descent from ``problem.theta0``."""
     lr = _args.real("lr", lr, gt=0)
     steps = _args.integer("steps", steps, minimum=1)
     record_every = _args.integer("record_every", record_every, minimum=1)
-    f = problem.loss
-    g = grad(f)
-    theta, u = problem.theta0.clone(), None
-    losses, st, sh = [], [], []
-    for k in range(steps + 1):
-        if k % record_every == 0:
-            lam, u = top_eigenpair(f, theta, u)
-            st.append(k)
-            sh.append(lam)
-        losses.append(float(f(theta)))
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"gradient descent diverged at step {k} (lr={lr})")
-        if k < steps:
-            theta = theta - lr * g(theta)
-    return Trajectory(np.arange(steps + 1, dtype=float), np.array(losses), np.array(st, float), np.array(sh), theta)
+    g = grad(problem.loss)
+    return _recorded_run(problem, lambda th: th - lr * g(th), steps=steps, record_every=record_every,
+                         loss_every_step=True, diverged=f"gradient descent (lr={lr})")
 
 
 def run_sgd(problem: Regression, *, lr: float, batch: int, steps: int, record_every: int = 10,
             seed: int = 0) -> Trajectory:
     """Minibatch SGD (batches drawn with replacement) from ``problem.theta0``; the recorded loss and sharpness
-    are the full-batch ones."""
+    are the full-batch ones, every ``record_every`` steps."""
     lr = _args.real("lr", lr, gt=0)
     batch = _args.integer("batch", batch, minimum=1)
     steps = _args.integer("steps", steps, minimum=1)
     record_every = _args.integer("record_every", record_every, minimum=1)
-    f = problem.loss
     g = grad(problem.loss)
     gen = torch.Generator().manual_seed(seed)
     n = problem.X.shape[0]
-    theta, u = problem.theta0.clone(), None
-    losses, st, sh, lt = [], [], [], []
-    for k in range(steps + 1):
-        if k % record_every == 0:
-            lam, u = top_eigenpair(f, theta, u)
-            st.append(k)
-            sh.append(lam)
-            lt.append(k)
-            losses.append(float(f(theta)))
-            if not math.isfinite(losses[-1]):
-                raise FloatingPointError(f"SGD diverged at step {k} (lr={lr})")
-        if k < steps:
-            idx = torch.randint(n, (batch,), generator=gen)
-            theta = theta - lr * g(theta, problem.X[idx], problem.Y[idx])
-    return Trajectory(np.array(lt, float), np.array(losses), np.array(st, float), np.array(sh), theta)
+
+    def update(theta):
+        idx = torch.randint(n, (batch,), generator=gen)
+        return theta - lr * g(theta, problem.X[idx], problem.Y[idx])
+
+    return _recorded_run(problem, update, steps=steps, record_every=record_every, loss_every_step=False,
+                         diverged=f"SGD (lr={lr})")
 
 
 def gradient_flow(problem: Regression, *, lr: float, steps: int, substeps: int = 8,
@@ -183,21 +187,17 @@ def gradient_flow(problem: Regression, *, lr: float, steps: int, substeps: int =
     lr = _args.real("lr", lr, gt=0)
     steps = _args.integer("steps", steps, minimum=1)
     substeps = _args.integer("substeps", substeps, minimum=1)
-    f = problem.loss
-    g = grad(f)
-    theta, u = problem.theta0.clone(), None
-    losses, st, sh = [], [], []
+    record_every = _args.integer("record_every", record_every, minimum=1)
+    g = grad(problem.loss)
     h = lr / substeps
-    for k in range(steps + 1):
-        if k % record_every == 0:
-            lam, u = top_eigenpair(f, theta, u)
-            st.append(k)
-            sh.append(lam)
-        losses.append(float(f(theta)))
-        if k < steps:
-            for _ in range(substeps):
-                theta = theta - h * g(theta)
-    return Trajectory(np.arange(steps + 1, dtype=float), np.array(losses), np.array(st, float), np.array(sh), theta)
+
+    def update(theta):
+        for _ in range(substeps):
+            theta = theta - h * g(theta)
+        return theta
+
+    return _recorded_run(problem, update, steps=steps, record_every=record_every, loss_every_step=True,
+                         diverged=None)
 
 
 def central_flow(problem: Regression, *, lr: float, steps: int, substeps: int = 4, record_every: int = 10,

@@ -33,7 +33,7 @@ import torch
 from . import _args
 from ._args import show
 
-__all__ = ["sgd_exit_steps", "noise_intensity", "levy_constant", "linear_stationary_intensity", "cauchy_quartic_density",
+__all__ = ["median_matched_t_scale", "sgd_exit_steps", "noise_intensity", "levy_constant", "linear_stationary_intensity", "cauchy_quartic_density",
            "cauchy_quartic_charfn", "tail_density", "tail_probability", "empirical_charfn"]
 
 
@@ -133,6 +133,16 @@ def empirical_charfn(X, k) -> tuple[np.ndarray, np.ndarray]:
     k = np.atleast_1d(np.asarray(k, dtype=float))
     c = np.cos(np.outer(k, X))
     return c.mean(1), c.std(1, ddof=1) / math.sqrt(X.size)
+
+
+def median_matched_t_scale(gaussian_scale: float, df: float = 1.5) -> float:
+    """The scale of Student-t noise with ``df`` degrees of freedom whose median ``|ξ|`` equals that of Gaussian noise
+    of standard deviation ``gaussian_scale``: the same bulk, a heavier tail."""
+    from scipy import stats
+
+    gaussian_scale = _args.real("gaussian_scale", gaussian_scale, gt=0)
+    df = _args.real("df", df, gt=0)
+    return float(gaussian_scale * stats.norm.ppf(0.75) / stats.t.ppf(0.75, df))
 
 
 def sgd_exit_steps(depth: float, width: float, *, lr: float, noise: str, scale: float, paths: int,

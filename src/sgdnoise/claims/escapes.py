@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
-
 from ..ledger import Evidence, register
-from ..levy import sgd_exit_steps
+from ..levy import median_matched_t_scale, sgd_exit_steps
 
 CH = "chapters/09_parity"
 
@@ -34,7 +32,7 @@ def _heavy_escape(heavy="t1.5"):
     heavy-tailed noise's mean exit time by less than 1.5 and the Gaussian's by more than 5. The variant with
     Gaussian noise in place of the heavy-tailed one fails the first condition."""
     g_scale = math.sqrt(2.5)
-    t_scale = g_scale * stats.norm.ppf(0.75) / stats.t.ppf(0.75, 1.5)
+    t_scale = median_matched_t_scale(g_scale)
     scale = {"t1.5": t_scale, "gaussian": g_scale}[heavy]
     means = {}
     for noise, sc in ((heavy, scale), ("gaussian", g_scale)):

@@ -29,15 +29,21 @@ def test_registry_is_well_formed():
 
 def test_bad_registrations():
     with pytest.raises(ValueError, match="verdict='maybe'"):
-        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="maybe")
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="maybe", heading="h")
     with pytest.raises(ValueError, match="needs its conditions"):
-        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="wrong")
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="wrong", heading="h")
     with pytest.raises(ValueError, match="illustration rewrites definitions"):
         ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="wrong",
-                        statement="s", illustration=True)
+                        statement="s", illustration=True, heading="h")
     with pytest.raises(ValueError, match="illustration='yes'"):
         ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="holds",
-                        illustration="yes")
+                        illustration="yes", heading="h")
+    with pytest.raises(ValueError, match="heading=''"):
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="holds", heading="")
+    with pytest.raises(ValueError, match="no math or markup"):
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="x", verdict="holds", heading="$x$")
+    with pytest.raises(ValueError, match="unpaired"):
+        ledger.register(key="x", location="x", section="x", chapter="x", claim="a $x", verdict="holds", heading="h")
     with pytest.raises(KeyError, match="no claim"):
         ledger.run_check("nope")
 
@@ -49,7 +55,7 @@ def test_table_and_counts(monkeypatch):
     df = ledger.ledger_table("chapters/01_gradient_noise")
     assert len(df) == len(ledger.claims("chapters/01_gradient_noise")) > 0
     assert list(df.columns) == ["location", "section", "claim", "verdict", "conditions / correction", "evidence",
-                                "method", "chapter"]
+                                "method", "chapter", "treated in", "anchor"]
     assert set(df.verdict) <= set(ledger.VERDICTS) | {ledger.IDENTITY}
     monkeypatch.setattr(ledger, "run_check", lambda key, **kw: ledger.Evidence(key != "ch1:diagonal", "stub"))
     with pytest.raises(AssertionError, match="ch1:diagonal"):
@@ -100,20 +106,69 @@ def test_verdict_sentence_counts_and_grammar(monkeypatch):
         ledger.verdict_sentence(phrases={"maybe": ("a", "b")})
 
 
-def test_ledger_html_has_badges_no_index_and_escapes():
+def test_ledger_html_has_badges_no_index_math_and_section_links():
     import pandas as pd
 
     from sgdnoise import ledger
 
-    table = pd.DataFrame([{"location": "§1 <a>", "section": "1", "claim": "x < y", "verdict": "wrong",
-                           "conditions / correction": "c", "evidence": "e", "method": "sympy", "chapter": "01_x"}])
+    table = pd.DataFrame([{"location": "§1 <a>", "section": "1", "claim": r"x < y and $\Sigma_{\mathrm{emp}}/B$",
+                           "verdict": "wrong", "conditions / correction": "c", "evidence": "e_1", "method": "sympy",
+                           "chapter": "01_x", "treated in": "The setting", "anchor": "the-setting"}])
     html = ledger.ledger_html(table, links={"01_x": "../chapters/01_x.html"}).data
     assert 'data-verdict="wrong"' in html and ledger.VERDICT_COLOURS["wrong"] in html
     assert "&lt;a&gt;" in html and "x &lt; y" in html  # escaped
-    assert "<th></th>" not in html and html.count("<th>") == 7  # six columns and the link, no index column
-    assert 'href="../chapters/01_x.html"' in html
+    assert r'<span class="math notranslate nohighlight">\(\Sigma_{\mathrm{emp}}/B\)</span>' in html  # typeset
+    assert "$" not in html and "e_1" in html  # the evidence is plain text
+    assert "<th></th>" not in html and html.count("<th>") == 7  # seven columns, no index column
+    assert '<a href="../chapters/01_x.html#the-setting">The setting</a>' in html  # the row's section
+    assert 'href="#the-setting"' in ledger.ledger_html(table).data  # a chapter's own table: the same page
+    with pytest.raises(ValueError, match="no URL for chapter '01_x'"):
+        ledger.ledger_html(table, links={})
     with pytest.raises(ValueError, match="verdict 'maybe' has no colour"):
         ledger.ledger_html(table.assign(verdict="maybe"))
+
+
+def test_math_html():
+    assert ledger.math_html("a $x_1 < 2$ b & c") == (
+        'a <span class="math notranslate nohighlight">\\(x_1 &lt; 2\\)</span> b &amp; c')
+    with pytest.raises(ValueError, match="unpaired"):
+        ledger.math_html("cost $5")
+
+
+def _tex_left(text: str) -> list[str]:
+    """Mathematics written outside ``$…$`` in a claim or statement: subscripts, superscripts, TeX commands and
+    the operators that only appear in formulas."""
+    import re
+
+    outside = re.sub(r"\$[^$]*\$", " ", text)
+    return re.findall(r"\S*[_^\\]\S*|[Σ∇∂≪≫≥≤≠√∈⁻¹²³₀₁₂ᵀ∝]", outside)
+
+
+def test_claims_store_their_mathematics_as_tex():
+    """Issue 22, item 3: claims and statements write formulas as TeX between dollars, so the tables typeset them;
+    the check catches the Unicode formulas the ledger used to store."""
+    for c in CLAIMS:
+        for text in (c.claim, c.statement):
+            assert not _tex_left(text), (c.key, _tex_left(text))
+    assert _tex_left("Cov_B[ξ | D_n] = Σ_emp(θ)/B") and _tex_left("η → dt ≪ 1")  # the old forms fail
+
+
+def test_every_claim_links_to_one_section_of_its_chapter():
+    """Each row's link target: a level-2 or level-3 heading that occurs exactly once in the chapter's source,
+    whose Sphinx id is the anchor (the browser test follows the links in the built book)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for c in CLAIMS:
+        lines = (root / f"{c.chapter}.md").read_text(encoding="utf-8").splitlines()
+        headings = [l.lstrip("#").strip() for l in lines if re.match(r"#{2,3} ", l)]
+        assert headings.count(c.heading) == 1, (c.key, c.heading)
+    assert ledger.section_anchor("Which Fokker–Planck equation?") == "which-fokkerplanck-equation"
+    assert ledger.section_anchor("Where there is a barrier: SGD's own escapes") == \
+        "where-there-is-a-barrier-sgd-s-own-escapes"
+    with pytest.raises(ValueError, match="empty anchor"):
+        ledger.section_anchor("§")
 
 
 def test_at_a_glance_lists_exactly_the_claims_that_do_not_simply_hold():

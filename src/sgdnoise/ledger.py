@@ -1,8 +1,10 @@
 """The ledger: every claim of the research notes, registered once, with a verdict and a check.
 
 A :class:`Claim` records where the claim sits in the notes (``"(6)–(7)"``, ``"Prop. 1 (item 3)"``,
-``"§1.8.5"``), the claim in words, the verdict, the chapter that checks it, and a ``check`` that
-returns :class:`Evidence`. The verdicts:
+``"§1.8.5"``), the claim in words, the verdict, the chapter that checks it and the heading of the section
+that treats it there, and a ``check`` that returns :class:`Evidence`. The claim and its statement store
+their mathematics as TeX between single dollars (``"$\\Sigma_{\\mathrm{emp}}/B$"``): the tables show it typeset
+(:func:`ledger_html`), and :func:`ledger_table` keeps the source. The verdicts:
 
 - ``"holds"``: true under the conditions the notes themselves state (a remark may follow);
 - ``"holds only if"``: true only under conditions the notes leave out, which the statement gives;
@@ -31,11 +33,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["VERDICTS", "IDENTITY", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts",
-           "verdict_sentence"]
+           "verdict_sentence", "section_anchor", "math_html", "ledger_html", "verdict_filter_html", "at_a_glance"]
 
 VERDICTS = ("holds", "holds only if", "wrong", "notation slip", "not supported here")
 IDENTITY = "holds (identity)"  # how the ledger shows an illustration: not counted among the verdicts
@@ -62,15 +65,21 @@ class Claim:
     mutant: dict = field(default_factory=dict)
     method: str = "sympy"  # "sympy" (exact) or "simulation" (seeded Monte Carlo)
     illustration: bool = False  # the claim only rewrites definitions: shown, not counted
+    heading: str = ""  # the title of the section of ``chapter`` that treats the claim
 
     @property
     def shown_verdict(self) -> str:
         return IDENTITY if self.illustration else self.verdict
 
 
-def register(*, key, location, section, chapter, claim, verdict, statement="", mutant=None, method="sympy",
+def register(*, key, location, section, chapter, claim, verdict, heading, statement="", mutant=None, method="sympy",
              illustration=False):
-    """Decorator: register ``check`` as the evidence for one claim of the notes."""
+    """Decorator: register ``check`` as the evidence for one claim of the notes.
+
+    ``heading`` is the exact title of the section of ``chapter`` that treats the claim (a level-2 or level-3
+    heading with no markup); the ledger links each row there (:func:`section_anchor`). ``claim`` and
+    ``statement`` write mathematics as TeX between single dollars.
+    """
     if verdict not in VERDICTS:
         raise ValueError(f"verdict={verdict!r}; valid verdicts are {VERDICTS}")
     if not isinstance(illustration, bool):
@@ -80,12 +89,19 @@ def register(*, key, location, section, chapter, claim, verdict, statement="", m
                          f"not {verdict!r}; a claim the notes get wrong is evidence")
     if verdict != "holds" and not statement:
         raise ValueError(f"claim {key}: verdict {verdict!r} needs its conditions or corrected statement")
+    if not isinstance(heading, str) or not heading.strip() or any(ch in heading for ch in "$`*[]{}"):
+        raise ValueError(f"claim {key}: heading={heading!r}; expected the plain title of the section of {chapter} "
+                         "that treats the claim (no math or markup)")
+    for name, text in (("claim", claim), ("statement", statement)):
+        if text.count("$") % 2:
+            raise ValueError(f"claim {key}: its {name} has an unpaired '$' (TeX goes between single dollars): "
+                             f"{text!r}")
 
     def deco(check):
         if key in _REGISTRY:
             raise ValueError(f"claim {key!r} registered twice")
         _REGISTRY[key] = Claim(key, location, section, chapter, claim, verdict, statement, check, dict(mutant or {}), method,
-                               illustration)
+                               illustration, heading)
         return check
 
     return deco
@@ -115,11 +131,42 @@ def run_check(key: str, **overrides) -> Evidence:
     return ev
 
 
+def section_anchor(heading: str) -> str:
+    """The HTML id that Sphinx gives a section titled ``heading`` (docutils' ``make_id``: ASCII, lower case,
+    runs of other characters turned into one hyphen), e.g. ``"Why Itô?"`` → ``"why-ito"``."""
+    from docutils.nodes import make_id
+
+    anchor = make_id(heading)
+    if not anchor:
+        raise ValueError(f"heading={heading!r} gives an empty anchor; use a title with letters or digits")
+    return anchor
+
+
+_MATH = re.compile(r"\$([^$]+)\$")
+
+
+def math_html(text: str) -> str:
+    """``text`` escaped for HTML, with each ``$…$`` turned into an inline equation that the book's MathJax
+    typesets (the markup Sphinx gives inline math)."""
+    import html
+
+    if text.count("$") % 2:
+        raise ValueError(f"text has an unpaired '$' (TeX goes between single dollars): {text!r}")
+    out, last = [], 0
+    for m in _MATH.finditer(text):
+        out.append(html.escape(text[last:m.start()]))
+        out.append(f'<span class="math notranslate nohighlight">\\({html.escape(m.group(1))}\\)</span>')
+        last = m.end()
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
 def ledger_table(chapter: str | None = None, *, link: bool = False):
     """Run the checks and return a ``pandas.DataFrame`` with one row per claim.
 
     Columns: location, section, claim, verdict (``IDENTITY`` for an illustration), conditions / correction,
-    evidence, method, chapter.
+    evidence, method, chapter, and the section that treats the claim (its title and its anchor). Claims and
+    conditions keep their TeX source.
     A check that does not confirm its verdict raises: the book never shows an unconfirmed row.
     """
     import pandas as pd
@@ -140,6 +187,8 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
                 "evidence": ev.details,
                 "method": c.method,
                 "chapter": where,
+                "treated in": c.heading,
+                "anchor": section_anchor(c.heading),
             }
         )
     return pd.DataFrame(rows)
@@ -148,8 +197,8 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
 #: Badge colours of the verdicts (text in white on them): green, amber, red, purple, grey.
 VERDICT_COLOURS = {"holds": "#1a7f37", "holds only if": "#9a6700", "wrong": "#cf222e", "notation slip": "#8250df",
                    "not supported here": "#57606a", IDENTITY: "#6e7781"}
-_COLUMNS = (("location", "12%"), ("claim", "24%"), ("verdict", "9%"), ("conditions / correction", "29%"),
-            ("evidence", "19%"), ("method", "7%"))
+_COLUMNS = (("location", "10%"), ("claim", "23%"), ("verdict", "9%"), ("conditions / correction", "26%"),
+            ("evidence", "17%"), ("method", "6%"), ("treated in", "9%"))
 _STYLE = (
     "<style>table.ledger-table{table-layout:fixed;width:100%;border-collapse:collapse;font-size:0.85em}"
     "table.ledger-table th,table.ledger-table td{vertical-align:top;text-align:left;padding:4px 6px;"
@@ -159,29 +208,38 @@ _STYLE = (
 
 def ledger_html(table, *, links: dict | None = None):
     """The rows of :func:`ledger_table` as an HTML table for a page: no index column, fixed column widths, the
-    verdict as a coloured badge (:data:`VERDICT_COLOURS`), every cell escaped. Each row carries its verdict in
-    ``data-verdict`` (for :func:`verdict_filter_html`). ``links`` maps a chapter name (the table's ``chapter``
-    column) to a URL: a last column then links each row to the chapter that checks it."""
+    verdict as a coloured badge (:data:`VERDICT_COLOURS`), the claim and its conditions with their TeX typeset
+    (:func:`math_html`), every other cell escaped. Each row carries its verdict in ``data-verdict`` (for
+    :func:`verdict_filter_html`). The last column links each row to the section that treats its claim: on the
+    same page (a chapter's own table), or, where ``links`` maps the row's chapter (the table's ``chapter``
+    column) to the chapter's URL, on that page."""
     import html
 
     from IPython.display import HTML
 
-    cols = list(_COLUMNS) + ([("checked in", "8%")] if links else [])
-    head = "".join(f'<col style="width:{w}">' for _, w in cols)
+    head = "".join(f'<col style="width:{w}">' for _, w in _COLUMNS)
     out = [_STYLE, f'<table class="ledger-table"><colgroup>{head}</colgroup><thead><tr>']
-    out += [f"<th>{html.escape(name)}</th>" for name, _ in cols] + ["</tr></thead><tbody>"]
+    out += [f"<th>{html.escape(name)}</th>" for name, _ in _COLUMNS] + ["</tr></thead><tbody>"]
     for _, row in table.iterrows():
         verdict = str(row["verdict"])
         if verdict not in VERDICT_COLOURS:
             raise ValueError(f"verdict {verdict!r} has no colour; valid verdicts are {tuple(VERDICT_COLOURS)}")
         cells = []
-        for name, _ in cols:
+        for name, _ in _COLUMNS:
             if name == "verdict":
                 cells.append(f'<span class="ledger-badge" style="background:{VERDICT_COLOURS[verdict]}">'
                              f"{html.escape(verdict)}</span>")
-            elif name == "checked in":
+            elif name == "treated in":
                 chap = str(row["chapter"])
-                cells.append(f'<a href="{html.escape(links[chap])}">{html.escape(chap.replace("_", " "))}</a>')
+                page = ""
+                if links is not None:
+                    if chap not in links:
+                        raise ValueError(f"links has no URL for chapter {chap!r}; it maps {sorted(links)}")
+                    page = links[chap]
+                cells.append(f'<a href="{html.escape(page)}#{html.escape(str(row["anchor"]))}">'
+                             f'{html.escape(str(row["treated in"]))}</a>')
+            elif name in ("claim", "conditions / correction"):
+                cells.append(math_html(str(row[name])))
             else:
                 cells.append(html.escape(str(row[name])))
         out.append(f'<tr data-verdict="{html.escape(verdict)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -213,9 +271,9 @@ def at_a_glance():
         verdict = c.shown_verdict
         if verdict in ("holds", IDENTITY):
             continue
-        first = re.split(r"(?<=[a-z0-9)\]])\. (?=[A-Z])", c.statement.strip(), maxsplit=1)[0].rstrip(".")
+        first = re.split(r"(?<=[a-z0-9)\]$])\. (?=[A-Z])", c.statement.strip(), maxsplit=1)[0].rstrip(".")
         items.append(f'<li><b>{html.escape(c.location)}</b> <span class="ledger-badge" style="background:'
-                     f'{VERDICT_COLOURS[verdict]}">{html.escape(verdict)}</span> {html.escape(first)}.</li>')
+                     f'{VERDICT_COLOURS[verdict]}">{html.escape(verdict)}</span> {math_html(first)}.</li>')
     return HTML(_STYLE + '<ul class="ledger-glance">' + "".join(items) + "</ul>")
 
 

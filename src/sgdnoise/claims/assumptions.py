@@ -60,14 +60,16 @@ def _reads_two(alpha: float, se: float) -> bool:
     chapter=CH,
     claim="The gradient noise may have infinite variance; it is likely not Gaussian but Lévy (heavy-tailed), "
     "which makes the CLT's Gaussian, finite-variance noise the most important assumption.",
+    heading="Is the noise of a real network heavy-tailed?",
     verdict="holds only if",
     statement="only for one-pass (online) SGD, whose noise follows the population law, when that law has "
-    "infinite variance. Given a finite data set the noise averages B draws from n fixed per-sample gradients: "
-    "its variance is exactly Σ_emp/B, finite. What a tail estimator reports is another matter: on a trained "
-    "network at B = 1 the index read along fixed directions is far below 2 and rises with B, because a few "
-    "samples carry most of the gradient; the same estimator reads the n per-sample values themselves, a law of "
-    "finite support, as heavy. Such a reading describes the shape of a finite sample over its range, not an "
-    "infinite variance, and not an α-stable (Lévy) law, whose variance is infinite",
+    "infinite variance. Given a finite data set the noise averages $B$ draws from $n$ fixed "
+    r"per-sample gradients: its variance is exactly $\Sigma_{\mathrm{emp}}/B$, finite. What a tail "
+    "estimator reports is another matter: on a trained network at $B = 1$ the index read along fixed "
+    "directions is far below 2 and rises with $B$, because a few samples carry most of the gradient; "
+    "the same estimator reads the $n$ per-sample values themselves, a law of finite support, as "
+    "heavy. Such a reading describes the shape of a finite sample over its range, not an infinite "
+    "variance, and not an α-stable (Lévy) law, whose variance is infinite",
     mutant={"reading_at_B1": _reads_two},
     method="simulation",
 )
@@ -123,6 +125,7 @@ def _finite_variance(reading_at_B1=_reads_heavy, population_df: float = 1.5):
     section="2.3",
     chapter=CH,
     claim="The gradient noise satisfies the Lindeberg condition, which the CLT needs; unclear how much this matters.",
+    heading="The remaining assumptions",
     verdict="holds",
     statement="",
     mutant={"b_star": lambda r: math.ceil(r)},
@@ -152,12 +155,14 @@ def _lindeberg(b_star=lambda r: math.ceil(r**2)):
     location="§2.3 (fourth assumption); §2.4",
     section="2.3, 2.4",
     chapter=CH,
-    claim="η → dt ≪ 1: a small learning rate is central to the continuous-time limit.",
+    claim=r"$\eta \to dt \ll 1$: a small learning rate is central to the continuous-time limit.",
+    heading="Is the learning rate small?",
     verdict="holds only if",
-    statement="'small' is measured against the curvature and the batch: on streaming least squares "
-    "(a ~ N(0, σ²)) SGD's stationary variance diverges at ησ² = 2B/(B + 2), the SDE's only at ησ² = B, and "
-    "their ratio is 1 + O(ησ²); the SDE misses the divergence entirely for B ≥ 2 (it lies beyond GD's "
-    "own stability limit ησ² = 2)",
+    statement=r"'small' is measured against the curvature and the batch: on streaming least squares ($a \sim "
+    r"\mathcal N(0, \sigma^2)$) SGD's stationary variance diverges at $\eta\sigma^2 = 2B/(B + 2)$, "
+    r"the SDE's only at $\eta\sigma^2 = B$, and their ratio is $1 + O(\eta\sigma^2)$; the SDE misses "
+    r"the divergence entirely for $B \ge 2$ (it lies beyond GD's own stability limit $\eta\sigma^2 = "
+    "2$)",
     mutant={"sde_threshold": lambda B: 2 * B / (B + 2)},
 )
 def _small_lr(sde_threshold=lambda B: B):
@@ -190,14 +195,17 @@ def _small_lr(sde_threshold=lambda B: B):
     claim="If the sampling of the batches is 'not without replacement' the noise seems anti-correlated (the notes' "
     "words); momentum makes it auto-correlated; if the auto-correlation decays, the functional CLT still gives a "
     "Wiener process.",
+    heading="Is the noise white?",
     verdict="holds only if",
     statement="the sampling is random reshuffling (the batches of an epoch drawn without replacement from one "
-    "permutation). Read literally, 'not without replacement' is sampling with replacement, whose batches are "
-    "independent and whose noise is uncorrelated; independent batches each drawn without replacement are "
-    "uncorrelated too. The Wiener limit then carries the long-run covariance Σ_ℓ Cov(ξ_k, ξ_{k+ℓ}) in place of Σ/B: "
-    "under random reshuffling the noises of one epoch sum to exactly zero (pairwise correlation -1/(m-1), "
-    "m = n/B batches per epoch), so the long-run covariance vanishes; with momentum β the filtered noise has "
-    "correlation β^ℓ and long-run covariance (1+β)/(1-β) times its variance",
+    "permutation). Read literally, 'not without replacement' is sampling with replacement, whose "
+    "batches are independent and whose noise is uncorrelated; independent batches each drawn without "
+    "replacement are uncorrelated too. The Wiener limit then carries the long-run covariance "
+    r"$\sum_\ell \operatorname{Cov}(\xi_k, \xi_{k+\ell})$ in place of $\Sigma/B$: under random "
+    "reshuffling the noises of one epoch sum to exactly zero (pairwise correlation $-1/(M-1)$, with "
+    r"$M = n/B$ batches per epoch), so the long-run covariance vanishes; with momentum $\beta$ the "
+    r"filtered noise has correlation $\beta^\ell$ and long-run covariance $\frac{1+\beta}{1-\beta}$ "
+    "times its variance",
     mutant={"predicted_corr": lambda m: 0.0},
 )
 def _autocorrelation(predicted_corr=lambda m: sp.Rational(-1, m - 1)):
@@ -241,10 +249,12 @@ def _autocorrelation(predicted_corr=lambda m: sp.Rational(-1, m - 1)):
     location="§2.3 (fifth assumption); §2.4 (last item); §6",
     section="2.3, 2.4, 6",
     chapter=CH,
-    claim="B ≪ n and B/n ≪ 1 are needed to have enough batch and data samples to apply the CLT.",
+    claim=r"$B \ll n$ and $B/n \ll 1$ are needed to have enough batch and data samples to apply the CLT.",
+    heading="The ranking, in one unit",
     verdict="wrong",
-    statement="neither is needed: with the exact factor (n-B)/((n-1)B) in its covariance, the SDE approximates "
-    "SGD without replacement as well at B = n/2 as at B = 2; B/n ≪ 1 only lets one drop that factor",
+    statement=r"neither is needed: with the exact factor $\frac{n-B}{(n-1)B}$ in its covariance, the SDE "
+    r"approximates SGD without replacement as well at $B = n/2$ as at $B = 2$; $B/n \ll 1$ only lets "
+    "one drop that factor",
     mutant={"factor": lambda n, B: 1.0 / B},
 )
 def _batch_vs_n(factor=None):
@@ -274,7 +284,8 @@ def _batch_vs_n(factor=None):
     location="§2.3 (third assumption)",
     section="2.3",
     chapter=CH,
-    claim="η_k independent of k is technically not necessary.",
+    claim=r"A learning rate $\eta_k$ that does not depend on $k$ is technically not necessary.",
+    heading="The remaining assumptions",
     verdict="holds",
     statement="",
     mutant={"follow_schedule": False},
@@ -316,6 +327,7 @@ def _schedule(follow_schedule: bool = True):
     section="2.2, 2.3",
     chapter=CH,
     claim="The noise covariance is not positive definite in practice, since deep networks are highly degenerate.",
+    heading="Noise scale, rank, and alignment with curvature",
     verdict="holds",
     statement="",
     mutant={"rank_bound": lambda n, d: d},
@@ -338,10 +350,11 @@ def _singular(rank_bound=lambda n, d: min(n - 1, d)):
     section="2.3",
     chapter=CH,
     claim="Samples are i.i.d.: necessary for the CLT to apply.",
+    heading="The remaining assumptions",
     verdict="wrong",
     statement="not necessary: the draws of a batch without replacement are dependent, yet its noise becomes "
-    "Gaussian when B and n - B both grow (the finite-population CLT); what the CLT needs is many draws whose "
-    "individual contributions are small",
+    "Gaussian when $B$ and $n - B$ both grow (the finite-population CLT); what the CLT needs is many "
+    "draws whose individual contributions are small",
     mutant={"batch": lambda n: 4},
     method="simulation",
 )
@@ -368,12 +381,14 @@ def _iid(batch=lambda n: n // 4):
     location="§6",
     section="6",
     chapter=CH,
-    claim="B should remain fixed as the learning rate η → 0.",
+    claim=r"$B$ should remain fixed as the learning rate $\eta \to 0$.",
+    heading="The remaining assumptions",
     verdict="holds only if",
-    statement="fixing B is one way to take the limit, not a requirement: the SDE depends on η and B only through "
-    "η/B, and SGD approaches it as η → 0 with B fixed. Along η/B fixed (the linear scaling rule) SGD's error also "
-    "shrinks as η and B shrink together, but η → 0 then forces B → 0: minibatches stop at B = 1, and the limit "
-    "along that path is reachable only through a noise-scaling device such as SVAG",
+    statement=r"fixing $B$ is one way to take the limit, not a requirement: the SDE depends on $\eta$ and $B$ "
+    r"only through $\eta/B$, and SGD approaches it as $\eta \to 0$ with $B$ fixed. Along $\eta/B$ "
+    r"fixed (the linear scaling rule) SGD's error also shrinks as $\eta$ and $B$ shrink together, but "
+    r"$\eta \to 0$ then forces $B \to 0$: minibatches stop at $B = 1$, and the limit along that path "
+    "is reachable only through a noise-scaling device such as SVAG",
     mutant={"noise_factor": lambda B: 1.0 / B**2},
 )
 def _fixed_batch(noise_factor=lambda B: 1.0 / B):

@@ -33,7 +33,9 @@ def _G(n: int) -> sp.Matrix:
     location="(12)–(13)",
     section="2.1",
     chapter=CH,
-    claim="SGD is θ_{k+1} = θ_k - η g_{B_k}(θ_k); with ξ = g_n - g_B this is θ_{k+1} = θ_k - η g_n + η ξ.",
+    claim=r"SGD is $\theta_{k+1} = \theta_k - \eta\, g_{\mathcal B_k}(\theta_k)$; with $\xi = g_n - "
+    r"g_{\mathcal B}$ this is $\theta_{k+1} = \theta_k - \eta\, g_n + \eta\, \xi$.",
+    heading="The argument of the notes",
     verdict="holds",
     illustration=True,
     mutant={"xi": lambda gn, gB: gB - gn},
@@ -54,10 +56,12 @@ def _update(xi=lambda gn, gB: gn - gB):
     location="(14)",
     section="2.1",
     chapter=CH,
-    claim="Δθ_{k+1} = -η g_{B_k}(θ_k) + η ξ(θ_k).",
+    claim=r"$\Delta\theta_{k+1} = -\eta\, g_{\mathcal B_k}(\theta_k) + \eta\, \xi(\theta_k)$.",
+    heading="The argument of the notes",
     verdict="wrong",
-    statement="Δθ_{k+1} = -η g_n(θ_k) + η ξ(θ_k) (= -η g_{B_k}); (14) counts the noise twice, "
-    "its right-hand side equals -η(2 g_B - g_n)",
+    statement=r"$\Delta\theta_{k+1} = -\eta\, g_n(\theta_k) + \eta\, \xi(\theta_k)$ (which is $-\eta\, "
+    r"g_{\mathcal B_k}$); (14) counts the noise twice, its right-hand side equals $-\eta\,(2 "
+    r"g_{\mathcal B} - g_n)$",
     mutant={"corrected": lambda gn, gB, xi: -gB + xi},
 )
 def _eq14(corrected=lambda gn, gB, xi: -gn + xi):
@@ -80,7 +84,9 @@ def _eq14(corrected=lambda gn, gB, xi: -gn + xi):
     location="(15)",
     section="2.1",
     chapter=CH,
-    claim="For a uniformly drawn index i, E[g_i(θ_k)] = g_n(θ_k), so the noise has mean zero.",
+    claim=r"For a uniformly drawn index $i$, $\mathbb E[g_i(\theta_k)] = g_n(\theta_k)$, so the noise has "
+    "mean zero.",
+    heading="The argument of the notes",
     verdict="holds",
     mutant={"distribution": lambda n, B, scheme: tuple(((i,) * B, sp.Rational(1, n - 1)) for i in range(n - 1))},
 )
@@ -107,11 +113,15 @@ def _eq15(distribution=sy.batch_distribution):
     location="(16)–(17)",
     section="2.1",
     chapter=CH,
-    claim="Σ_batch = (1/B²) Σ_{i∈B} Cov(ξ) = Σ/B.",
+    claim=r"$\Sigma_{\mathrm{batch}} = \frac{1}{B^2}\sum_{i \in \mathcal B}\operatorname{Cov}(\xi) = "
+    r"\Sigma/B$.",
+    heading="The argument of the notes",
     verdict="notation slip",
-    statement="the result Σ/B is right; the middle expression writes Cov(ξ) for the covariance of one sample's "
-    "gradient Cov(g_{I_j}) = Σ. Read literally (Cov(ξ) = Σ/B, the batch noise) it gives Σ/B²; read as intended, "
-    "(1/B²) Σ_j Cov(g_{I_j}) = Σ/B, with replacement (the notes' setting)",
+    statement=r"the result $\Sigma/B$ is right; the middle expression writes $\operatorname{Cov}(\xi)$ for the "
+    r"covariance of one sample's gradient, $\operatorname{Cov}(g_{I_j}) = \Sigma$. Read literally "
+    r"($\operatorname{Cov}(\xi) = \Sigma/B$, the batch noise) it gives $\Sigma/B^2$; read as "
+    r"intended, $\frac{1}{B^2}\sum_j \operatorname{Cov}(g_{I_j}) = \Sigma/B$, with replacement (the "
+    "notes' setting)",
     mutant={"corrected_middle": lambda cov_xi, cov_g, B: B * cov_xi / B**2},
 )
 def _eq17(corrected_middle=lambda cov_xi, cov_g, B: B * cov_g / B**2):
@@ -168,12 +178,14 @@ def _kurtosis_check(rate_exponent: float, R: int = 200_000, seed: int = 0):
     location="(18)",
     section="2.1",
     chapter=CH,
-    claim="By the CLT, ξ(θ_k) ~ N(0, Σ(θ_k)/B).",
+    claim=r"By the CLT, $\xi(\theta_k) \sim \mathcal N(0, \Sigma(\theta_k)/B)$.",
+    heading="Does the noise of one step need to be Gaussian?",
     verdict="holds",
-    statement="under the notes' own hypothesis that B is large enough for the CLT. How large: with replacement the "
-    "batch mean of B independent draws has fourth cumulant κ₄/B³ and variance κ₂/B, so every projection of ξ has "
-    "excess kurtosis κ₁/B (κ₁ = κ₄/κ₂², that of one sample), and at small B the single-step noise is far from "
-    "Gaussian; the SDE does not need (18), only the CLT over many steps (chapter 2)",
+    statement="under the notes' own hypothesis that $B$ is large enough for the CLT. How large: with "
+    r"replacement the batch mean of $B$ independent draws has fourth cumulant $\kappa_4/B^3$ and "
+    r"variance $\kappa_2/B$, so every projection of $\xi$ has excess kurtosis $\kappa_4/(\kappa_2^2 "
+    "B)$, one sample's divided by $B$, and at small $B$ the single-step noise is far from Gaussian; "
+    "the SDE does not need (18), only the CLT over many steps (chapter 2)",
     mutant={"rate_exponent": 0.5},
     method="simulation",
 )
@@ -199,11 +211,15 @@ def _accumulated_variance(n: int, B: int, N: int, scheme: str) -> sp.Matrix:
     location="(19)–(20)",
     section="2.1",
     chapter=CH,
-    claim="Var(Σ_{k=1}^N η ξ_k) = N η² Σ(θ_k) = t η Σ(θ_k), t = Nη.",
+    claim=r"$\operatorname{Var}\big(\sum_{k=1}^N \eta\,\xi_k\big) = N\eta^2\,\Sigma(\theta_k) = "
+    r"t\,\eta\,\Sigma(\theta_k)$, with $t = N\eta$.",
+    heading="The argument of the notes",
     verdict="wrong",
-    statement="Var(Σ_k η ξ_k) = N η² Σ/B = t η Σ/B (a factor 1/B is missing), for batches drawn with replacement. "
-    "It holds along a real trajectory too, with E Σ(θ_k) in place of Σ (the ξ_k are martingale differences, so "
-    "their variances add); under random reshuffling the noise of a whole epoch sums to exactly zero",
+    statement=r"$\operatorname{Var}(\sum_k \eta\,\xi_k) = N\eta^2\,\Sigma/B = t\,\eta\,\Sigma/B$ (a factor "
+    "$1/B$ is missing), for batches drawn with replacement. It holds along a real trajectory too, "
+    r"with $\mathbb E\,\Sigma(\theta_k)$ in place of $\Sigma$ (the $\xi_k$ are martingale "
+    "differences, so their variances add); under random reshuffling the noise of a whole epoch sums "
+    "to exactly zero",
     mutant={"corrected": lambda N, B: sp.Integer(N)},
 )
 def _eq19(corrected=lambda N, B: sp.Rational(N, B)):
@@ -259,11 +275,14 @@ def _trajectory_variance(steps: int = 3):
     location="(21)–(22)",
     section="2.1",
     chapter=CH,
-    claim="Scaling the noise by √η instead of η gives Var(Σ_k √η ξ_k) = t Σ, the 'proper scaling' for the continuous limit.",
+    claim=r"Scaling the noise by $\sqrt\eta$ instead of $\eta$ gives $\operatorname{Var}(\sum_k "
+    r"\sqrt\eta\,\xi_k) = t\,\Sigma$, the 'proper scaling' for the continuous limit.",
+    heading="The argument of the notes",
     verdict="wrong",
-    statement="SGD's noise enters as η ξ_k, so its accumulated covariance is t η Σ/B, which vanishes as η → 0 at "
-    "fixed t: SGD's limit is gradient flow. Rescaling by √η changes the algorithm; what survives is the "
-    "diffusion approximation (23) at small but finite η, a weak approximation of order 1, not a limit",
+    statement=r"SGD's noise enters as $\eta\,\xi_k$, so its accumulated covariance is $t\,\eta\,\Sigma/B$, "
+    r"which vanishes as $\eta \to 0$ at fixed $t$: SGD's limit is gradient flow. Rescaling by "
+    r"$\sqrt\eta$ changes the algorithm; what survives is the diffusion approximation (23) at small "
+    r"but finite $\eta$, a weak approximation of order 1, not a limit",
     mutant={"sgd_accumulated": lambda t, eta, B: t / B},
 )
 def _eq21(sgd_accumulated=lambda t, eta, B: t * eta / B):
@@ -328,11 +347,14 @@ def _weak_errors(t: float, etas, seed: int = 0):
     location="(23)",
     section="2.1",
     chapter=CH,
-    claim="The continuous-time limit of SGD is dθ = -∇L_n dt + sqrt((η/B) Σ(θ)) dW.",
+    claim=r"The continuous-time limit of SGD is $d\theta = -\nabla L_n\,dt + "
+    r"\sqrt{(\eta/B)\,\Sigma(\theta)}\,dW$.",
+    heading="The argument of the notes",
     verdict="holds only if",
-    statement="read as an approximation, not a limit: for small η, on a finite horizon, with batches drawn with "
-    "replacement, it matches SGD to weak order 1 in η (Li, Tai & E), as gradient flow does; near stationarity it "
-    "is one order better than gradient flow. As η → 0 its diffusion vanishes and it tends to gradient flow",
+    statement=r"read as an approximation, not a limit: for small $\eta$, on a finite horizon, with batches "
+    r"drawn with replacement, it matches SGD to weak order 1 in $\eta$ (Li, Tai & E), as gradient "
+    r"flow does; near stationarity it is one order better than gradient flow. As $\eta \to 0$ its "
+    "diffusion vanishes and it tends to gradient flow",
     mutant={"order": 2.0},
     method="exact moments",
 )

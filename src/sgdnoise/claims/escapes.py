@@ -17,6 +17,7 @@ CH = "chapters/09_parity"
     chapter=CH,
     claim="Heavy-tailed noise may be important to escape faster from shallow minima and saddle points, and to find "
           "broader, flatter minima that generalise better.",
+    heading="Where there is a barrier: SGD's own escapes",
     verdict="holds only if",
     statement="read as a statement about escapes from a well: with heavy-tailed gradient noise (Student-t, tail index "
               "1.5) SGD leaves a quadratic well by single large steps, at a rate set by the well's width, almost "

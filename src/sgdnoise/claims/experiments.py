@@ -20,16 +20,18 @@ CH = "chapters/05_experiments"
     chapter=CH,
     claim="Heavy-tailed noise matters for escaping saddles, so a Lévy (α-stable) SDE should predict SGD's "
     "saddle-to-saddle dynamics in deep linear networks better than a Gaussian SDE.",
+    heading="SGD against its Gaussian and α-stable SDEs: a pre-registered sweep",
     verdict="not supported here",
     statement="tested in chapter 5's pre-registered sweep: deep linear networks of depth 2 and 3 from small "
-    "initialisation with label noise (teacher singular values 4, 2, 1), η = 0.05 and five batch sizes (η/B from "
-    "0.05 to 0.003), two data sets, 64 chains, diverging chains censored. Per (data set, depth, level) the "
-    "Kaplan–Meier distance of each SDE's escape times to SGD's, averaged over the modes; the α-stable SDE (sub-"
-    "Gaussian, matched to SGD's noise in bulk) was closer than the Gaussian SDE with SGD's covariance in 5, 8 and "
-    "11 of the 20 units at α = 1.5, 1.8 and 1.95. No α is resolved by the exact sign test at 0.05/3 (α = 1.5 leans "
-    "towards the Gaussian, p = 0.04): no difference is detected, so the hypothesis is not supported. Both SDEs "
-    "differ from SGD in some cells, the Gaussian mostly at weak noise (the SDE has no finite-step delay), the "
-    "α-stable ones mostly where they diverge",
+    r"initialisation with label noise (teacher singular values 4, 2, 1), $\eta = 0.05$ and five batch "
+    r"sizes ($\eta/B$ from 0.05 to 0.003), two data sets, 64 chains, diverging chains censored. Per "
+    "(data set, depth, level) the Kaplan–Meier distance of each SDE's escape times to SGD's, "
+    "averaged over the modes; the α-stable SDE (sub-Gaussian, matched to SGD's noise in bulk) was "
+    r"closer than the Gaussian SDE with SGD's covariance in 5, 8 and 11 of the 20 units at $\alpha$ = "
+    r"1.5, 1.8 and 1.95. No $\alpha$ is resolved by the exact sign test at 0.05/3 ($\alpha = 1.5$ "
+    "leans towards the Gaussian, $p = 0.04$): no difference is detected, so the hypothesis is not "
+    "supported. Both SDEs differ from SGD in some cells, the Gaussian mostly at weak noise (the SDE "
+    "has no finite-step delay), the α-stable ones mostly where they diverge",
     mutant={"stated": (15, 12, 8)},
     method="simulation",
 )
@@ -51,15 +53,18 @@ def _levy_saddles(stated=(5, 8, 11)):
     section="4",
     chapter=CH,
     claim="Phase transitions between geometric states happen when the noise amplitude is sufficiently high.",
+    heading="Is there a noise threshold? A pre-registered sweep",
     verdict="holds only if",
-    statement="read as 'noise above some level changes the geometry that training ends in', for sparse features. "
-    "In chapter 5's pre-registered sweep (n = 5 features in m = 2 dimensions, 32 seeds, eight levels of η/B from "
-    "0.0047 to 0.3, every run quenched by 1000 steps of gradient descent before its geometry is labelled; "
-    "conservative sign tests under censoring, fixed sequence from the strongest noise, Bonferroni over 12 "
-    "families), SGD's noise leaves runs with fewer features in superposition than gradient descent, detected from "
-    "η/B ≥ 0.15 at S = 0.8, 0.1 at S = 0.9 and 0.05 at S = 0.95 (detection onsets: the effect may begin below). "
-    "Dense features (S = 0) could not be tested: divergences block the conservative test. Whether the change is "
-    "an abrupt transition or gradual is not decided",
+    statement="read as 'noise above some level changes the geometry that training ends in', for sparse "
+    r"features. In chapter 5's pre-registered sweep ($n_{\mathrm{feat}} = 5$ features in "
+    r"$d_{\mathrm{hid}} = 2$ dimensions, 32 seeds, eight levels of $\eta/B$ from 0.0047 to 0.3, every "
+    "run quenched by 1000 steps of gradient descent before its geometry is labelled; conservative "
+    "sign tests under censoring, fixed sequence from the strongest noise, Bonferroni over 12 "
+    "families), SGD's noise leaves runs with fewer features in superposition than gradient descent, "
+    r"detected from $\eta/B \ge 0.15$ at $S = 0.8$, 0.1 at $S = 0.9$ and 0.05 at $S = 0.95$ "
+    "(detection onsets: the effect may begin below). Dense features ($S = 0$) could not be tested: "
+    "divergences block the conservative test. Whether the change is an abrupt transition or gradual "
+    "is not decided",
     mutant={"kind": "stable"},
     method="simulation",
 )
@@ -87,13 +92,18 @@ def _noise_phase(kind: str = "sgd"):
     chapter=CH,
     claim="Heavy-tailed noise favours degenerate minima of deep linear networks (read: the flatter ones among "
     "the minima).",
+    heading="Which minimum? A deep linear network solved exactly",
     verdict="holds only if",
-    statement="the stable index α > 1, and then it is not specific to heavy tails. On the curve of minima of a depth-2 "
-    "scalar deep linear network with label noise (every minimum there is equally degenerate, with a rank-one Hessian; "
-    "they differ in flatness, tr H), noise moves the layers towards balance, the flattest minimum, through the kicks it "
-    "gives across the curve. Gaussian kicks balance at the rate ηV/B. Symmetric α-stable kicks with Lévy measure "
-    "C_α γ^α |J|^(-1-α) dJ (characteristic exponent γ^α |t|^α) balance at the rate -2Γ(α)cos(πα/2)γ^α: positive for "
-    "1 < α < 2, zero for Cauchy kicks (α = 1), negative for α < 1 (the layers unbalance, towards sharper minima)",
+    statement=r"the stable index $\alpha > 1$, and then it is not specific to heavy tails. On the curve of "
+    "minima of a depth-2 scalar deep linear network with label noise (every minimum there is equally "
+    r"degenerate, with a rank-one Hessian; they differ in flatness, $\operatorname{tr} H$), noise "
+    "moves the layers towards balance, the flattest minimum, through the kicks it gives across the "
+    r"curve. Gaussian kicks balance at the rate $\eta V/B$. Symmetric α-stable kicks with Lévy "
+    r"measure $C_\alpha\gamma^\alpha\lvert J\rvert^{-1-\alpha}\,dJ$ (characteristic exponent "
+    r"$\gamma^\alpha\lvert t\rvert^\alpha$) balance at the rate "
+    r"$-2\Gamma(\alpha)\cos(\pi\alpha/2)\,\gamma^\alpha$: positive for $1 < \alpha < 2$, zero for "
+    r"Cauchy kicks ($\alpha = 1$), negative for $\alpha < 1$ (the layers unbalance, towards sharper "
+    "minima)",
     mutant={"alphas": (0.5, 1.5)},
 )
 def _levy_flat_minima(alphas=(1.2, 1.5, 1.8, 1.95)):

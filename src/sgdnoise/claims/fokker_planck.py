@@ -29,12 +29,18 @@ def _1d():
     location="(24)–(25)",
     section="2.2",
     chapter=CH,
-    claim="SGD's SDE has the Fokker–Planck equation ∂p/∂t = ∇·(∇L p + ½(η/B) Σ ∇p), current j = ∇L p + ½(η/B) Σ ∇p.",
+    claim=r"SGD's SDE has the Fokker–Planck equation $\partial_t p = \nabla\cdot\big(\nabla L\,p + "
+    r"\tfrac12\tfrac{\eta}{B}\Sigma\nabla p\big)$, with current $j = \nabla L\,p + "
+    r"\tfrac12\tfrac{\eta}{B}\Sigma\nabla p$.",
+    heading="Which Fokker–Planck equation?",
     verdict="holds only if",
-    statement="∇·Σ = 0, (∇·Σ)_i = Σ_j ∂_j Σ_ij (in one dimension: Σ constant). For the Itô SDE (23) the current is "
-    "-(∇L p + ½(η/B) ∇·(Σ p)), which adds ½(η/B)(∇·Σ) p; (24) is the Fokker–Planck equation of the Itô SDE with the "
-    "extra drift +½(η/B) ∇·Σ, and in one dimension of the anti-Itô (Hänggi–Klimontovich) reading of (23). The sign of "
-    "j in (25) is also reversed with respect to ∂p/∂t = -∇·j",
+    statement=r"$\nabla\cdot\Sigma = 0$, where $(\nabla\cdot\Sigma)_i = \sum_j \partial_j\Sigma_{ij}$ (in one "
+    r"dimension: $\Sigma$ constant). For the Itô SDE (23) the current is $-\big(\nabla L\,p + "
+    r"\tfrac12\tfrac{\eta}{B}\nabla\cdot(\Sigma p)\big)$, which adds "
+    r"$\tfrac12\tfrac{\eta}{B}(\nabla\cdot\Sigma)\,p$; (24) is the Fokker–Planck equation of the Itô "
+    r"SDE with the extra drift $+\tfrac12\tfrac{\eta}{B}\nabla\cdot\Sigma$, and in one dimension of "
+    "the anti-Itô (Hänggi–Klimontovich) reading of (23). The sign of $j$ in (25) is also reversed "
+    r"with respect to $\partial_t p = -\nabla\cdot j$",
     mutant={"convention": "anti-ito"},
 )
 def _eq24(convention: str = "ito", holds_for_varying_sigma: bool = False):
@@ -82,9 +88,10 @@ def sgd_over_convention_limit(convention: str):
     section="2.2",
     chapter=CH,
     claim="Stationarity means the probability current is divergence free.",
+    heading="Beyond frozen noise: when is there a zero current?",
     verdict="holds",
     statement="and divergence free is all it means: the stationary law of an Ornstein–Uhlenbeck process with "
-    "noise not commuting with the drift has ∇·J = 0 and J ≠ 0",
+    r"noise not commuting with the drift has $\nabla\cdot J = 0$ and $J \ne 0$",
     mutant={"covariance": lambda H, D: H.inv() * D / 2},
 )
 def _eq26(covariance=None):
@@ -127,11 +134,14 @@ def _gaussian_current(H, Sig, c):
     location="(27)–(28)",
     section="2.2",
     chapter=CH,
-    claim="With constant Σ and detailed balance, p ∝ exp(-β Σ⁻¹ L_N) with inverse temperature β = B/(2η).",
+    claim=r"With constant $\Sigma$ and detailed balance, $p \propto \exp(-\beta\,\Sigma^{-1} L_n)$ with "
+    r"inverse temperature $\beta = B/(2\eta)$.",
+    heading="The stationary law, decided by data",
     verdict="wrong",
-    statement="Σ⁻¹L is a matrix, not a number. A zero current with constant Σ needs Σ⁻¹∇L to be a gradient ∇φ "
-    "(for a quadratic loss: Σ and the Hessian commute), and then p ∝ exp(-(2B/η) φ); for Σ = σ²I this is "
-    "p ∝ exp(-β L) with β = 2B/(ησ²), not B/(2η)",
+    statement=r"$\Sigma^{-1}L_n$ is a matrix, not a number. A zero current with constant $\Sigma$ needs "
+    r"$\Sigma^{-1}\nabla L$ to be a gradient $\nabla\varphi$ (for a quadratic loss: $\Sigma$ and the "
+    r"Hessian commute), and then $p \propto \exp(-\tfrac{2B}{\eta}\varphi)$; for $\Sigma = \sigma^2 "
+    r"I$ this is $p \propto \exp(-\beta L)$ with $\beta = 2B/(\eta\sigma^2)$, not $B/(2\eta)$",
     mutant={"beta": lambda B, eta, s2: B / (2 * eta)},
 )
 def _eq28(beta=lambda B, eta, s2: 2 * B / (eta * s2)):
@@ -159,11 +169,15 @@ def _eq28(beta=lambda B, eta, s2: 2 * B / (eta * s2)):
     location="(29)",
     section="2.2",
     chapter=CH,
-    claim="For a non-constant positive definite Σ(θ), p_∞ ∝ |Σ(θ)|^{-1/2} exp(-(2B/η) L_N(θ)).",
+    claim=r"For a non-constant positive definite $\Sigma(\theta)$, $p_\infty \propto "
+    r"\lvert\Sigma(\theta)\rvert^{-1/2}\exp\big(-\tfrac{2B}{\eta}L_n(\theta)\big)$.",
+    heading="The stationary law, decided by data",
     verdict="wrong",
-    statement="in 1D the zero-current stationary density is p ∝ Σ⁻¹ exp(-(2B/η)∫L'/Σ) for the Itô SDE (23) "
-    "(Σ^{-1/2} for Stratonovich, Σ⁰ for the anti-Itô form (24)); the exponent involves L'/Σ, not L. "
-    "In more dimensions a zero Itô current needs Σ⁻¹(∇L + ½(η/B)∇·Σ) to be a gradient (row ch3:detailed-balance)",
+    statement=r"in one dimension the zero-current stationary density is $p \propto "
+    r"\Sigma^{-1}\exp\big(-\tfrac{2B}{\eta}\int L'/\Sigma\big)$ for the Itô SDE (23) ($\Sigma^{-1/2}$ "
+    r"for Stratonovich, $\Sigma^0$ for the anti-Itô form (24)); the exponent involves $L'/\Sigma$, "
+    r"not $L$. In more dimensions a zero Itô current needs $\Sigma^{-1}\big(\nabla L + "
+    r"\tfrac12\tfrac{\eta}{B}\nabla\cdot\Sigma\big)$ to be a gradient (row ch3:detailed-balance)",
     mutant={"corrected": lambda L, S, x, c: S ** sp.Rational(-1, 2) * sp.exp(-2 / c * L)},
 )
 def _eq29(corrected=lambda L, S, x, c: sy.stationary_density_1d(-sp.diff(L, x), c * S, x, "ito")):
@@ -186,10 +200,12 @@ def _eq29(corrected=lambda L, S, x, c: sy.stationary_density_1d(-sp.diff(L, x), 
     section="2.3, 2.4",
     chapter=CH,
     claim="If the noise is anisotropic, the current is not curl-free and detailed balance fails.",
+    heading="Detailed balance and the probability current",
     verdict="holds only if",
-    statement="the noise is not aligned with the loss: near a quadratic minimum with frozen (constant) Σ the current "
-    "vanishes iff Σ commutes with the Hessian H; anisotropic noise with the Hessian's eigenvectors keeps detailed "
-    "balance. Beyond frozen noise the commutator does not decide it (row ch3:detailed-balance)",
+    statement="the noise is not aligned with the loss: near a quadratic minimum with frozen (constant) "
+    r"$\Sigma$ the current vanishes iff $\Sigma$ commutes with the Hessian $H$; anisotropic noise "
+    "with the Hessian's eigenvectors keeps detailed balance. Beyond frozen noise the commutator does "
+    "not decide it (row ch3:detailed-balance)",
     mutant={"predicts_current": lambda H, Sig: not np.allclose(Sig, Sig[0, 0] * np.eye(len(Sig)))},
 )
 def _anisotropy(predicts_current=lambda H, Sig: not np.allclose(H @ Sig, Sig @ H)):
@@ -345,11 +361,15 @@ def commutator_criterion(grad_L, S, coords, c) -> bool:
     section="2.2, 2.4",
     chapter=CH,
     claim="A constant noise covariance gives detailed balance (a zero probability current).",
+    heading="Beyond frozen noise: when is there a zero current?",
     verdict="wrong",
-    statement="for the Itô SDE (23) a zero current is possible iff F = Σ⁻¹(∇L + ½(η/B)∇·Σ) is a gradient field "
-    "(∂_iF_j = ∂_jF_i), and then p ∝ exp(-(2B/η)φ) with ∇φ = F. With constant Σ: iff Σ⁻¹∇L is a gradient (a quadratic "
-    "loss: Σ commutes with the Hessian), so constant Σ alone is not enough. With a θ-dependent Σ neither 'Σ(θ) commutes "
-    "with the Hessian' nor 'Σ⁻¹∇L is a gradient' (the condition for (24)) decides it",
+    statement=r"for the Itô SDE (23) a zero current is possible iff $F = \Sigma^{-1}\big(\nabla L + "
+    r"\tfrac12\tfrac{\eta}{B}\nabla\cdot\Sigma\big)$ is a gradient field ($\partial_i F_j = "
+    r"\partial_j F_i$), and then $p \propto \exp(-\tfrac{2B}{\eta}\varphi)$ with $\nabla\varphi = F$. "
+    r"With constant $\Sigma$: iff $\Sigma^{-1}\nabla L$ is a gradient (a quadratic loss: $\Sigma$ "
+    r"commutes with the Hessian), so constant $\Sigma$ alone is not enough. With a $\theta$-dependent "
+    r"$\Sigma$ neither '$\Sigma(\theta)$ commutes with the Hessian' nor '$\Sigma^{-1}\nabla L$ is a "
+    "gradient' (the condition for (24)) decides it",
     mutant={"criterion": inverse_sigma_criterion},
 )
 def _detailed_balance(criterion=ito_criterion):
@@ -370,12 +390,16 @@ def _detailed_balance(criterion=ito_criterion):
     location="§2.3 (last assumption)",
     section="2.3",
     chapter=CH,
-    claim="When Σ depends on θ, the stationary state is out of equilibrium with a non-zero solenoidal current.",
+    claim=r"When $\Sigma$ depends on $\theta$, the stationary state is out of equilibrium with a non-zero "
+    "solenoidal current.",
+    heading="A real SGD problem, and a control",
     verdict="wrong",
-    statement="a θ-dependent Σ is neither necessary nor sufficient: in 1D every stationary current with reflecting or "
-    "decaying boundaries is zero whatever Σ(θ); in 2D Σ(θ) = s(θ)I keeps j = 0 when s is constant on the level sets "
-    "of L (L = |θ|²/2, s = 1 + |θ|²), while s = 1 + θ₁² gives j ≠ 0 although Σ commutes with the Hessian everywhere; "
-    "and constant Σ not commuting with H already gives j ≠ 0",
+    statement=r"a $\theta$-dependent $\Sigma$ is neither necessary nor sufficient: in one dimension every "
+    r"stationary current with reflecting or decaying boundaries is zero whatever $\Sigma(\theta)$; in "
+    r"two, $\Sigma(\theta) = s(\theta)\,I$ keeps $j = 0$ when $s$ is constant on the level sets of "
+    r"$L$ ($L = \lvert\theta\rvert^2/2$, $s = 1 + \lvert\theta\rvert^2$), while $s = 1 + \theta_1^2$ "
+    r"gives $j \ne 0$ although $\Sigma$ commutes with the Hessian everywhere; and constant $\Sigma$ "
+    r"not commuting with $H$ already gives $j \ne 0$",
     mutant={"predicts_current": lambda gL, S, coords, c: any(sp.diff(e, v) != 0 for e in S for v in coords)},
 )
 def _state_dependence(predicts_current=lambda gL, S, coords, c: not ito_criterion(gL, S, coords, c)):
@@ -441,15 +465,21 @@ def _tempered_is_stationary(grad_L, S, coords, c, beta0):
     location="§2.2 (after (29)), §2.3 (stationary-law assumptions)",
     section="2.2, 2.3",
     chapter=CH,
-    claim="With detailed balance and a constant positive definite Σ, SGD's stationary law is the tempered posterior "
-    "p ∝ exp(-βL): up to the temperature, SGD is Bayesian inference; a constant Σ is not necessary.",
+    claim=r"With detailed balance and a constant positive definite $\Sigma$, SGD's stationary law is the "
+    r"tempered posterior $p \propto \exp(-\beta L)$: up to the temperature, SGD is Bayesian "
+    r"inference; a constant $\Sigma$ is not necessary.",
+    heading="Beyond frozen noise: when is there a zero current?",
     verdict="holds only if",
-    statement="((η/B)(β/2)Σ - I)∇L = ½(η/B)∇·Σ at every θ: that is exactly when p ∝ exp(-βL) is a zero-current "
-    "law of the Itô SDE. For constant Σ: iff Σ acts as one number σ² on every gradient, Σ∇L(θ) = σ²∇L(θ) for all θ "
-    "(Σ = σ²I when the gradients span the space), with β = 2B/(ησ²). A zero current with constant Σ is not enough "
-    "(Σ = diag(1, 2), H = diag(1, 4): no β fits), and a θ-dependent Σ can satisfy it (Σ = (σ² + K e^{βL}) I with "
-    "β = 2B/(ησ²), K ≥ 0, for any loss; so does σ²I + K e^{βL} M for a constant M ⪰ 0, which is not one number on "
-    "the gradients)",
+    statement=r"$\big(\tfrac{\eta}{B}\tfrac{\beta}{2}\Sigma - I\big)\nabla L = "
+    r"\tfrac12\tfrac{\eta}{B}\nabla\cdot\Sigma$ at every $\theta$: that is exactly when $p \propto "
+    r"\exp(-\beta L)$ is a zero-current law of the Itô SDE. For constant $\Sigma$: iff $\Sigma$ acts "
+    r"as one number $\sigma^2$ on every gradient, $\Sigma\nabla L(\theta) = \sigma^2\nabla L(\theta)$ "
+    r"for all $\theta$ ($\Sigma = \sigma^2 I$ when the gradients span the space), with $\beta = "
+    r"2B/(\eta\sigma^2)$. A zero current with constant $\Sigma$ is not enough ($\Sigma = "
+    r"\operatorname{diag}(1, 2)$, $H = \operatorname{diag}(1, 4)$: no $\beta$ fits), and a "
+    r"$\theta$-dependent $\Sigma$ can satisfy it ($\Sigma = (\sigma^2 + K e^{\beta L})\,I$ with "
+    r"$\beta = 2B/(\eta\sigma^2)$, $K \ge 0$, for any loss; so does $\sigma^2 I + K e^{\beta L} M$ "
+    r"for a constant $M \succeq 0$, which is not one number on the gradients)",
     mutant={"condition": constant_invertible},
 )
 def _tempered_posterior(condition=tempered_condition):
@@ -490,13 +520,21 @@ def _tempered_posterior(condition=tempered_condition):
     location="(55)–(60)",
     section="5.1",
     chapter=CH,
-    claim="∇×j = ∇p × ∇L_N + (η/2B)(∇Σ) × ∇p, the term ε_klm Σ_mj ∂_l∂_j p vanishing by symmetry.",
+    claim=r"$\nabla\times j = \nabla p\times\nabla L_n + \tfrac{\eta}{2B}(\nabla\Sigma)\times\nabla p$, the "
+    r"term $\varepsilon_{klm}\Sigma_{mj}\,\partial_l\partial_j p$ vanishing by symmetry.",
+    heading="The curl of the current",
     verdict="wrong",
-    statement="ε_klm is antisymmetric in (l, m) but ∂_l∂_j p is symmetric in (l, j): the term does not vanish for a "
-    "general Σ, only for Σ ∝ I. Correct: (∇×j)_k = (∇p × ∇L)_k + (η/2B)[ε_klm ∂_lΣ_mj ∂_jp + ε_klm Σ_mj ∂_l∂_j p] "
-    "(for the notes' current (56)). The 3-vector curl exists only in d = 3; in any d the curl is the antisymmetric "
-    "matrix ∂_iJ_j - ∂_jJ_i. The Itô current J = -∇L p - ½(η/B)∇·(Σp) is minus (56) minus ½(η/B)(∇·Σ)p, so its "
-    "curl has the further term -½(η/B)(∂_i((∇·Σ)_j p) - ∂_j((∇·Σ)_i p))",
+    statement=r"$\varepsilon_{klm}$ is antisymmetric in $(l, m)$ but $\partial_l\partial_j p$ is symmetric in "
+    r"$(l, j)$: the term does not vanish for a general $\Sigma$, only for $\Sigma \propto I$. "
+    r"Correct: $(\nabla\times j)_k = (\nabla p\times\nabla L)_k + "
+    r"\tfrac{\eta}{2B}\big[\varepsilon_{klm}\,\partial_l\Sigma_{mj}\,\partial_j p + "
+    r"\varepsilon_{klm}\Sigma_{mj}\,\partial_l\partial_j p\big]$ (for the notes' current (56)). The "
+    "3-vector curl exists only in $d = 3$; in any $d$ the curl is the antisymmetric matrix "
+    r"$\partial_i J_j - \partial_j J_i$. The Itô current $J = -\nabla L\,p - "
+    r"\tfrac12\tfrac{\eta}{B}\nabla\cdot(\Sigma p)$ is minus (56) minus "
+    r"$\tfrac12\tfrac{\eta}{B}(\nabla\cdot\Sigma)\,p$, so its curl has the further term "
+    r"$-\tfrac12\tfrac{\eta}{B}\big(\partial_i((\nabla\cdot\Sigma)_j\,p) - "
+    r"\partial_j((\nabla\cdot\Sigma)_i\,p)\big)$",
     mutant={"formula": lambda gp, gL, gradS_x, dropped, c: gp.cross(gL) + c / 2 * gradS_x},
 )
 def _curl(formula=lambda gp, gL, gradS_x, dropped, c: gp.cross(gL) + c / 2 * (gradS_x + dropped)):

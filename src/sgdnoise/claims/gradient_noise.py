@@ -61,7 +61,9 @@ def _verdict_on_schemes(identity, holds_for, what: str) -> Evidence:
     location="§1.3; (5); Prop. 1 (item 1)",
     section="1.3, 1.8.1, 1.8.3",
     chapter=CH,
-    claim="The minibatch gradient is unbiased: E_B[g_B(θ)] = g_n(θ), so the noise has mean zero.",
+    claim=r"The minibatch gradient is unbiased: $\mathbb E_{\mathcal B}[g_{\mathcal B}(\theta)] = "
+    r"g_n(\theta)$, so the noise has mean zero.",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="",
     mutant={"batch_gradient": lambda G, idx: sy.batch_mean(G, idx) * len(idx) / G.shape[0]},
@@ -79,7 +81,10 @@ def _unbiased(batch_gradient=sy.batch_mean, holds_for=SCHEMES):
     location="(30)–(38)",
     section="5.0.1",
     chapter=CH,
-    claim="Each batch index I_j is uniform on {1,…,n}, so E[g_{I_j}] = g_n and E[ν_batch | D_n] = 0.",
+    claim=r"Each batch index $I_j$ is uniform on $\{1, \dots, n\}$, so $\mathbb E[g_{I_j}] = g_n$ and the "
+    r"batch noise (the notes' $\nu_{\mathrm{batch}} = g_{\mathcal B} - g_n$, which is $-\xi$) has "
+    "mean zero given $D_n$.",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="",
     mutant={"marginal": lambda n: sp.Rational(1, n - 1)},
@@ -103,7 +108,8 @@ def _marginal(marginal=lambda n: sp.Rational(1, n), holds_for=SCHEMES):
     location="(1)",
     section="1.8.1",
     chapter=CH,
-    claim="The sampling noise g_n(θ) - g(θ) has mean zero over data sets.",
+    claim=r"The sampling noise $g_n(\theta) - g(\theta)$ has mean zero over data sets.",
+    heading="Two sources of noise, and a hidden assumption",
     verdict="holds",
     statement="",
     mutant={"estimator": lambda G: sy.batch_mean(G, range(G.shape[0])) * G.shape[0] / (G.shape[0] - 1)},
@@ -137,10 +143,12 @@ def _mc_sampling_mean(R: int = 4000, n: int = 10, d: int = 2, seed: int = 3,
     location="(2)–(4)",
     section="1.8.1",
     chapter=CH,
-    claim="Cov_D[g_n(θ)] = Σ_pop(θ)/n.",
+    claim=r"$\operatorname{Cov}_D[g_n(\theta)] = \Sigma_{\mathrm{pop}}(\theta)/n$.",
+    heading="Two sources of noise, and a hidden assumption",
     verdict="holds only if",
-    statement="the samples are independent (step (3) drops the cross-covariances) and θ is fixed "
-    "independently of D_n; with pairwise correlation ρ it is (1 + (n-1)ρ) Σ_pop / n",
+    statement=r"the samples are independent (step (3) drops the cross-covariances) and $\theta$ is fixed "
+    r"independently of $D_n$; with pairwise correlation $\rho$ it is $(1 + "
+    r"(n-1)\rho)\,\Sigma_{\mathrm{pop}}/n$",
     mutant={"factor": lambda n: sp.Rational(1, n - 1)},
 )
 def _sampling_cov(factor=lambda n: sp.Rational(1, n)):
@@ -163,10 +171,12 @@ def _sampling_cov(factor=lambda n: sp.Rational(1, n)):
     location="(6)–(7); Prop. 1 (item 2); §1.8.4 (1)",
     section="1.8.1, 1.8.3, 1.8.4",
     chapter=CH,
-    claim="Cov_B[ξ | D_n] = Σ_emp(θ)/B: the noise covariance scales as 1/B.",
+    claim=r"$\operatorname{Cov}_{\mathcal B}[\xi \mid D_n] = \Sigma_{\mathrm{emp}}(\theta)/B$: the noise "
+    "covariance scales as $1/B$.",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="with replacement, the notes' setting for (6)–(7) and Prop. 1; without replacement (and for one "
-    "reshuffled batch) it is (n-B)/(n-1) · Σ_emp/B, which vanishes at B = n",
+    r"reshuffled batch) it is $\frac{n-B}{n-1}\,\Sigma_{\mathrm{emp}}/B$, which vanishes at $B = n$",
     mutant={"holds_for": SCHEMES},
 )
 def _batch_cov(holds_for=("with_replacement",)):
@@ -180,7 +190,9 @@ def _batch_cov(holds_for=("with_replacement",)):
     location="§1.8.4 (4)",
     section="1.8.4",
     chapter=CH,
-    claim="Without replacement, Cov_B[ξ | D_n] = (n-B)/(n-1) · Σ_emp/B (finite-population correction).",
+    claim=r"Without replacement, $\operatorname{Cov}_{\mathcal B}[\xi \mid D_n] = "
+    r"\frac{n-B}{n-1}\,\Sigma_{\mathrm{emp}}/B$ (the finite-population correction).",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="",
     mutant={"factor": lambda n, B: sp.Rational(n - B, n * B)},
@@ -204,10 +216,12 @@ def _fpc(factor=lambda n, B: sp.Rational(n - B, (n - 1) * B)):
     location="(8)–(11)",
     section="1.8.3",
     chapter=CH,
-    claim="Proof of Prop. 1 (item 2): Cov[ξ] = Cov[g_B] (8), and the variance of the batch sum is the sum of the variances (9)→(10).",
+    claim=r"Proof of Prop. 1 (item 2): $\operatorname{Cov}[\xi] = \operatorname{Cov}[g_{\mathcal B}]$ (8), "
+    "and the variance of the batch sum is the sum of the variances (9)→(10).",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
-    statement="with replacement, the notes' setting for the proof; (8) and (11) hold for every scheme, the step "
-    "(9)→(10) needs the independent indices of sampling with replacement",
+    statement="with replacement, the notes' setting for the proof; (8) and (11) hold for every scheme, the "
+    "step (9)→(10) needs the independent indices of sampling with replacement",
     mutant={"holds_for": SCHEMES},
 )
 def _prop1_steps(holds_for=("with_replacement",)):
@@ -252,10 +266,14 @@ def _mc_prop13(R: int = 4000, n: int = 10, d: int = 2, seed: int = 0):
     location="Prop. 1 (item 3); §1.8.4 (3)",
     section="1.8.3, 1.8.4",
     chapter=CH,
-    claim="E_D[Cov_B[ξ | D_n, θ]] = (1/B)(n-1)/n · Σ_pop(θ), using E[Σ_emp] = (n-1)/n Σ_pop; → Σ_pop/B as n → ∞.",
+    claim=r"$\mathbb E_D\big[\operatorname{Cov}_{\mathcal B}[\xi \mid D_n, \theta]\big] = "
+    r"\frac1B\,\frac{n-1}{n}\,\Sigma_{\mathrm{pop}}(\theta)$, using $\mathbb E[\Sigma_{\mathrm{emp}}] "
+    r"= \frac{n-1}{n}\Sigma_{\mathrm{pop}}$; it tends to $\Sigma_{\mathrm{pop}}/B$ as $n \to \infty$.",
+    heading="Two sources of noise, and a hidden assumption",
     verdict="holds only if",
-    statement="batches are drawn with replacement, samples are i.i.d., and θ is fixed independently of D_n; "
-    "at a θ fitted to the data it can fail (shown at the least-squares θ̂ of linear regression)",
+    statement=r"batches are drawn with replacement, samples are i.i.d., and $\theta$ is fixed independently of "
+    r"$D_n$; at a $\theta$ fitted to the data it can fail (shown at the least-squares $\hat\theta$ of "
+    "linear regression)",
     mutant={"factor": lambda n: sp.Integer(1)},
     method="sympy + simulation",
 )
@@ -283,10 +301,13 @@ def _prop13(factor=lambda n: sp.Rational(n - 1, n), z_consistent: float = 4.0, z
     location="§1.8.5",
     section="1.8.5",
     chapter=CH,
-    claim="Σ̂ = B/(m-1) Σ_j (g_{B_j} - ḡ)(g_{B_j} - ḡ)ᵀ estimates Σ_emp(θ).",
+    claim=r"$\hat\Sigma = \frac{B}{m-1}\sum_j (g_{\mathcal B_j} - \bar g)(g_{\mathcal B_j} - \bar g)^\top$ "
+    r"estimates $\Sigma_{\mathrm{emp}}(\theta)$.",
+    heading="Estimating the noise covariance from a few batches",
     verdict="holds only if",
-    statement="the m batches are independent and drawn with replacement; for independent without-replacement "
-    "batches E[Σ̂] = (n-B)/(n-1) Σ_emp, and for m ≥ 2 batches of one reshuffled epoch E[Σ̂] = n/(n-1) Σ_emp",
+    statement="the $m$ batches are independent and drawn with replacement; for independent without-replacement "
+    r"batches $\mathbb E[\hat\Sigma] = \frac{n-B}{n-1}\Sigma_{\mathrm{emp}}$, and for $m \ge 2$ "
+    r"batches of one reshuffled epoch $\mathbb E[\hat\Sigma] = \frac{n}{n-1}\Sigma_{\mathrm{emp}}$",
     mutant={"kappa": lambda n, B, s: 1},
 )
 def _estimator(kappa=estimator_expectation_factor):
@@ -327,7 +348,10 @@ def _estimator(kappa=estimator_expectation_factor):
     location="(39)–(44)",
     section="5.0.1",
     chapter=CH,
-    claim="ν_batch = (1/B) Σ_j [g_{I_j} - g_n], and its outer product expands into the double sum (44).",
+    claim=r"The batch noise $g_{\mathcal B} - g_n = \frac1B\sum_j (g_{I_j} - g_n)$ (the notes' "
+    r"$\nu_{\mathrm{batch}}$, which is $-\xi$), and its outer product expands into the double sum "
+    "(44).",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="",
     illustration=True,
@@ -352,10 +376,12 @@ def _expansion(scale=lambda n, B: sp.Rational(1, B)):
     location="(45)–(47); (52)–(54)",
     section="5.0.1",
     chapter=CH,
-    claim="For j ≠ k the cross terms E[(g_{I_j} - g_n)(g_{I_k} - g_n)ᵀ] vanish, so Cov = Σ_emp/B (54).",
+    claim=r"For $j \ne k$ the cross terms $\mathbb E[(g_{I_j} - g_n)(g_{I_k} - g_n)^\top]$ vanish, so the "
+    r"covariance is $\Sigma_{\mathrm{emp}}/B$ (54).",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="with replacement, as the notes assume for (45)–(47); without replacement each cross term is "
-    "-Σ_emp/(n-1), which gives the (n-B)/(n-1) factor",
+    r"$-\Sigma_{\mathrm{emp}}/(n-1)$, which gives the factor $\frac{n-B}{n-1}$",
     mutant={"holds_for": SCHEMES},
 )
 def _cross(holds_for=("with_replacement",)):
@@ -379,7 +405,9 @@ def _cross(holds_for=("with_replacement",)):
     location="(48)–(51)",
     section="5.0.1",
     chapter=CH,
-    claim="The diagonal terms E[(g_{I_j} - g_n)(g_{I_j} - g_n)ᵀ] equal Σ_emp.",
+    claim=r"The diagonal terms $\mathbb E[(g_{I_j} - g_n)(g_{I_j} - g_n)^\top]$ equal "
+    r"$\Sigma_{\mathrm{emp}}$.",
+    heading="The covariance of the minibatch noise",
     verdict="holds",
     statement="",
     mutant={"holds_for": ("with_replacement",)},
@@ -404,9 +432,12 @@ def _diagonal(holds_for=SCHEMES):
     location="§6",
     section="6",
     chapter=CH,
-    claim="With replacement, Cov[ξ | θ] = (1/B) · (n-B)/(n-1) · Cov_i[g_i].",
+    claim=r"With replacement, $\operatorname{Cov}[\xi \mid \theta] = "
+    r"\frac1B\,\frac{n-B}{n-1}\operatorname{Cov}_i[g_i]$.",
+    heading="The covariance of the minibatch noise",
     verdict="wrong",
-    statement="with replacement Cov[ξ | θ] = Σ_emp/B; the factor (n-B)/(n-1) belongs to sampling without replacement",
+    statement=r"with replacement $\operatorname{Cov}[\xi \mid \theta] = \Sigma_{\mathrm{emp}}/B$; the factor "
+    r"$\frac{n-B}{n-1}$ belongs to sampling without replacement",
     mutant={"with_formula": lambda n, B: sp.Rational(n - B, (n - 1) * B)},
 )
 def _section6(with_formula=lambda n, B: sp.Rational(1, B)):

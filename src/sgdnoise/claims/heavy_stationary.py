@@ -18,13 +18,15 @@ CH = "chapters/08_heavy_stationary"
     chapter=CH,
     claim="With Lévy-flight (heavy-tailed) noise, the stationary law of SGD's continuous-time model differs from the "
           "tempered posterior and is closer to a non-equilibrium law.",
+    heading="The notes' claim: Lévy noise and the tempered posterior",
     verdict="holds only if",
-    statement="for the SDE driven by α-stable noise (α < 2) in a well that is not quadratic, the stationary law is "
-              "not e^{-V/T} (V the loss) for any T: with Cauchy noise in the quartic well it is known exactly, bimodal with "
-              "maxima at ±s/√2 (s = γ^{1/3}) away from the minimum, and has a power tail s³/(πx⁴). With a quadratic loss it is "
-              "an α-stable law, again not a tempered posterior. In two dimensions the Lévy-driven state carries a "
-              "measured circulation where the Gaussian one is reversible. It concerns the α-stable model: whether "
-              "SGD's own noise is α-stable is chapter 4's question",
+    statement=r"for the SDE driven by α-stable noise ($\alpha < 2$) in a well that is not quadratic, the "
+    "stationary law is not $e^{-V/T}$ ($V$ the loss) for any $T$: with Cauchy noise in the quartic "
+    r"well it is known exactly, bimodal with maxima at $\pm s/\sqrt2$ ($s = \gamma^{1/3}$) away from "
+    r"the minimum, and has a power tail $s^3/(\pi x^4)$. With a quadratic loss it is an α-stable law, "
+    "again not a tempered posterior. In two dimensions the Lévy-driven state carries a measured "
+    "circulation where the Gaussian one is reversible. It concerns the α-stable model: whether SGD's "
+    "own noise is α-stable is chapter 4's question",
     mutant={"alpha": 2},
 )
 def _levy_not_tempered(alpha=1):

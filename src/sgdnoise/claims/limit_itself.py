@@ -16,15 +16,17 @@ CH = "chapters/07_limit_itself"
     section="2.1",
     chapter=CH,
     claim="A more rigorous derivation of the SDE would use the Lindeberg condition and Donsker's theorem.",
+    heading="The theorem behind the SDE",
     verdict="holds only if",
-    statement="read as a martingale functional CLT (with a Lindeberg condition), that route is rigorous but proves "
-    "another statement: the η → 0 limit of the fluctuations around gradient flow, rescaled by √η. That the SDE "
-    "with diffusion √(ηΣ) tracks SGD at a given small η to an error O(η) is a weak-approximation theorem (Li, Tai "
-    "& E), proved by matching one step's moments and summing the local errors through the smooth solution of the "
-    "backward Kolmogorov equation; it needs smooth coefficients of controlled growth, moments of every order, a "
-    "fixed horizon and independent sampling. On a quadratic with constant noise its leading error, "
-    "-T η h² θ₀² e^{-2hT}, does not involve the noise at all: it is the drift's discretisation, which a limit "
-    "theorem for the noise does not address",
+    statement="read as a martingale functional CLT (with a Lindeberg condition), that route is rigorous but "
+    r"proves another statement: the $\eta \to 0$ limit of the fluctuations around gradient flow, "
+    r"rescaled by $\sqrt\eta$. That the SDE with diffusion $\sqrt{\eta\Sigma}$ tracks SGD at a given "
+    r"small $\eta$ to an error $O(\eta)$ is a weak-approximation theorem (Li, Tai & E), proved by "
+    "matching one step's moments and summing the local errors through the smooth solution of the "
+    "backward Kolmogorov equation; it needs smooth coefficients of controlled growth, moments of "
+    "every order, a fixed horizon and independent sampling. On a quadratic with constant noise its "
+    r"leading error, $-T\eta h^2\theta_0^2 e^{-2hT}$, does not involve the noise at all: it is the "
+    "drift's discretisation, which a limit theorem for the noise does not address",
     mutant={"sde_rate": lambda eta, h: h * (1 + eta * h / 2)},
 )
 def _donsker(sde_rate=lambda eta, h: h):

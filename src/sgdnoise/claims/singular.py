@@ -18,14 +18,17 @@ CH = "chapters/10_singular"
     claim="Up to the temperature, SGD's stationary law is the tempered posterior, so SGD behaves like Bayesian "
           "inference; the catch is that deep networks are degenerate, so the noise covariance is singular "
           "(here: at a degenerate minimum of a deep linear network with label noise).",
+    heading="What SGD's spread measures",
     verdict="holds only if",
-    statement="the noise is isotropic (Langevin dynamics, the sampler of the learning-coefficient estimator). At a "
-              "degenerate minimum SGD's noise is not, and the two laws concentrate by different measures. With label "
-              "noise at a realizable minimum, SGD's noise covariance is σ²H/B, shaped like the Hessian and zero in its "
-              "null space, and its stationary excess loss is about (ησ²/4B) tr H: set by the curvature at the point "
-              "SGD sits at. The tempered posterior's is λ/(nβ), with λ the learning coefficient, a volume exponent "
-              "that does not depend on the teacher's scale. On a deep linear network a teacher three times larger "
-              "leaves λ unchanged and multiplies SGD's spread about as tr H does (measured in chapter 10)",
+    statement="the noise is isotropic (Langevin dynamics, the sampler of the learning-coefficient estimator). "
+    "At a degenerate minimum SGD's noise is not, and the two laws concentrate by different measures. "
+    r"With label noise at a realizable minimum, SGD's noise covariance is $\sigma^2 H/B$, shaped like "
+    "the Hessian and zero in its null space, and its stationary excess loss is about "
+    r"$\frac{\eta\sigma^2}{4B}\operatorname{tr} H$: set by the curvature at the point SGD sits at. "
+    r"The tempered posterior's is $\lambda/(n\beta)$, with $\lambda$ the learning coefficient, a "
+    "volume exponent that does not depend on the teacher's scale. On a deep linear network a teacher "
+    r"three times larger leaves $\lambda$ unchanged and multiplies SGD's spread about as "
+    r"$\operatorname{tr} H$ does (measured in chapter 10)",
     mutant={"noise": "isotropic"},
     method="exact (Hessian spectra, Aoyagi's formula)",
 )

@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SEARCH_TERM = "reshuffling"
 CHECKS = ["loads without console errors", "math typeset (no raw TeX, no MathJax error)", "images loaded",
+          "ledger tables fit the page in fixed layout",
           "no error or traceback in cell outputs", "internal links and anchors resolve", "screenshot saved"]
 
 
@@ -98,8 +99,14 @@ for (let n = walker.nextNode(); n; n = walker.nextNode()) {
   if (m) texLeft.push(n.textContent.slice(Math.max(0, m.index - 30), m.index + 40));
 }
 const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.href);
+// The ledger's tables have fixed column widths and must fit the page: none wider than its container, none left to
+// the theme's automatic layout (which lets a long claim push the evidence out of sight).
+const tables = Array.from(document.querySelectorAll("table.ledger-table")).filter(t => {
+  const box = t.parentElement.getBoundingClientRect().width;
+  return getComputedStyle(t).tableLayout !== "fixed" || t.getBoundingClientRect().width > box + 1;
+}).map(t => t.querySelector("td") ? t.querySelector("td").textContent.slice(0, 40) : "(empty)");
 return {math: math.length, raw: raw, texLeft: texLeft, merror: document.querySelectorAll("mjx-merror").length, badimgs: imgs,
-        errors: errors, traceback: text.includes("Traceback (most recent call last)"), links: links,
+        errors: errors, traceback: text.includes("Traceback (most recent call last)"), links: links, tables: tables,
         height: document.body.scrollHeight};
 """
 
@@ -159,6 +166,8 @@ def main(build: str = "_build") -> int:
             problems += [f"error output in a cell: {e!r}" for e in facts["errors"]]
             if facts["traceback"]:
                 problems.append("a traceback is shown on the page")
+            problems += [f"a ledger table is wider than the page or not in fixed layout (first row {t!r})"
+                         for t in facts["tables"]]
             problems += check_links(facts["links"], origin)
             driver.set_window_size(1280, min(max(int(facts["height"]), 800), 16000))
             shot = shots / (page.replace("/", "__") + ".png")

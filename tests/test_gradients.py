@@ -105,7 +105,7 @@ def test_gram_and_full_gradient(name):
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("block_rows", [1, 3, 100])
 def test_centred_gram_lower_matches_loop(name, block_rows):
-    """The lower triangle equals that of G_c G_cᵀ from the loop, for any block size; None off the fast path."""
+    """The lower triangle equals that of G̃ G̃ᵀ from the loop, for any block size; None off the fast path."""
     model, loss_fn, X, y = CASES[name]
     Kl = centred_gram_lower(model, loss_fn, X, y, block_rows=block_rows)
     if name in ("sequence", "shared-weights", "conv-layernorm"):
@@ -184,7 +184,7 @@ def test_gram_overflow_with_finite_gradients_is_an_error():
     model = nn.Linear(5, 2, bias=False).double()
     X = X * 1e100  # δ and a are about 1e100, g = δ aᵀ about 1e200, ‖g‖² overflows float64
     assert torch.isfinite(per_sample_grads(model, half_squared_error, X, y)).all()
-    with pytest.raises(FloatingPointError, match=r"G_c G_cᵀ overflows torch.float64 although every per-sample"):
+    with pytest.raises(FloatingPointError, match=r"G̃ G̃ᵀ overflows torch.float64 although every per-sample"):
         centred_gram_lower(model, half_squared_error, X, y)
     with pytest.raises(FloatingPointError, match=r"G Gᵀ overflows torch.float64 although every per-sample"):
         gram_matrix(model, half_squared_error, X, y)

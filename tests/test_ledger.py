@@ -119,7 +119,8 @@ def test_ledger_html_has_badges_no_index_math_and_section_links():
     assert "&lt;a&gt;" in html and "x &lt; y" in html  # escaped
     assert r'<span class="math notranslate nohighlight">\(\Sigma_{\mathrm{emp}}/B\)</span>' in html  # typeset
     assert "$" not in html and "e_1" in html  # the evidence is plain text
-    assert "<th></th>" not in html and html.count("<th>") == 7  # seven columns, no index column
+    assert "<th></th>" not in html and html.count("<th>") == 6  # six columns, no index column
+    assert '<span class="ledger-method">sympy</span>' in html  # the method, under the verdict
     assert '<a href="../chapters/01_x.html#the-setting">The setting</a>' in html  # the row's section
     assert 'href="#the-setting"' in ledger.ledger_html(table).data  # a chapter's own table: the same page
     with pytest.raises(ValueError, match="no URL for chapter '01_x'"):

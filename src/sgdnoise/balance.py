@@ -148,7 +148,7 @@ def sgd_balancing_curve(eta: float, B: int, V: float, a_hat: float, delta0: floa
 
 
 def median_matching_factor(alpha: float, dt: float, *, draws: int = 400_000, seed: int = 0) -> float:
-    """``κ`` such that the α-stable kick ``κ dt^{1/α} S`` (``S`` from :func:`~sgdnoise.sde.symmetric_stable`)
+    """``ω`` such that the α-stable kick ``ω dt^{1/α} S`` (``S`` from :func:`~sgdnoise.sde.symmetric_stable`)
     has the median absolute value of the Gaussian kick ``√dt Z`` over one step ``dt``: the two noises agree
     in bulk and differ in the tail."""
     alpha = check_alpha(alpha)
@@ -205,7 +205,7 @@ def simulate(x, y, w0, *, method: str, eta: float, B: int = 1, steps: int, paths
 
     ``method``: ``"gd"`` and ``"sgd"`` (``steps`` steps of size ``eta``, batches of ``B`` drawn with
     replacement); ``"gaussian_sde"`` and ``"stable_sde"`` (``steps`` steps of size ``dt``, default ``eta``, of
-    ``dθ = -∇L dt + √(η V / B) ∇a dL``, with ``dL`` Brownian or ``κ`` times the package's α-stable driver).
+    ``dθ = -∇L dt + √(η V / B) ∇a dL``, with ``dL`` Brownian or ``ω`` times the package's α-stable driver).
     Time is ``t = η k`` for GD and SGD and ``t = dt k`` for the SDEs. ``records`` evenly spaced records.
     """
     x, y = _check_data(x, y)

@@ -5,7 +5,7 @@ For a stationary Itô diffusion with density ``p`` and current ``J = a p - ½∇
 * **Binned increments.** ``J(x) = lim_{τ→0} E[(X_{t+τ} - X_{t-τ}) / (2τ) | X_t = x] p(x)``: the symmetric
   (midpoint) difference cancels the drift's even part and the noise, leaving the current. Averaged in
   the bins of a grid; error bars from the spread between independent chains.
-* **Antisymmetric lag covariance.** ``Ω(τ) = (C(τ) - C(τ)ᵀ) / (2τ)`` with ``C(τ) = E[X_{t+τ} X_tᵀ]`` (centred)
+* **Antisymmetric lag covariance.** ``Ω(τ) = (R(τ) - R(τ)ᵀ) / (2τ)`` with ``R(τ) = E[X_{t+τ} X_tᵀ]`` (centred)
   tends to ``½ ∫ (J xᵀ - x Jᵀ) dx`` as ``τ → 0``: a single matrix that is zero under detailed balance
   and measures the circulation otherwise. For an Ornstein–Uhlenbeck process ``dX = -AX dt + √D dW``
   with stationary covariance ``C``, it equals ``-(AC - CAᵀ)/2``.
@@ -98,7 +98,7 @@ def binned_current(paths, dt: float, x_edges, y_edges) -> BinnedCurrent:
 
 
 def antisymmetric_lag_covariance(paths, dt: float, lag: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``Ω = (C(τ) - C(τ)ᵀ) / (2τ)`` at ``τ = lag · dt``, and its standard error (chain-to-chain spread).
+    """``Ω = (R(τ) - R(τ)ᵀ) / (2τ)`` at ``τ = lag · dt``, and its standard error (chain-to-chain spread).
 
     Returns ``(Ω, se)``, both ``(d, d)`` and antisymmetric. Zero within error under detailed balance.
     """

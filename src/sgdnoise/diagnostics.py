@@ -1,7 +1,7 @@
 """Noise diagnostics along a training run: noise scale, autocorrelation, spectra, alignment with curvature.
 
 Notation of :mod:`sgdnoise.noise`: ``G`` is the ``(n, d)`` per-sample gradient matrix, ``g_n`` its row
-mean, ``G_c = G - 1 g_nᵀ`` and ``Σ = Σ_emp = (1/n) G_cᵀ G_c`` (the 1/n normalisation, not 1/(n-1)).
+mean, ``G̃ = G - 1 g_nᵀ`` and ``Σ = Σ_emp = (1/n) G̃ᵀ G̃`` (the 1/n normalisation, not 1/(n-1)).
 
 * **Simple noise scale** (McCandlish et al. 2018): ``B_simple = tr Σ / ‖g_n‖²``. From batch-gradient
   norms alone: ``E‖g_B‖² = ‖g_n‖² + c(B) tr Σ`` with ``c(B) = noise_covariance_factor(n, B, scheme)``
@@ -19,7 +19,7 @@ mean, ``G_c = G - 1 g_nᵀ`` and ``Σ = Σ_emp = (1/n) G_cᵀ G_c`` (the 1/n nor
   Across epochs it is 0, and a lag-``ℓ`` pair lies in one epoch for a fraction ``(m-ℓ)/m`` of start
   positions, whence ``ρ(ℓ) = -(m-ℓ)/m · B/(n-B)`` for ``1 ≤ ℓ < m``, 0 for ``ℓ ≥ m``.
 * **Spectra and overlaps**: the top eigenpairs of ``Σ`` from the ``n × n`` Gram matrix
-  (``v = G_cᵀ u / √(nλ)``), and ``overlap(U, V) = ‖UᵀV‖_F² / min(k_U, k_V)`` whose mean for a uniformly
+  (``v = G̃ᵀ u / √(nλ)``), and ``overlap(U, V) = ‖UᵀV‖_F² / min(k_U, k_V)`` whose mean for a uniformly
   random ``k_V``-subspace of ``R^d`` is ``max(k_U, k_V)/d`` (``E[V Vᵀ] = (k_V/d) I``).
 * **Alignment with curvature** (Zhu et al. 2019): ``tr(HΣ) = mean_i (g_i - g_n)ᵀ H (g_i - g_n)`` against
   the isotropic reference ``tr H · tr Σ / d`` (the value for ``Σ`` replaced by ``(tr Σ/d) I``).
@@ -228,11 +228,11 @@ def random_reshuffling_lag_correlation(n: int, B: int, max_lag: int, num_steps: 
 # ----------------------------------------------------------------------------- spectra and overlaps
 def noise_top_eigs(G: Tensor, k: int, *, K: Tensor | None = None, method: str = "auto",
                    tol: float = 1e-8) -> tuple[Tensor, Tensor]:
-    """Top-``k`` eigenpairs of ``Σ_emp = G_cᵀ G_c / n``: ``(eigenvalues (k,) descending, eigenvectors (d, k))``.
+    """Top-``k`` eigenpairs of ``Σ_emp = G̃ᵀ G̃ / n``: ``(eigenvalues (k,) descending, eigenvectors (d, k))``.
 
-    ``method="eigh"``: a dense eigen-solve of the smaller of ``G_cᵀG_c/n`` (``d × d``) and ``G_c G_cᵀ/n``
-    (``n × n``, also used when the Gram matrix ``K = G Gᵀ`` is passed), mapping ``v = G_cᵀ u / √(nλ)``
-    (unit norm). ``method="lanczos"``: Lanczos on ``v ↦ G_cᵀ(G_c v)/n`` to relative residual ``tol``,
+    ``method="eigh"``: a dense eigen-solve of the smaller of ``G̃ᵀG̃/n`` (``d × d``) and ``G̃ G̃ᵀ/n``
+    (``n × n``, also used when the Gram matrix ``K = G Gᵀ`` is passed), mapping ``v = G̃ᵀ u / √(nλ)``
+    (unit norm). ``method="lanczos"``: Lanczos on ``v ↦ G̃ᵀ(G̃ v)/n`` to relative residual ``tol``,
     ``O(nd)`` per product and no ``n²d`` Gram matrix. ``"auto"``: eigh when ``K`` is given or
     ``min(n, d) <= 1000``. Float64 results; ``k`` must not exceed the numerical rank of ``Σ_emp``.
     """
@@ -326,7 +326,7 @@ def trace_h_sigma(problem: Problem, theta: Tensor, G: Tensor, m: int | None = No
                   probes: int | None = 100, chunk_size: int | None = None) -> TraceHSigma:
     """``tr(HΣ_emp)`` from Hessian-vector products on the centred per-sample gradients, and its isotropic reference.
 
-    ``m=None`` uses all ``n`` rows of ``G_c`` (exact up to round-off); ``m`` rows drawn without
+    ``m=None`` uses all ``n`` rows of ``G̃`` (exact up to round-off); ``m`` rows drawn without
     replacement give an unbiased mean with SE ``std · √((1 - m/n)/m)``. ``tr H`` is Hutchinson's
     ``mean_r z_rᵀ H z_r`` over ``probes`` Rademacher vectors (SE from their spread); ``probes=None``
     computes it exactly from the ``d`` unit vectors (small ``d`` only). ``G`` must be taken at ``theta``.
@@ -401,7 +401,7 @@ def commutator_in_top_subspace(problem: Problem, theta: Tensor, G: Tensor, k: in
     """Measure the commutator ``[H, Σ_emp]`` on the top-``k`` eigenvectors of ``Σ_emp`` (what chapter 3's current
     depends on), with ``k`` Hessian-vector products per evaluation; see :class:`CommutatorInSubspace`.
 
-    ``G`` are the per-sample gradients at ``theta``; ``Σ_emp`` is applied as ``G_cᵀ(G_c x)/n``, never formed.
+    ``G`` are the per-sample gradients at ``theta``; ``Σ_emp`` is applied as ``G̃ᵀ(G̃ x)/n``, never formed.
     ``permutations`` (an int ``>= 0``) random coordinate permutations give the chance level.
     """
     n, d = _check_G(G), G.shape[1]

@@ -660,7 +660,7 @@ def gram_matrix(
 ) -> Tensor:
     """The Gram matrix ``K = G Gᵀ`` (shape ``(n, n)``), without forming ``G`` where possible.
 
-    With ``centered=True`` it returns ``G_c G_cᵀ`` with ``G_c = G - 1 g_nᵀ``, whose non-zero
+    With ``centered=True`` it returns ``G̃ G̃ᵀ`` with ``G̃ = G - 1 g_nᵀ``, whose non-zero
     eigenvalues divided by ``n`` are those of ``Σ_emp(θ)`` (the same ``n × n`` route works when
     ``d ≫ n``). On the fast path (all trainable parameters in ``nn.Linear`` layers fed 2-d inputs)
     the cost is ``O(n² · Σ_layers (in + out))`` and no ``n × d`` array is ever allocated.
@@ -702,14 +702,14 @@ def gram_matrix(
 def centred_gram_lower(
     model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, block_rows: int = 128
 ) -> Tensor | None:
-    """The lower triangle (diagonal included) of ``G_c G_cᵀ``, on the fast path only; else ``None``.
+    """The lower triangle (diagonal included) of ``G̃ G̃ᵀ``, on the fast path only; else ``None``.
 
     A symmetric eigen-solver reads one triangle, so the other half of the ``n²`` products need not be
     computed: rows are taken in blocks of ``block_rows`` and block ``i`` is multiplied only with the
     columns ``≤`` its last row. Entries above the diagonal blocks are zero; inside a diagonal block
     the full square is filled. The centring needs no full matrix either: the row means of
     ``K = G Gᵀ`` are ``r_i = ⟨g_i, g_n⟩ = Σ_layers a_iᵀ (Aᵀ Δ / n) δ_i`` and their mean is
-    ``‖g_n‖²``, so ``(G_c G_cᵀ)_ij = K_ij − r_i − r_j + ‖g_n‖²`` entry by entry.
+    ``‖g_n‖²``, so ``(G̃ G̃ᵀ)_ij = K_ij − r_i − r_j + ‖g_n‖²`` entry by entry.
 
     The result is row-major; its transpose ``K.mT`` is column-major with the same entries in its
     upper triangle, which is the layout LAPACK reads without a transposing copy
@@ -767,7 +767,7 @@ def centred_gram_lower(
                 blk.addcmul_(aa, dd)
     if not bool(bound < torch.finfo(K.dtype).max / 8):  # False for a NaN or infinite bound too
         if not torch.isfinite(K).all():
-            _gram_not_finite("G_c G_cᵀ", K.dtype, cap, model)
+            _gram_not_finite("G̃ G̃ᵀ", K.dtype, cap, model)
     return K
 
 

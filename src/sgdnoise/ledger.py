@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["VERDICTS", "IDENTITY", "Evidence", "Claim", "register", "claims", "run_check", "ledger_table", "verdict_counts",
-           "verdict_sentence", "section_anchor", "math_html", "ledger_html", "verdict_filter_html", "at_a_glance"]
+           "verdict_sentence", "section_anchor", "math_html", "VERDICT_COLOURS", "ledger_html", "verdict_filter_html",
+           "at_a_glance"]
 
 VERDICTS = ("holds", "holds only if", "wrong", "notation slip", "not supported here")
 IDENTITY = "holds (identity)"  # how the ledger shows an illustration: not counted among the verdicts
@@ -194,22 +195,28 @@ def ledger_table(chapter: str | None = None, *, link: bool = False):
     return pd.DataFrame(rows)
 
 
-#: Badge colours of the verdicts (text in white on them): green, amber, red, purple, grey.
+#: The badge colour of each verdict, shown with white text (green, amber, red, purple, grey).
 VERDICT_COLOURS = {"holds": "#1a7f37", "holds only if": "#9a6700", "wrong": "#cf222e", "notation slip": "#8250df",
                    "not supported here": "#57606a", IDENTITY: "#6e7781"}
-_COLUMNS = (("location", "10%"), ("claim", "23%"), ("verdict", "9%"), ("conditions / correction", "26%"),
-            ("evidence", "17%"), ("method", "6%"), ("treated in", "9%"))
+# The check's method (sympy, simulation) is shown under the verdict's badge: a column of its own is too narrow
+# on the page for its words.
+_COLUMNS = (("location", "11%"), ("claim", "24%"), ("verdict", "12%"), ("conditions / correction", "23%"),
+            ("evidence", "19%"), ("treated in", "11%"))
+# The theme sets ``.bd-content div.output table {table-layout: auto}``, which outranks a plain ``table.ledger-table``
+# rule: the fixed layout needs the more specific selector (and the browser test checks that the tables fit).
 _STYLE = (
-    "<style>table.ledger-table{table-layout:fixed;width:100%;border-collapse:collapse;font-size:0.85em}"
+    "<style>table.ledger-table,.bd-content div.output table.ledger-table{table-layout:fixed;width:100%;"
+    "border-collapse:collapse;font-size:0.85em}"
     "table.ledger-table th,table.ledger-table td{vertical-align:top;text-align:left;padding:4px 6px;"
     "border-bottom:1px solid #d0d7de;overflow-wrap:anywhere}table.ledger-table th{overflow-wrap:normal}"
-    "span.ledger-badge{display:inline-block;color:#fff;border-radius:4px;padding:1px 6px;font-weight:600}</style>")
+    "span.ledger-badge{display:inline-block;color:#fff;border-radius:4px;padding:1px 6px;font-weight:600;"
+    "overflow-wrap:normal}span.ledger-method{display:block;color:#57606a;font-size:0.9em;margin-top:2px}</style>")
 
 
 def ledger_html(table, *, links: dict | None = None):
     """The rows of :func:`ledger_table` as an HTML table for a page: no index column, fixed column widths, the
-    verdict as a coloured badge (:data:`VERDICT_COLOURS`), the claim and its conditions with their TeX typeset
-    (:func:`math_html`), every other cell escaped. Each row carries its verdict in ``data-verdict`` (for
+    verdict as a coloured badge (:data:`VERDICT_COLOURS`) with the check's method under it, the claim and its
+    conditions with their TeX typeset (:func:`math_html`), every other cell escaped. Each row carries its verdict in ``data-verdict`` (for
     :func:`verdict_filter_html`). The last column links each row to the section that treats its claim: on the
     same page (a chapter's own table), or, where ``links`` maps the row's chapter (the table's ``chapter``
     column) to the chapter's URL, on that page."""
@@ -228,7 +235,8 @@ def ledger_html(table, *, links: dict | None = None):
         for name, _ in _COLUMNS:
             if name == "verdict":
                 cells.append(f'<span class="ledger-badge" style="background:{VERDICT_COLOURS[verdict]}">'
-                             f"{html.escape(verdict)}</span>")
+                             f'{html.escape(verdict)}</span><span class="ledger-method">{html.escape(str(row["method"]))}'
+                             "</span>")
             elif name == "treated in":
                 chap = str(row["chapter"])
                 page = ""

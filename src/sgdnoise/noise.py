@@ -4,7 +4,7 @@ Notation (mean-loss convention, see :mod:`sgdnoise.gradients`): ``G`` is the ``(
 per-sample gradients ``g_i``, ``g_n = (1/n) Σ_i g_i``, ``g_B = (1/B) Σ_{i∈B} g_i`` and the noise is
 ``ξ = g_n - g_B`` (the sign used by the research notes, §1.6). The empirical noise covariance is
 
-    Σ_emp(θ) = (1/n) Σ_i (g_i - g_n)(g_i - g_n)ᵀ = (1/n) G_cᵀ G_c,   G_c = G - 1 g_nᵀ,
+    Σ_emp(θ) = (1/n) Σ_i (g_i - g_n)(g_i - g_n)ᵀ = (1/n) G̃ᵀ G̃,   G̃ = G - 1 g_nᵀ,
 
 with the 1/n normalisation of the notes' §1.8.1 (not 1/(n-1)).
 """
@@ -68,7 +68,7 @@ def noise_covariance_factor(n: int, B: int, scheme: str) -> float:
 
 
 def empirical_noise_covariance(G: Tensor) -> Tensor:
-    """``Σ_emp = (1/n) G_cᵀ G_c``, shape ``(d, d)``. Forms a ``d × d`` matrix: small ``d`` only."""
+    """``Σ_emp = (1/n) G̃ᵀ G̃``, shape ``(d, d)``. Forms a ``d × d`` matrix: small ``d`` only."""
     n = _check_G(G)
     Gc = G - G.mean(dim=0, keepdim=True)
     return Gc.T @ Gc / n
@@ -119,7 +119,7 @@ def estimate_noise_covariance(batch_grads: Tensor, B: int) -> Tensor:
     """The estimator of the notes' §1.8.5: ``Σ̂ = B/(m-1) Σ_j (g_{B_j} - ḡ)(g_{B_j} - ḡ)ᵀ``.
 
     ``batch_grads`` has shape ``(m, d)``, ``m ≥ 2`` minibatch gradients at one ``θ``. Its expectation
-    is ``κ · Σ_emp`` with ``κ`` from :func:`estimator_expectation_factor`: unbiased only when the
+    is ``ζ · Σ_emp`` with ``ζ`` from :func:`estimator_expectation_factor`: unbiased only when the
     batches are drawn with replacement (chapter 1).
     """
     _args.tensor("batch_grads", batch_grads, "a (m, d) tensor of m >= 2 batch gradients")
@@ -134,11 +134,11 @@ def estimate_noise_covariance(batch_grads: Tensor, B: int) -> Tensor:
 
 
 def estimator_expectation_factor(n: int, B: int, scheme: str) -> float:
-    """``κ`` in ``E[Σ̂] = κ Σ_emp`` for the §1.8.5 estimator.
+    """``ζ`` in ``E[Σ̂] = ζ Σ_emp`` for the §1.8.5 estimator.
 
-    * with replacement (independent batches): ``κ = 1``;
-    * without replacement (independent batches): ``κ = (n - B)/(n - 1)``;
-    * random reshuffling, ``m ≥ 2`` batches from one epoch: ``κ = n/(n - 1)``, whatever ``m``:
+    * with replacement (independent batches): ``ζ = 1``;
+    * without replacement (independent batches): ``ζ = (n - B)/(n - 1)``;
+    * random reshuffling, ``m ≥ 2`` batches from one epoch: ``ζ = n/(n - 1)``, whatever ``m``:
       disjoint batches are negatively correlated, ``Cov(g_{B_j}, g_{B_k}) = -Σ_emp/(n - 1)``.
     """
     check_scheme(scheme)
@@ -157,9 +157,9 @@ def estimator_expectation_factor(n: int, B: int, scheme: str) -> float:
 def noise_spectrum(K: Tensor, *, centered: bool = False) -> Tensor:
     """Eigenvalues of ``Σ_emp`` in decreasing order, from the ``(n, n)`` Gram matrix.
 
-    ``Σ_emp = (1/n) G_cᵀ G_c`` and ``(1/n) G_c G_cᵀ`` share their non-zero eigenvalues, so the whole
+    ``Σ_emp = (1/n) G̃ᵀ G̃`` and ``(1/n) G̃ G̃ᵀ`` share their non-zero eigenvalues, so the whole
     non-zero spectrum costs one ``n × n`` symmetric eigen-solve, even when ``d ≫ n``. Pass the
-    uncentred ``K = G Gᵀ`` (it is centred here) or ``centered=True`` if ``K`` is already ``G_c G_cᵀ``.
+    uncentred ``K = G Gᵀ`` (it is centred here) or ``centered=True`` if ``K`` is already ``G̃ G̃ᵀ``.
     Returns ``min(n, d)``-many values at most (``n``), clipped at zero (round-off). Only the lower
     triangle of ``K`` (after centring) is read.
     """
@@ -178,7 +178,7 @@ def sigma_spectrum(model, loss_fn, X: Tensor, y: Tensor) -> Tensor:
 
     The same values as ``noise_spectrum(gram_matrix(model, loss_fn, X, y, centered=True),
     centered=True)``, with half of the Gram products: on the fast path (every trainable parameter in an
-    ``nn.Linear``) only the lower triangle of ``G_c G_cᵀ`` is built
+    ``nn.Linear``) only the lower triangle of ``G̃ G̃ᵀ`` is built
     (:func:`sgdnoise.gradients.centred_gram_lower`), the centring needs no pass over a full matrix,
     and no ``n × d`` array is ever formed. Other models take the general route through the full
     Gram matrix.

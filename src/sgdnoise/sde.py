@@ -4,9 +4,9 @@
 
 over many paths at once, and a generic Euler–Maruyama integrator for testing and benchmarks.
 
-No matrix square root is ever taken. With ``G_c`` the centred per-sample gradients (``n × d``) and
-``z ~ N(0, I_n)``, the vector ``(1/√(nB)) G_cᵀ z`` has covariance ``Σ_emp/B``; and
-``G_cᵀ v = ∇_θ Σ_i (v_i - v̄) ℓ_i(θ)`` is one backward pass with per-sample weights. So a whole
+No matrix square root is ever taken. With ``G̃`` the centred per-sample gradients (``n × d``) and
+``z ~ N(0, I_n)``, the vector ``(1/√(nB)) G̃ᵀ z`` has covariance ``Σ_emp/B``; and
+``G̃ᵀ v = ∇_θ Σ_i (v_i - v̄) ℓ_i(θ)`` is one backward pass with per-sample weights. So a whole
 step, drift and noise together, is the gradient of one weighted loss,
 
     θ ← θ - ∇_θ Σ_i w_i ℓ_i(θ),     w_i = dt/n - s (v_i - v̄),   s = sqrt(η / (n B)),   v = √dt · z,
@@ -459,7 +459,7 @@ def sgd_sde(
     device of ``problem.X``. One step costs one weighted full-batch backward pass per path.
 
     ``noise_scale`` multiplies the noise term (a heavy-tailed driver matched to the Gaussian one in bulk
-    uses a factor ``κ``; see :func:`sgdnoise.experiments.deep_linear.bulk_matched_scale`). A path whose parameters
+    uses a factor ``ω``; see :func:`sgdnoise.experiments.deep_linear.bulk_matched_scale`). A path whose parameters
     become non-finite or exceed ``explode`` raises :class:`sgdnoise.sgd.DivergenceError` with
     ``on_divergence="raise"``; with ``"censor"`` it is stopped there instead (its later records are NaN, the
     other paths are unaffected: they are computed independently) and ``SDEPaths.diverged`` gives the step.

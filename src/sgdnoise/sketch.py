@@ -12,7 +12,7 @@ vector of per-sample losses. Two products with it cost about one pass each and n
 
 * :func:`centred_gram_top_eigs`: the top eigenpairs of the centred Gram matrix ``K_c = C G Gᵀ C``
   (``C = I - 11ᵀ/m``) by Lanczos, each product ``K_c v = C G (Gᵀ C v)`` one backward and one forward-mode
-  pass. ``K_c`` and ``m Σ̂ = G_cᵀ G_c`` share their nonzero eigenvalues, so these are the top eigenvalues of
+  pass. ``K_c`` and ``m Σ̂ = G̃ᵀ G̃`` share their nonzero eigenvalues, so these are the top eigenvalues of
   the samples' noise covariance, exact up to the Lanczos tolerance: no sketching error.
 * :func:`random_projection`: ``S = G Uᵀ/√k`` for ``k`` Gaussian directions ``u_j ~ N(0, I_d)``, drawn
   parameter by parameter, ``r`` at a time (never ``k × d`` at once, never ``m × d``). ``S Sᵀ`` is an unbiased
@@ -151,7 +151,7 @@ def centred_gram_top_eigs(op: JacobianOperator, k: int, *, iters: int | None = N
     default ``min(m, 4k + 40)``; stops when every Ritz residual is below ``tol`` times the largest Ritz value,
     default ``1e-8`` for float64 models and ``1e-5`` for others, whose products are accurate to about ``1e-7``:
     an eigenvalue's error is of the order of the residual squared over its gap). ``λ / m`` are the top
-    eigenvalues of the samples' ``Σ̂ = G_cᵀ G_c / m``."""
+    eigenvalues of the samples' ``Σ̂ = G̃ᵀ G̃ / m``."""
     m = op.m
     k = _args.integer("k", k, minimum=1)
     if tol is None:
@@ -230,7 +230,7 @@ def deflated_gram(op: JacobianOperator, q: int, k: int, *, tol: float | None = N
     else:
         lam, Q = torch.zeros(0, dtype=torch.float64), torch.zeros((m, 0), dtype=torch.float64)
     S = _centre(random_projection(op, k, generator=gen))
-    R = S - Q @ (Q.T @ S)  # the sketch of the part of G_c outside the top-q subspace
+    R = S - Q @ (Q.T @ S)  # the sketch of the part of G̃ outside the top-q subspace
     x = k * (R**2).sum(0)  # k independent terms ‖P C G u_j‖², mean = tail trace
     tail = float(x.mean())
     tail_se = float(x.std()) / math.sqrt(k)

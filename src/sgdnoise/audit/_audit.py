@@ -284,14 +284,14 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
         lam_all, U = lam_all.flip(0).clamp_min(0.0), U.flip(1)
     kk = min(k, int((lam_all > lam_all[0] * 1e-10).sum()))
     C = (U[:, :kk] - U[:, :kk].mean(0)) / torch.sqrt(lam_all[:kk])
-    # unit eigenvectors of Σ, (d, kk): v_j = G_cᵀ u_j / √λ̃_j = Gᵀ c_j (Σ_i c_ij = 0); on the Gram route only if they fit
+    # unit eigenvectors of Σ, (d, kk): v_j = G̃ᵀ u_j / √λ̃_j = Gᵀ c_j (Σ_i c_ij = 0); on the Gram route only if they fit
     V = backend.combine(C) if route == "gradients" or d * kk * 8 <= memory_bytes else None
     step("spectrum of Σ")
 
     # ---------------------------------------------------------------- Gaussianity at B
     r_dirs = min(directions, kk)
-    # projections of the centred per-sample gradients: on Σ's eigenvectors G_c v_j = √λ̃_j u_j; on random unit
-    # directions drawn block by block, G_c r = (G r) - mean
+    # projections of the centred per-sample gradients: on Σ's eigenvectors G̃ v_j = √λ̃_j u_j; on random unit
+    # directions drawn block by block, G̃ r = (G r) - mean
     if route == "sketch":
         with _second_order():
             proj = backend.random_projections(directions, gen)
@@ -404,7 +404,7 @@ def audit(model: nn.Module, loss_fn, data, *, lr: float, batch_size: int, scheme
 
 def _alignment_by_products(problem, theta, backend, model, loss_fn, X, y, V, lam_all, kk, trace_sigma, gen) -> dict:
     """``tr(HΣ)`` and the commutator without ``G``: the rows for ``tr(HΣ)`` (64 samples, without replacement) are
-    formed 8 at a time, and ``Σ X = G_cᵀ(G_c X)/m`` is applied through the route's products."""
+    formed 8 at a time, and ``Σ X = G̃ᵀ(G̃ X)/m`` is applied through the route's products."""
     from ..curvature import batched_hvp
     from ..diagnostics import commutator_from_products, trace_h_sigma_from_quadratic_forms
     from ..gradients import per_sample_grads

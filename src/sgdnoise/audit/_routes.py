@@ -4,7 +4,7 @@ Every quantity the audit needs from the per-sample gradients ``g_i`` (``i = 1..m
 
 * inner products between them: the Gram matrix ``K = G Gᵀ``, and the same per module (per-layer noise scales);
 * projections ``G x`` on vectors ``x`` of parameter space given block by block (random directions);
-* combinations ``Gᵀ c`` (the eigenvectors of ``Σ``: ``v_j = G_cᵀ u_j / √λ̃_j``).
+* combinations ``Gᵀ c`` (the eigenvectors of ``Σ``: ``v_j = G̃ᵀ u_j / √λ̃_j``).
 
 ``GradientRoute`` forms ``G`` (``m × d``, any model). ``GramRoute`` never does: for a model whose trainable
 parameters all sit in ``nn.Linear`` layers fed ``(m, in)`` inputs, sample ``i``'s gradient of a layer's weight

@@ -133,12 +133,12 @@ def spectrum_stats(Kc_fn, m: int, N: int, k: int, fit: int, folds: int, gen: tor
     ``√(1 - m/N)``; exact when ``m = N``) and Student-t 95% intervals with ``folds - 1`` degrees of freedom.
     ``k`` is capped at the rank, and below the rank every fold's complement can reach.
 
-    ``Kc_fn(idx)`` returns the centred Gram matrix ``G_c G_cᵀ`` of the rows ``idx`` (float64, ``len(idx)``
+    ``Kc_fn(idx)`` returns the centred Gram matrix ``G̃ G̃ᵀ`` of the rows ``idx`` (float64, ``len(idx)``
     square); its eigenvalues over the number of rows are those of ``Σ``. (A bootstrap over rows is not used:
     its duplicated rows change the spectrum itself, and on the digits network it put the power-law
     exponent's whole percentile interval on one side of the estimate.)
 
-    The sketch route passes the full sample's eigenvalues of ``G_c G_cᵀ`` as ``spectrum`` (its exact top
+    The sketch route passes the full sample's eigenvalues of ``G̃ G̃ᵀ`` as ``spectrum`` (its exact top
     ``exact_top`` first, then the sketched rest): ``k`` is capped at ``exact_top``, and the effective rank and the
     exponent, which read the sketched part (whose eigenvalues are biased), get no interval.
     """

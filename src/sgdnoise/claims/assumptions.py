@@ -202,8 +202,8 @@ def _small_lr(sde_threshold=lambda B: B):
     "batches are independent and whose noise is uncorrelated; independent batches each drawn without "
     "replacement are uncorrelated too. The Wiener limit then carries the long-run covariance "
     r"$\sum_\ell \operatorname{Cov}(\xi_k, \xi_{k+\ell})$ in place of $\Sigma/B$: under random "
-    "reshuffling the noises of one epoch sum to exactly zero (pairwise correlation $-1/(M-1)$, with "
-    r"$M = n/B$ batches per epoch), so the long-run covariance vanishes; with momentum $\beta$ the "
+    "reshuffling the noises of one epoch sum to exactly zero (pairwise correlation "
+    r"$-1/(n_{\mathrm{batch}}-1)$, with $n_{\mathrm{batch}} = n/B$ batches per epoch), so the long-run covariance vanishes; with momentum $\beta$ the "
     r"filtered noise has correlation $\beta^\ell$ and long-run covariance $\frac{1+\beta}{1-\beta}$ "
     "times its variance",
     mutant={"predicted_corr": lambda m: 0.0},
@@ -237,7 +237,7 @@ def _autocorrelation(predicted_corr=lambda m: sp.Rational(-1, m - 1)):
     ok = (sp.simplify(corr - predicted_corr(m)) == 0 and epoch_sum_zero
           and sp.simplify(long_run - (1 + beta) / (1 - beta)) == 0 and all(v == 0 for v in independent_corr.values()))
     return Evidence(ok, f"random reshuffling, n = {n}, B = {B}, all {len(perms)} permutations, symbolic data: "
-                    f"corr(ξ_1, ξ_2) = {corr} (= -1/(m-1), m = {m}); two independent batches, every pair enumerated: "
+                    f"corr(ξ_1, ξ_2) = {corr} (= -1/(n_batch - 1), n_batch = n/B = {m}); two independent batches, every pair enumerated: "
                     f"Cov(ξ_1, ξ_2) = {independent_corr['with replacement']} with replacement, "
                     f"{independent_corr['without replacement']} without; the noises of an epoch sum to zero: "
                     f"{epoch_sum_zero}; momentum: long-run / one-step variance of the filtered noise = {long_run}")

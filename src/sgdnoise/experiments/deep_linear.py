@@ -36,13 +36,13 @@ From a *random* start, depth 2, the mode's linearised dynamics from the origin a
 
 **Optimisers** (``C = chains`` at once): ``"gd"`` (full batch), ``"sgd"``
 (:func:`sgdnoise.sgd.run_chains`, batches of ``B`` drawn by ``scheme``), ``"sde_gaussian"`` and
-``"sde_stable"`` (:func:`sgdnoise.sde.sgd_sde`, ``dθ = -∇L dt + κ sqrt(c η Σ(θ)) dL_t`` with ``dt =
-η / sde_substeps`` and ``κ = noise_scale``; the α-stable driver has the matched scale of
+``"sde_stable"`` (:func:`sgdnoise.sde.sgd_sde`, ``dθ = -∇L dt + ω sqrt(c η Σ(θ)) dL_t`` with ``dt =
+η / sde_substeps`` and ``ω = noise_scale``; the α-stable driver has the matched scale of
 :mod:`sgdnoise.sde`, i.e. for ``α < 2`` its Euler step noise scales as ``dt^{1/α}``, not ``dt^{1/2}``).
 ``stable_driver`` picks the α-stable driver: ``"independent"`` (one symmetric α-stable variable per sample,
 mapped through the centred per-sample gradients) or ``"sub_gaussian"`` (the Gaussian driver times one radial
 factor ``√A`` per chain and step: every projection of the noise is symmetric α-stable with the Gaussian
-noise's shape). :func:`bulk_matched_scale` gives the ``κ`` at which the sub-Gaussian noise over one SGD step
+noise's shape). :func:`bulk_matched_scale` gives the ``ω`` at which the sub-Gaussian noise over one SGD step
 has the Gaussian noise's median absolute value along every direction ("matched in bulk").
 
 **Divergence.** ``"raise"`` stops the run; ``"drop"`` redraws the piece of the run in which chains
@@ -116,7 +116,7 @@ class DLNConfig:
     scheme: str = "with_replacement"             # minibatch sampling scheme
     alpha: float = 1.8                           # stable index of "sde_stable", in (0, 2]
     stable_driver: str = "independent"           # "sde_stable"'s driver: one of STABLE_DRIVERS
-    noise_scale: float = 1.0                     # κ: the SDEs' noise is κ times the modelled one
+    noise_scale: float = 1.0                     # ω: the SDEs' noise is ω times the modelled one
     sde_substeps: int = 5                        # SDE time step dt = lr / sde_substeps
     steps: int = 300                             # steps of size η (SDE: steps · sde_substeps steps of dt)
     record_every: int = 1                        # record the mode strengths every this many steps
@@ -340,10 +340,10 @@ def layer_geometry(theta: Tensor, cfg: DLNConfig) -> dict[str, Tensor]:
 
 
 def bulk_matched_scale(alpha: float, lr: float) -> float:
-    """``κ`` for ``stable_driver="sub_gaussian"``: over one SGD step (time ``lr``) the α-stable noise
-    ``κ lr^{1/α} √A G`` has, along every direction, the median absolute value of the Gaussian SDE's noise
-    ``√lr G`` (``κ = lr^{1/2 - 1/α} κ_α`` with :func:`~sgdnoise.experiments.superposition.stable_bulk_factor`'s
-    ``κ_α``). The two noises then agree in bulk and differ in the tail. ``α = 2`` gives 1."""
+    """``ω`` for ``stable_driver="sub_gaussian"``: over one SGD step (time ``lr``) the α-stable noise
+    ``ω lr^{1/α} √A G`` has, along every direction, the median absolute value of the Gaussian SDE's noise
+    ``√lr G`` (``ω = lr^{1/2 - 1/α} ω_α`` with :func:`~sgdnoise.experiments.superposition.stable_bulk_factor`'s
+    ``ω_α``). The two noises then agree in bulk and differ in the tail. ``α = 2`` gives 1."""
     from ..sde import check_alpha
     from .superposition import stable_bulk_factor
 

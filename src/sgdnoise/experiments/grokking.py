@@ -22,22 +22,22 @@ rate at step ``k`` and ``ĝ_k`` a gradient estimate, every optimiser takes the s
 * ``"gd"``: ``ĝ = g_n``.
 * ``"sgd"``: ``ĝ = g_B``, the mean gradient of a minibatch of ``B`` indices drawn by ``scheme`` (see
   :mod:`sgdnoise.sampling`). Its noise ``ξ = ĝ - g_n`` has mean 0 and covariance ``c(n, B) Σ(θ)`` with
-  ``Σ = (1/n) G_cᵀ G_c`` (``G_c``: centred per-sample gradients) and ``c = 1/B`` with replacement,
+  ``Σ = (1/n) G̃ᵀ G̃`` (``G̃``: centred per-sample gradients) and ``q_B = 1/B`` with replacement,
   ``(n-B)/(B(n-1))`` without (:func:`sgdnoise.noise.noise_covariance_factor`).
-* ``"gd_gaussian"``: ``ĝ = g_n + √(c/n) G_cᵀ z``, ``z ~ N(0, I_n)``: Gaussian noise with exactly SGD's
-  covariance ``c Σ(θ)`` (``1/√(nB) G_cᵀ z`` with replacement). As in :mod:`sgdnoise.sde`, no ``G`` is
-  formed: ``G_cᵀ z = ∇_θ Σ_i (z_i - z̄) ℓ_i``, so ``ĝ`` is the gradient of the weighted loss
-  ``Σ_i w_i ℓ_i`` with ``w_i = 1/n + √(c/n) (z_i - z̄)`` — one full-batch forward and backward pass.
+* ``"gd_gaussian"``: ``ĝ = g_n + √(q_B/n) G̃ᵀ z``, ``z ~ N(0, I_n)``: Gaussian noise with exactly SGD's
+  covariance ``q_B Σ(θ)`` (``1/√(nB) G̃ᵀ z`` with replacement). As in :mod:`sgdnoise.sde`, no ``G`` is
+  formed: ``G̃ᵀ z = ∇_θ Σ_i (z_i - z̄) ℓ_i``, so ``ĝ`` is the gradient of the weighted loss
+  ``Σ_i w_i ℓ_i`` with ``w_i = 1/n + √(q_B/n) (z_i - z̄)`` — one full-batch forward and backward pass.
 * ``"gd_stable"``: the same with ``z_i`` i.i.d. symmetric α-stable of scale ``2^{-1/2}``
   (:func:`sgdnoise.sde.symmetric_stable`), so ``α = 2`` *is* ``"gd_gaussian"`` ("matched scale"); for
-  ``α < 2`` the noise has infinite variance. The step noise is ``η · √(c/n) G_cᵀ z`` for every ``α``: the
+  ``α < 2`` the noise has infinite variance. The step noise is ``η · √(q_B/n) G̃ᵀ z`` for every ``α``: the
   discrete "SGD with α-stable gradient noise". (Euler–Maruyama for the Lévy-driven SDE of
   :func:`sgdnoise.sde.sgd_sde` with ``dt = η`` would instead scale it by ``η^{1/2 + 1/α}``, which
   coincides with ``η`` only at ``α = 2``.)
 
-* ``"gd_stable_matched"``: ``ĝ = g_n + κ_α √A · √(c/n) G_cᵀ z`` with ``z ~ N(0, I_n)`` and one positive
+* ``"gd_stable_matched"``: ``ĝ = g_n + ω_α √A · √(q_B/n) G̃ᵀ z`` with ``z ~ N(0, I_n)`` and one positive
   ``α/2``-stable ``A`` per step (:func:`sgdnoise.sde.positive_stable`): a *sub-Gaussian* α-stable vector
-  with the shape of SGD's covariance, whose radial law alone is heavy-tailed. ``κ_α``
+  with the shape of SGD's covariance, whose radial law alone is heavy-tailed. ``ω_α``
   (:func:`~sgdnoise.experiments.superposition.stable_bulk_factor`) makes the median of ``|vᵀξ|`` equal to
   the Gaussian noise's along every direction ``v``: the two noises agree in bulk and differ in the tail,
   the comparison chapters 4 and 5 make. (``"gd_stable"``, with i.i.d. weights, is *not* matched in bulk:
@@ -311,7 +311,7 @@ def learning_rate(cfg: ModAddConfig, k: int) -> float:
 
 
 def noise_factor(cfg: ModAddConfig) -> float:
-    """``c(n, B)``: SGD's noise covariance is ``c Σ``; the noisy GDs inject ``√(c/n) G_cᵀ z``."""
+    """``q_B(n, B)``: SGD's noise covariance is ``q_B Σ``; the noisy GDs inject ``√(q_B/n) G̃ᵀ z``."""
     return noise_covariance_factor(cfg.n_train, cfg.B, cfg.scheme)
 
 

@@ -12,9 +12,9 @@ Optimisers (one step of size ``lr`` on the gradient of ``Σ_i w_i ℓ_i``):
 * ``"gd"``: ``N`` fresh samples (``N ≫ B``), ``w_i = 1/N``: an estimate of the population gradient whose own
   noise covariance is ``B/N`` of SGD's.
 * ``"gd_gaussian"``: the same ``N`` samples with ``w_i = 1/N + s (z_i - z̄)``, ``z ~ N(0, I_N)``, ``s = 1/√(NB)``:
-  the added noise ``s Σ_i (z_i - z̄) g_i = s G_cᵀ z`` (``G_c`` the centred per-sample gradients) has covariance
-  ``G_cᵀ G_c/(NB) = Σ̂/B``, SGD's, with ``Σ̂`` the batch's covariance of the per-sample gradients.
-* ``"gd_stable_matched"``: ``z`` multiplied by ``κ_α √A`` with one positive ``α/2``-stable ``A`` per step: a
+  the added noise ``s Σ_i (z_i - z̄) g_i = s G̃ᵀ z`` (``G̃`` the centred per-sample gradients) has covariance
+  ``G̃ᵀ G_c/(NB) = Σ̂/B``, SGD's, with ``Σ̂`` the batch's covariance of the per-sample gradients.
+* ``"gd_stable_matched"``: ``z`` multiplied by ``ω_α √A`` with one positive ``α/2``-stable ``A`` per step: a
   sub-Gaussian α-stable vector of the same covariance *shape*, whose projections have the Gaussian noise's
   median absolute value (:func:`sgdnoise.experiments.superposition.stable_bulk_factor`): the same bulk, a
   heavier tail.

@@ -21,15 +21,15 @@ set only serves to evaluate the loss.
   on minibatch gradients of size ``B`` (``B = n_samples`` is full batch). The paper's optimiser.
 * ``"sgd"``: ``θ ← θ - η (g_B + λθ)``, minibatches of ``B`` drawn by ``scheme`` (or fresh, online).
 * ``"gd"``: ``θ ← θ - η (g_N + λθ)``.
-* ``"gd_gaussian"``: ``θ ← θ - η (g_N + ξ + λθ)`` with ``ξ = μ √(c/N) G_cᵀ z``, ``z ~ N(0, I_N)``: Gaussian
+* ``"gd_gaussian"``: ``θ ← θ - η (g_N + ξ + λθ)`` with ``ξ = μ √(q_B/N) G̃ᵀ z``, ``z ~ N(0, I_N)``: Gaussian
   noise with exactly SGD's covariance ``c(N, B) Σ(θ)`` at batch size ``B`` when the multiplier
-  ``μ = noise_mult`` is 1 (``μ² c Σ`` otherwise), built as in :mod:`sgdnoise.experiments.grokking` by
-  per-sample weights ``w_i = 1/N + μ√(c/N)(z_i - z̄)`` in one weighted full-batch backward pass (no
+  ``μ = noise_mult`` is 1 (``μ² q_B Σ`` otherwise), built as in :mod:`sgdnoise.experiments.grokking` by
+  per-sample weights ``w_i = 1/N + μ√(q_B/N)(z_i - z̄)`` in one weighted full-batch backward pass (no
   per-sample gradients are formed).
-* ``"gd_stable"``: the same with ``ξ = κ_α √A · μ √(c/N) G_cᵀ z``, ``A`` a positive ``α/2``-stable variable
+* ``"gd_stable"``: the same with ``ξ = ω_α √A · μ √(q_B/N) G̃ᵀ z``, ``A`` a positive ``α/2``-stable variable
   drawn once per step (:func:`sgdnoise.sde.positive_stable`): a *sub-Gaussian* symmetric α-stable vector.
   Every projection ``vᵀξ`` is symmetric α-stable, with a scale proportional to the Gaussian's
-  ``√(vᵀ μ² c Σ v)``, so the noise keeps SGD's covariance *shape*. ``κ_α`` (:func:`stable_bulk_factor`)
+  ``√(vᵀ μ² q_B Σ v)``, so the noise keeps SGD's covariance *shape*. ``ω_α`` (:func:`stable_bulk_factor`)
   makes the median of ``|vᵀξ|`` equal to the Gaussian noise's in every direction ``v``: the two noises
   agree in bulk and differ in the tail (the α-stable one has no variance).
 
@@ -121,7 +121,7 @@ class TMSConfig:
     scheme: str = "with_replacement"  # minibatch sampling scheme (sets c(N, B) for gd_gaussian)
     steps: int = 5000
     quench_steps: int = 0             # Q: gradient-descent steps (no noise) at the end, before labelling
-    noise_mult: float = 1.0           # μ: gd_gaussian / gd_stable inject μ times SGD-shaped noise (covariance μ² c Σ)
+    noise_mult: float = 1.0           # μ: gd_gaussian / gd_stable inject μ times SGD-shaped noise (covariance μ² q_B Σ)
     alpha: float = 1.8                # index of gd_stable's noise, in (1, 2)
     stable_cap: float = 1.0           # q: gd_stable's radial factor √A capped at its q-quantile (1: no cap)
     seed: int = 0                     # initialisation, minibatches and injected noise
@@ -255,7 +255,7 @@ def per_sample_loss(W: Tensor, b: Tensor, X: Tensor, imp: Tensor) -> Tensor:
 
 
 def noise_factor(cfg: TMSConfig) -> float:
-    """``c(N, B)``: SGD's noise covariance is ``c Σ``; ``"gd_gaussian"`` injects ``μ √(c/N) G_cᵀ z``."""
+    """``q_B(N, B)``: SGD's noise covariance is ``q_B Σ``; ``"gd_gaussian"`` injects ``μ √(q_B/N) G̃ᵀ z``."""
     return noise_covariance_factor(cfg.n_samples, cfg.B, cfg.scheme)
 
 
@@ -285,9 +285,9 @@ def _bulk(alpha: float, cap: float, draws: int, seed: int) -> tuple[float, float
 
 
 def stable_bulk_factor(alpha: float, *, cap: float = 1.0, draws: int = 1_000_000, seed: int = 0) -> float:
-    """``κ_α``: the median of ``|κ_α √A Z|`` equals the median of ``|Z|``, for ``Z ~ N(0, 1)`` and ``A`` positive
+    """``ω_α``: the median of ``|ω_α √A Z|`` equals the median of ``|Z|``, for ``Z ~ N(0, 1)`` and ``A`` positive
     ``α/2``-stable (:func:`sgdnoise.sde.positive_stable`), independent. Then every projection of
-    ``κ_α √A G`` (``G`` Gaussian) has the median absolute value of the same projection of ``G``. With
+    ``ω_α √A G`` (``G`` Gaussian) has the median absolute value of the same projection of ``G``. With
     ``cap < 1``, the same for ``min(√A, c)`` with ``c`` the ``cap``-quantile of ``√A``
     (:func:`stable_cap_value`): the capped law, matched in bulk again. Estimated by Monte Carlo with
     ``draws`` draws from a fixed seed (relative standard error about ``1.3/√draws``) and remembered."""
@@ -302,7 +302,7 @@ def stable_cap_value(alpha: float, cap: float) -> float:
 
 
 def _stable_mults(cfg: TMSConfig, shape: tuple, generator: torch.Generator) -> Tensor:
-    """``κ_α √A`` for ``gd_stable``'s noise (``κ_α min(√A, c)`` with a cap), one per entry of ``shape`` (float32)."""
+    """``ω_α √A`` for ``gd_stable``'s noise (``ω_α min(√A, c)`` with a cap), one per entry of ``shape`` (float32)."""
     from ..sde import positive_stable
 
     root = positive_stable(shape, cfg.alpha / 2, generator).sqrt()
@@ -317,7 +317,7 @@ def gradient_estimate(cfg: TMSConfig, W: Tensor, b: Tensor, X: Tensor, *, genera
     ``cfg.optimizer`` at ``(W, b)`` on the data ``X`` ``(N, n)``, by the code path of the training loop:
     a minibatch mean for ``"sgd"``/``"adamw"`` (from ``batch`` or drawn with ``generator``), the full mean
     for ``"gd"``, the weighted full mean with Gaussian weights drawn with ``generator`` for ``"gd_gaussian"`` (and
-    ``"gd_stable"``, whose weights carry one draw of ``κ_α √A``, drawn after them)."""
+    ``"gd_stable"``, whose weights carry one draw of ``ω_α √A``, drawn after them)."""
     W = W.detach().clone().requires_grad_(True)
     b = b.detach().clone().requires_grad_(True)
     imp = importances(cfg).to(X.device)

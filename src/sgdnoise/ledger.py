@@ -270,7 +270,6 @@ def at_a_glance():
     """One line per claim that does not simply hold: where it sits, its verdict as a badge, and the first
     sentence of what the book found (the checks are not run); an HTML list for a page."""
     import html
-    import re
 
     from IPython.display import HTML
 
